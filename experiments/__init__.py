@@ -1,0 +1,1 @@
+"""Experiment specs, data, contracts, search spaces, the objective and model pipelines."""

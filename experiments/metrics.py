@@ -1,0 +1,71 @@
+"""Scores computed the same way in the search, on the holdout and in promotion."""
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+
+def model_output(model, features: pd.DataFrame, task: str) -> np.ndarray:
+    """Class probabilities for classification, predictions for regression."""
+    if task == "classification":
+        return model.predict_proba(features)
+    return model.predict(features)
+
+
+def score(metric: str, y_true, output: np.ndarray, classes) -> float:
+    """One metric from model output; `classes` orders the probability columns."""
+    y_true = np.asarray(y_true)
+    if metric in ("rmse", "mae", "r2"):
+        return _regression_score(metric, y_true, output)
+    classes = np.asarray(classes)
+    binary = len(classes) == 2
+    if metric == "roc_auc":
+        if binary:
+            return float(skm.roc_auc_score(y_true == classes[1], output[:, 1]))
+        return float(skm.roc_auc_score(y_true, output, multi_class="ovr", labels=classes))
+    if metric == "log_loss":
+        return float(skm.log_loss(y_true, output, labels=classes))
+    predicted = classes[np.argmax(output, axis=1)]
+    if metric == "accuracy":
+        return float(skm.accuracy_score(y_true, predicted))
+    if metric == "balanced_accuracy":
+        return float(skm.balanced_accuracy_score(y_true, predicted))
+    if metric == "f1":
+        return float(_f1(y_true, predicted, classes))
+    raise ValueError(f"unknown metric '{metric}'")
+
+
+def _f1(y_true, predicted, classes) -> float:
+    if len(classes) == 2:
+        return skm.f1_score(y_true, predicted, pos_label=classes[1], labels=classes)
+    return skm.f1_score(y_true, predicted, average="macro", labels=classes)
+
+
+def _regression_score(metric: str, y_true, predicted) -> float:
+    if metric == "rmse":
+        return float(np.sqrt(skm.mean_squared_error(y_true, predicted)))
+    if metric == "mae":
+        return float(skm.mean_absolute_error(y_true, predicted))
+    return float(skm.r2_score(y_true, predicted))
+
+
+def holdout_metrics(task: str, y_true, output: np.ndarray, classes) -> dict[str, float]:
+    """The full set of holdout metrics for the task."""
+    if task == "regression":
+        return {m: score(m, y_true, output, classes) for m in ("rmse", "mae", "r2")}
+    y_true = np.asarray(y_true)
+    classes = np.asarray(classes)
+    predicted = classes[np.argmax(output, axis=1)]
+    average = {"pos_label": classes[1]} if len(classes) == 2 else {"average": "macro"}
+    return {
+        "accuracy": score("accuracy", y_true, output, classes),
+        "precision": float(
+            skm.precision_score(y_true, predicted, labels=classes, zero_division=0, **average)
+        ),
+        "recall": float(
+            skm.recall_score(y_true, predicted, labels=classes, zero_division=0, **average)
+        ),
+        "f1": score("f1", y_true, output, classes),
+        "roc_auc": score("roc_auc", y_true, output, classes),
+        "log_loss": score("log_loss", y_true, output, classes),
+    }

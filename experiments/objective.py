@@ -1,0 +1,61 @@
+"""The Optuna objective: suggest, fit over CV folds (pruning between folds), score, return."""
+
+import time
+import warnings
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import optuna
+import pandas as pd
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import KFold, StratifiedKFold
+
+from experiments.metrics import model_output, score
+from experiments.pipelines import build_pipeline
+from experiments.spaces import suggest_params
+
+
+def cv_folds(y: pd.Series, task: str, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    splitter = (
+        StratifiedKFold(n_folds, shuffle=True, random_state=seed)
+        if task == "classification"
+        else KFold(n_folds, shuffle=True, random_state=seed)
+    )
+    return list(splitter.split(np.zeros(len(y)), y))
+
+
+def make_objective(
+    features: pd.DataFrame,
+    y: pd.Series,
+    *,
+    task: str,
+    metric: str,
+    families: Sequence[str],
+    numeric: list[str],
+    categorical: list[str],
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    seed: int,
+) -> Callable[[optuna.Trial], float]:
+    """An objective over fixed folds; each trial records its fold scores and fit time."""
+    classes = np.unique(y) if task == "classification" else None
+
+    def objective(trial: optuna.Trial) -> float:
+        family = trial.suggest_categorical("model", list(families))
+        params = suggest_params(trial, family)
+        started = time.perf_counter()
+        scores: list[float] = []
+        for step, (train_idx, valid_idx) in enumerate(folds):
+            pipeline = build_pipeline(task, family, params, numeric, categorical, seed)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                pipeline.fit(features.iloc[train_idx], y.iloc[train_idx])
+            output = model_output(pipeline, features.iloc[valid_idx], task)
+            scores.append(score(metric, y.iloc[valid_idx], output, classes))
+            trial.set_user_attr("fold_scores", scores)
+            trial.set_user_attr("fit_seconds", time.perf_counter() - started)
+            trial.report(float(np.mean(scores)), step)
+            if step < len(folds) - 1 and trial.should_prune():
+                raise optuna.TrialPruned()
+        return float(np.mean(scores))
+
+    return objective

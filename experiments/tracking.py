@@ -1,0 +1,209 @@
+"""MLflow tracking: experiments, batched logging, and one nested run per Optuna trial."""
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Mapping
+
+import optuna
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+log = logging.getLogger(__name__)
+
+MAX_PARAMS_PER_BATCH = 100
+MAX_METRICS_PER_BATCH = 1000
+_STATUS = {
+    TrialState.COMPLETE: "FINISHED",
+    TrialState.PRUNED: "KILLED",
+    TrialState.FAIL: "FAILED",
+}
+
+
+def ensure_experiment(client: MlflowClient, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+    return client.create_experiment(name)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def log_batch(
+    client: MlflowClient,
+    run_id: str,
+    params: Mapping[str, object] = {},
+    metrics: Mapping[str, float] = {},
+    tags: Mapping[str, object] = {},
+    step: int = 0,
+) -> None:
+    """Params, metrics and tags in as few requests as MLflow's per-request limits allow."""
+    now = _now_ms()
+    param_list = [Param(k, _text(v)) for k, v in params.items()]
+    tag_list = [RunTag(k, _text(v)) for k, v in tags.items()]
+    metric_list = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+    while param_list or tag_list or metric_list:
+        client.log_batch(
+            run_id,
+            params=param_list[:MAX_PARAMS_PER_BATCH],
+            tags=tag_list[:MAX_PARAMS_PER_BATCH],
+            metrics=metric_list[:MAX_METRICS_PER_BATCH],
+            synchronous=True,
+        )
+        param_list = param_list[MAX_PARAMS_PER_BATCH:]
+        tag_list = tag_list[MAX_PARAMS_PER_BATCH:]
+        metric_list = metric_list[MAX_METRICS_PER_BATCH:]
+
+
+def _text(value: object) -> str:
+    return "None" if value is None else str(value)
+
+
+class TrialRecorder:
+    """An Optuna callback that records each finished trial as a child run of the parent.
+
+    The MLflow requests (create, one batch, terminate) happen on a background thread so
+    the search never waits on the tracking server; `close()` waits for the backlog.
+    """
+
+    def __init__(
+        self, client: MlflowClient, experiment_id: str, parent_run_id: str, metric: str
+    ) -> None:
+        self._client = client
+        self._experiment_id = experiment_id
+        self._parent_run_id = parent_run_id
+        self._metric = metric
+        self._queue: queue.Queue = queue.Queue()
+        self._errors: list[BaseException] = []
+        self._thread = threading.Thread(target=self._drain, name="trial-recorder", daemon=True)
+        self._thread.start()
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        best = study.best_value if _has_complete(study) else None
+        self._queue.put((trial, best))
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._errors:
+            raise RuntimeError(f"recording trials in MLflow failed: {self._errors[0]}")
+
+    def _drain(self) -> None:
+        while (item := self._queue.get()) is not None:
+            try:
+                self._record(*item)
+            except Exception as error:  # noqa: BLE001 - reported by close(), not lost
+                log.warning("could not record trial in MLflow: %s", error)
+                self._errors.append(error)
+
+    def _record(self, trial: optuna.trial.FrozenTrial, best: float | None) -> None:
+        start_ms = int(trial.datetime_start.timestamp() * 1000) if trial.datetime_start else None
+        end_ms = (
+            int(trial.datetime_complete.timestamp() * 1000)
+            if trial.datetime_complete
+            else _now_ms()
+        )
+        run = self._client.create_run(
+            self._experiment_id,
+            start_time=start_ms,
+            run_name=f"trial-{trial.number:03d}",
+            tags={"mlflow.parentRunId": self._parent_run_id},
+        )
+        folds = trial.user_attrs.get("fold_scores", [])
+        metrics = [
+            Metric(f"cv_{self._metric}_fold", float(s), end_ms, step)
+            for step, s in enumerate(folds)
+        ]
+        if folds:
+            mean = sum(folds) / len(folds)
+            spread = (sum((s - mean) ** 2 for s in folds) / len(folds)) ** 0.5
+            metrics += [
+                Metric(f"cv_{self._metric}_mean", mean, end_ms, 0),
+                Metric(f"cv_{self._metric}_std", spread, end_ms, 0),
+            ]
+        if start_ms is not None:
+            metrics.append(Metric("duration_s", (end_ms - start_ms) / 1000, end_ms, 0))
+        tags = [
+            RunTag("mlops.trial_number", str(trial.number)),
+            RunTag("mlops.trial_state", trial.state.name),
+            RunTag("mlops.folds_completed", str(len(folds))),
+        ]
+        if trial.state == TrialState.FAIL:
+            tags.append(RunTag("mlops.fail_reason", str(trial.system_attrs.get("fail_reason", ""))[:5000]))
+        params = [Param(k, _text(v)) for k, v in trial.params.items()]
+        self._client.log_batch(run.info.run_id, metrics=metrics, params=params, tags=tags)
+        self._client.set_terminated(
+            run.info.run_id, status=_STATUS.get(trial.state, "FAILED"), end_time=end_ms
+        )
+        if best is not None:
+            self._client.log_metric(
+                self._parent_run_id, "best_cv_score", best, timestamp=end_ms, step=trial.number
+            )
+
+
+def _has_complete(study: optuna.Study) -> bool:
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy")
+
+
+def pinned_requirements(distributions=MODEL_REQUIREMENTS) -> list[str]:
+    """Exact versions of what the model needs, from this environment: MLflow's own
+    inference of requirements runs the model in a subprocess (~12 s per model)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in distributions]
+
+
+def log_sklearn_model(
+    run_id: str, pipeline, input_example, metadata: dict
+) -> str:
+    """Log the pipeline with skops, a signature and pinned requirements; return its URI."""
+    import mlflow
+    import skops.io
+    from mlflow.models import infer_signature
+
+    # The types this very pipeline is made of: trusted because we just built it.
+    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
+    signature = infer_signature(input_example, pipeline.predict(input_example))
+    info = mlflow.sklearn.log_model(
+        pipeline,
+        name="model",
+        run_id=run_id,
+        signature=signature,
+        input_example=input_example,
+        pip_requirements=pinned_requirements(),
+        serialization_format="skops",
+        skops_trusted_types=trusted,
+        metadata=metadata,
+    )
+    return info.model_uri
+
+
+def log_dataset(client: MlflowClient, run_id: str, frame, source: str, target: str, name: str,
+                context: str = "training") -> None:
+    """The training data as an MLflow dataset input (name, digest, source, schema)."""
+    import mlflow.data
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.exceptions import MlflowException
+
+    try:
+        dataset = mlflow.data.from_pandas(frame, source=source, targets=target, name=name)
+    except MlflowException:
+        # Sources MLflow cannot resolve (package://) are described rather than dropped.
+        dataset = mlflow.data.from_pandas(
+            frame, source=CodeDatasetSource({"uri": source}), targets=target, name=name
+        )
+    client.log_inputs(
+        run_id,
+        datasets=[DatasetInput(dataset._to_mlflow_entity(),
+                               tags=[InputTag("mlflow.data.context", context)])],
+    )

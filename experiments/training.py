@@ -1,0 +1,310 @@
+"""The training stages as plain functions; the Prefect flow wires them as tasks.
+
+Every stage takes what it needs (spec, data, an MlflowClient, a storage) and returns a
+small value; none reads the environment or global state.
+"""
+
+import hashlib
+import json
+import logging
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from experiments.contract import DataContract, infer_contract, prepare_training_data
+from experiments.data import Split, data_digest, load_table, sample_rows, split_holdout
+from experiments.evaluation import (
+    classification_plots,
+    close_figures,
+    feature_importance,
+    regression_plots,
+    search_plots,
+)
+from experiments.metrics import holdout_metrics, model_output, score
+from experiments.objective import cv_folds, make_objective
+from experiments.pipelines import build_pipeline, feature_frame
+from experiments.search import best_trial, finished_trials, open_study, run_search
+from experiments.spaces import split_params
+from experiments.spec import ExperimentSpec
+from experiments.tracking import (
+    TrialRecorder,
+    ensure_experiment,
+    log_batch,
+    log_dataset,
+    log_sklearn_model,
+)
+
+log = logging.getLogger(__name__)
+
+REFERENCE_MAX_ROWS = 50_000
+REFERENCE_ARTIFACT = "reference/train.parquet"
+CONTRACT_ARTIFACT = "contract/data_contract.json"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    frame: pd.DataFrame
+    contract: DataContract
+    digest: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Tracking:
+    experiment_id: str
+    run_id: str
+    study_name: str
+    resumed: bool
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    family: str
+    params: dict
+    cv_score: float
+    trials: int
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    pipeline: object
+    metrics: dict[str, float]
+    output: np.ndarray = field(repr=False)
+    classes: tuple | None
+
+
+def load_dataset(spec: ExperimentSpec) -> Dataset:
+    """Read the spec's data, apply the hard checks and infer the data contract."""
+    raw = load_table(spec.data.source)
+    frame = prepare_training_data(raw, spec.data.target, spec.task, spec.tuning.cv_folds)
+    contract = infer_contract(frame, spec.data.target, spec.task)
+    return Dataset(frame, contract, data_digest(frame), spec.data.source)
+
+
+def split(spec: ExperimentSpec, dataset: Dataset) -> Split:
+    t = spec.tuning
+    return split_holdout(dataset.frame, spec.data.target, spec.task, t.holdout_fraction, t.seed)
+
+
+def features_and_target(frame: pd.DataFrame, contract: DataContract) -> tuple[pd.DataFrame, pd.Series]:
+    features = feature_frame(frame, contract.numeric, contract.categorical)
+    return features, frame[contract.target].reset_index(drop=True)
+
+
+def spec_digest(spec: ExperimentSpec) -> str:
+    """What makes two searches the same search (monitoring settings do not)."""
+    relevant = spec.model_dump(mode="json", include={"name", "task", "data", "tuning"})
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def git_commit(directory: Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=directory, check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def start_tracking(
+    client: MlflowClient,
+    storage,
+    spec: ExperimentSpec,
+    dataset: Dataset,
+    *,
+    trigger: str,
+    flow_run_id: str | None,
+    extra_tags: dict[str, str],
+) -> Tracking:
+    """Open the parent run, or resume the one whose search an interruption cut short."""
+    experiment_id = ensure_experiment(client, spec.name)
+    base = f"{spec.slug}-{dataset.digest[:12]}-{spec_digest(spec)}"
+    resumable = _unfinished_study(storage, base)
+    if resumable is not None:
+        name, run_id = resumable
+        client.update_run(run_id, status="RUNNING")
+        log.info("resuming the interrupted search %s (MLflow run %s)", name, run_id)
+        return Tracking(experiment_id, run_id, name, resumed=True)
+    name = f"{base}-{_next_attempt(storage, base)}"
+    tags = {
+        "mlops.flow_run_id": flow_run_id or "",
+        "mlops.trigger": trigger,
+        "mlops.data_digest": dataset.digest,
+        "mlops.study_name": name,
+        "mlops.contract.columns": ",".join(dataset.contract.feature_names)[:5000],
+        "mlops.contract.target": dataset.contract.target,
+        "mlops.contract.numeric": str(len(dataset.contract.numeric)),
+        "mlops.contract.categorical": str(len(dataset.contract.categorical)),
+        **extra_tags,
+    }
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    run = client.create_run(experiment_id, run_name=f"train-{name.rsplit('-', 1)[-1]}", tags=tags)
+    run_id = run.info.run_id
+    log_batch(
+        client,
+        run_id,
+        params={
+            "task": spec.task,
+            "target": spec.data.target,
+            "data_source": spec.data.source,
+            "metric": spec.metric,
+            "models": ",".join(spec.models),
+            "trials": spec.tuning.trials,
+            "cv_folds": spec.tuning.cv_folds,
+            "holdout_fraction": spec.tuning.holdout_fraction,
+            "seed": spec.tuning.seed,
+            "rows": len(dataset.frame),
+        },
+    )
+    log_dataset(client, run_id, dataset.frame, dataset.source, spec.data.target, f"{spec.name}-data")
+    client.log_text(run_id, dataset.contract.to_json(), CONTRACT_ARTIFACT)
+    study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
+                                direction="maximize" if spec.greater_is_better else "minimize")
+    study.set_user_attr("mlflow_run_id", run_id)
+    study.set_user_attr("finished", False)
+    return Tracking(experiment_id, run_id, name, resumed=False)
+
+
+def _studies_of(storage, base: str) -> list:
+    return [s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
+            if s.study_name.startswith(f"{base}-")]
+
+
+def _unfinished_study(storage, base: str) -> tuple[str, str] | None:
+    for summary in sorted(_studies_of(storage, base), key=lambda s: s.study_name, reverse=True):
+        attrs = summary.user_attrs
+        if attrs.get("finished") is False and attrs.get("mlflow_run_id"):
+            return summary.study_name, attrs["mlflow_run_id"]
+    return None
+
+
+def _next_attempt(storage, base: str) -> int:
+    attempts = [int(s.study_name.rsplit("-", 1)[-1]) for s in _studies_of(storage, base)
+                if s.study_name.rsplit("-", 1)[-1].isdigit()]
+    return max(attempts, default=0) + 1
+
+
+def tune(
+    client: MlflowClient,
+    storage,
+    spec: ExperimentSpec,
+    data: Split,
+    contract: DataContract,
+    tracking: Tracking,
+    *,
+    warm_start: Sequence[dict] = (),
+    progress=None,
+) -> SearchResult:
+    """Run (or finish) the Optuna search, one nested MLflow run per trial."""
+    features, y = features_and_target(data.train, contract)
+    objective = make_objective(
+        features, y,
+        task=spec.task, metric=spec.metric, families=spec.models,
+        numeric=contract.numeric, categorical=contract.categorical,
+        folds=cv_folds(y, spec.task, spec.tuning.cv_folds, spec.tuning.seed),
+        seed=spec.tuning.seed,
+    )
+    study = open_study(storage, tracking.study_name, spec.greater_is_better, spec.tuning.seed)
+    recorder = TrialRecorder(client, tracking.experiment_id, tracking.run_id, spec.metric)
+    callbacks = [recorder] + ([progress] if progress else [])
+    try:
+        run_search(study, objective, spec.tuning.trials, spec.tuning.timeout_s,
+                   callbacks=callbacks, warm_start=warm_start)
+    finally:
+        recorder.close()
+    best = best_trial(study)
+    family, params = split_params(best.params)
+    log_batch(
+        client, tracking.run_id,
+        params={f"best.{k}": v for k, v in best.params.items()},
+        metrics={f"cv_{spec.metric}": best.value, "trials_finished": finished_trials(study)},
+        tags={"mlops.best_trial": best.number},
+    )
+    figures = search_plots(study)
+    for name, figure in figures.items():
+        client.log_figure(tracking.run_id, figure, f"plots/{name}.png")
+    close_figures(figures.values())
+    return SearchResult(family, params, float(best.value), finished_trials(study))
+
+
+def fit_and_evaluate(
+    client: MlflowClient,
+    spec: ExperimentSpec,
+    data: Split,
+    contract: DataContract,
+    search: SearchResult,
+    run_id: str,
+) -> Evaluation:
+    """Refit the best pipeline on the whole training split and score it on the holdout."""
+    features, y = features_and_target(data.train, contract)
+    pipeline = build_pipeline(spec.task, search.family, search.params,
+                              contract.numeric, contract.categorical, spec.tuning.seed)
+    pipeline.fit(features, y)
+    holdout_x, holdout_y = features_and_target(data.holdout, contract)
+    output = model_output(pipeline, holdout_x, spec.task)
+    classes = tuple(pipeline.classes_) if spec.task == "classification" else None
+    metrics = holdout_metrics(spec.task, holdout_y, output, classes)
+    figures = (
+        classification_plots(holdout_y, output, classes)
+        if spec.task == "classification"
+        else regression_plots(holdout_y, output)
+    )
+    importances, figures["feature_importance"] = feature_importance(
+        pipeline, holdout_x, holdout_y, task=spec.task, metric=spec.metric,
+        greater_is_better=spec.greater_is_better, classes=classes, seed=spec.tuning.seed,
+    )
+    log_batch(
+        client, run_id,
+        metrics={
+            **{f"holdout_{k}": v for k, v in metrics.items()},
+            **{f"importance.{k}": v for k, v in importances.items()},
+        },
+    )
+    for name, figure in figures.items():
+        client.log_figure(run_id, figure, f"plots/{name}.png")
+    close_figures(figures.values())
+    return Evaluation(pipeline, metrics, output, classes)
+
+
+def log_model(
+    client: MlflowClient, spec: ExperimentSpec, data: Split, contract: DataContract,
+    evaluation: Evaluation, run_id: str,
+) -> str:
+    """The model (signature, example, pinned requirements, contract) and its reference data."""
+    features, _ = features_and_target(data.train, contract)
+    complete = features.dropna()
+    example = (complete if len(complete) else features).head(5)
+    model_uri = log_sklearn_model(
+        run_id, evaluation.pipeline, example,
+        metadata={"mlops_contract": contract.to_dict(), "mlops_metric": spec.metric},
+    )
+    reference = sample_rows(data.train, REFERENCE_MAX_ROWS, spec.tuning.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(REFERENCE_ARTIFACT).name
+        reference.to_parquet(path, index=False)
+        client.log_artifact(run_id, str(path), str(Path(REFERENCE_ARTIFACT).parent))
+    client.set_tag(run_id, "mlops.reference_rows", str(len(reference)))
+    return model_uri
+
+
+def finish(client: MlflowClient, storage, tracking: Tracking) -> None:
+    """Close the parent run and mark its study done, so the next training starts afresh."""
+    study = optuna.load_study(study_name=tracking.study_name, storage=storage)
+    study.set_user_attr("finished", True)
+    client.set_terminated(tracking.run_id, status="FINISHED")
+
+
+def holdout_score_fn(spec: ExperimentSpec, classes):
+    """score(y, output) in the spec's metric, for the promotion test."""
+    return lambda y, output: score(spec.metric, y, output, classes)

@@ -1,0 +1,225 @@
+"""The training flow: load, validate, split, tune, fit, log, register and promote, link.
+
+Each task is a thin adapter over a plain function in `experiments/` or `registry/`.
+"""
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import optuna
+from mlflow.tracking import MlflowClient
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from pydantic import BaseModel, Field
+
+from experiments import training
+from experiments.data import Split
+from experiments.metrics import model_output
+from experiments.search import journal_storage
+from experiments.spec import ExperimentSpec, load_spec
+from infra.settings import Settings
+from registry.gate import GateResult, run_gate
+
+
+class TrainParameters(BaseModel):
+    """What a person fills in to launch training (the form in the Prefect UI)."""
+
+    experiment: str = Field(
+        "penguins",
+        description="A spec file's path, or the name of a spec under experiments/specs",
+    )
+    data: str | None = Field(
+        None, description="Data to train on instead of the spec's data.source (path or URI)"
+    )
+    trials: int | None = Field(None, ge=1, description="Optuna trials (default: the spec's)")
+    trigger: Literal["manual", "drift", "schedule"] = Field(
+        "manual", description="Why this training runs; recorded as the tag mlops.trigger"
+    )
+    monitoring_run_id: str | None = Field(
+        None, description="The drift check that caused this training, if any"
+    )
+
+
+def resolve_spec(params: TrainParameters) -> ExperimentSpec:
+    """The spec with this run's overrides applied."""
+    spec = load_spec(params.experiment)
+    if params.data:
+        spec = spec.model_copy(update={"data": spec.data.model_copy(update={"source": params.data})})
+    if params.trials:
+        spec = spec.model_copy(
+            update={"tuning": spec.tuning.model_copy(update={"trials": params.trials})}
+        )
+    return spec
+
+
+def _client() -> MlflowClient:
+    # MLFLOW_TRACKING_URI is read by MLflow itself; the CLI sets it from `mlops status`.
+    return MlflowClient()
+
+
+def _run_url(experiment_id: str, run_id: str) -> str:
+    base = os.environ.get("MLFLOW_TRACKING_URI", "").rstrip("/")
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+@task(cache_policy=NO_CACHE)
+def load_and_validate(spec: ExperimentSpec) -> training.Dataset:
+    dataset = training.load_dataset(spec)
+    get_run_logger().info(
+        "%s: %d rows, %d numeric and %d categorical features, digest %s",
+        spec.data.source, len(dataset.frame), len(dataset.contract.numeric),
+        len(dataset.contract.categorical), dataset.digest,
+    )
+    return dataset
+
+
+@task(cache_policy=NO_CACHE)
+def split(spec: ExperimentSpec, dataset: training.Dataset) -> Split:
+    return training.split(spec, dataset)
+
+
+@task(cache_policy=NO_CACHE)
+def start_tracking(
+    spec: ExperimentSpec, dataset: training.Dataset, params: TrainParameters, storage_path: Path
+) -> training.Tracking:
+    extra = {"mlops.monitoring_run_id": params.monitoring_run_id} if params.monitoring_run_id else {}
+    tracking = training.start_tracking(
+        _client(), journal_storage(storage_path), spec, dataset,
+        trigger=params.trigger, flow_run_id=flow_run.get_id(), extra_tags=extra,
+    )
+    get_run_logger().info("MLflow run: %s", _run_url(tracking.experiment_id, tracking.run_id))
+    return tracking
+
+
+@task(cache_policy=NO_CACHE)
+def tune(
+    spec: ExperimentSpec, data: Split, dataset: training.Dataset,
+    tracking: training.Tracking, storage_path: Path,
+) -> training.SearchResult:
+    logger = get_run_logger()
+    total = spec.tuning.trials
+
+    def progress(study, trial) -> None:
+        best = study.best_value if any(t.value is not None for t in study.trials
+                                       if t.state.name == "COMPLETE") else float("nan")
+        value = "" if trial.value is None else f" {spec.metric}={trial.value:.4f}"
+        logger.info("trial %d/%d %s%s | best %.4f", trial.number + 1, total,
+                    trial.state.name.lower(), value, best)
+
+    return training.tune(
+        _client(), journal_storage(storage_path), spec, data, dataset.contract, tracking,
+        progress=progress,
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def fit_and_evaluate(
+    spec: ExperimentSpec, data: Split, dataset: training.Dataset,
+    search: training.SearchResult, tracking: training.Tracking,
+) -> training.Evaluation:
+    return training.fit_and_evaluate(_client(), spec, data, dataset.contract, search, tracking.run_id)
+
+
+@task(cache_policy=NO_CACHE)
+def log_model(
+    spec: ExperimentSpec, data: Split, dataset: training.Dataset,
+    evaluation: training.Evaluation, tracking: training.Tracking,
+) -> str:
+    return training.log_model(_client(), spec, data, dataset.contract, evaluation, tracking.run_id)
+
+
+@task(cache_policy=NO_CACHE)
+def register_and_promote(
+    spec: ExperimentSpec, data: Split, dataset: training.Dataset,
+    evaluation: training.Evaluation, tracking: training.Tracking, model_uri: str,
+    params: TrainParameters,
+) -> GateResult:
+    holdout_x, holdout_y = training.features_and_target(data.holdout, dataset.contract)
+    classes = evaluation.classes
+
+    def champion_output(model) -> np.ndarray:
+        if classes is not None and tuple(model.classes_) != classes:
+            raise ValueError(f"its classes {tuple(model.classes_)} differ from {classes}")
+        return model_output(model, holdout_x, spec.task)
+
+    result = run_gate(
+        _client(), spec.name, model_uri, tracking.run_id,
+        holdout_y.to_numpy(), evaluation.output, champion_output,
+        training.holdout_score_fn(spec, classes),
+        metric=spec.metric, greater_is_better=spec.greater_is_better,
+        tags={"mlops.trigger": params.trigger, "mlops.data_digest": dataset.digest,
+              "mlops.flow_run_id": flow_run.get_id() or ""},
+        seed=spec.tuning.seed,
+    )
+    _client().set_tag(tracking.run_id, "mlops.model_version", result.version)
+    get_run_logger().info(
+        "version %s %s: %s", result.version,
+        "is the new champion" if result.promoted else "is a challenger", result.decision.reason,
+    )
+    return result
+
+
+@task(cache_policy=NO_CACHE)
+def link(spec: ExperimentSpec, tracking: training.Tracking, evaluation: training.Evaluation,
+         search: training.SearchResult, gate: GateResult) -> None:
+    rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in evaluation.metrics.items())
+    markdown = (
+        f"# {spec.name}: version {gate.version}\n\n"
+        f"[MLflow run]({_run_url(tracking.experiment_id, tracking.run_id)})\n\n"
+        f"**{'Promoted to champion' if gate.promoted else 'Challenger'}**: "
+        f"{gate.decision.reason}\n\n"
+        f"Best model: `{search.family}` {search.params} "
+        f"(cv {spec.metric} {search.cv_score:.4f} over {search.trials} trials)\n\n"
+        f"| holdout metric | value |\n|---|---|\n{rows}\n"
+    )
+    create_markdown_artifact(
+        markdown=markdown, key=f"{spec.slug}-training",
+        description=f"Training of {spec.name}: MLflow run and champion decision",
+    )
+
+
+@flow(name="train", log_prints=False)
+def train(params: TrainParameters) -> dict:
+    """Train EXPERIMENT: search, fit, register, and promote the winner."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    spec = resolve_spec(params)
+    storage_path = Settings().home.resolve() / "optuna" / "studies.journal"
+    dataset = load_and_validate(spec)
+    data = split(spec, dataset)
+    tracking = start_tracking(spec, dataset, params, storage_path)
+    try:
+        search = tune(spec, data, dataset, tracking, storage_path)
+        evaluation = fit_and_evaluate(spec, data, dataset, search, tracking)
+        model_uri = log_model(spec, data, dataset, evaluation, tracking)
+        gate = register_and_promote(spec, data, dataset, evaluation, tracking, model_uri, params)
+        link(spec, tracking, evaluation, search, gate)
+    except BaseException:
+        _client().set_terminated(tracking.run_id, status="FAILED")
+        raise
+    training.finish(_client(), journal_storage(storage_path), tracking)
+    return {
+        "experiment": spec.name,
+        "run_id": tracking.run_id,
+        "run_url": _run_url(tracking.experiment_id, tracking.run_id),
+        "model_name": spec.name,
+        "model_version": gate.version,
+        "promoted": gate.promoted,
+        "champion_version": gate.champion_version,
+        "reason": gate.decision.reason,
+        "metric": {"name": spec.metric, "value": gate.decision.candidate_score},
+        "holdout_metrics": evaluation.metrics,
+        "best_model": search.family,
+        "best_params": search.params,
+        "cv_score": search.cv_score,
+        "trials": search.trials,
+        "trigger": params.trigger,
+        "flow_run_id": str(flow_run.get_id()),
+    }
+
+
+if __name__ == "__main__":
+    train(TrainParameters())

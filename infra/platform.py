@@ -1,0 +1,107 @@
+"""The platform as a whole: which services a profile runs and where clients find them."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.errors import PlatformError
+from infra.services import Service, is_healthy, read_state, venv_bin
+from infra.settings import Settings
+
+
+@dataclass(frozen=True)
+class Platform:
+    profile: str
+    home: Path
+    mlflow_url: str
+    prefect_url: str
+    services: tuple[Service, ...]
+
+    @property
+    def prefect_api_url(self) -> str:
+        return f"{self.prefect_url}/api"
+
+    def client_environment(self) -> dict[str, str]:
+        """The native variables MLflow and Prefect clients read to find this platform."""
+        return {"MLFLOW_TRACKING_URI": self.mlflow_url, "PREFECT_API_URL": self.prefect_api_url}
+
+    def state(self) -> dict[str, object]:
+        return {
+            "profile": self.profile,
+            "mlflow_url": self.mlflow_url,
+            "prefect_url": self.prefect_url,
+            "services": {s.name: {"url": s.url, "port": s.port} for s in self.services},
+        }
+
+
+def local_platform(home: Path, host: str, mlflow_port: int, prefect_port: int) -> Platform:
+    """SQLite backends and local artifacts, everything under `home`."""
+    home = home.resolve()
+    mlflow_url = f"http://{host}:{mlflow_port}"
+    prefect_url = f"http://{host}:{prefect_port}"
+    mlflow = Service(
+        name="mlflow",
+        argv=(
+            venv_bin("mlflow"), "server",
+            "--host", host, "--port", str(mlflow_port),
+            # One worker: more add ~40 ms to every request on a reused connection.
+            "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+            "--artifacts-destination", str(home / "mlflow" / "artifacts"),
+            "--serve-artifacts",
+        ),
+        host=host,
+        port=mlflow_port,
+        url=mlflow_url,
+        health_url=f"{mlflow_url}/health",
+        port_variable="MLOPS_MLFLOW_PORT",
+        # The job runner serves GenAI features we do not use; it starts 8 processes.
+        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        unset_env=("MLFLOW_TRACKING_URI",),
+    )
+    prefect = Service(
+        name="prefect",
+        argv=(venv_bin("prefect"), "server", "start", "--host", host, "--port", str(prefect_port)),
+        host=host,
+        port=prefect_port,
+        url=prefect_url,
+        health_url=f"{prefect_url}/api/health",
+        port_variable="MLOPS_PREFECT_PORT",
+        env={
+            "PREFECT_HOME": str(home / "prefect"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
+            "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+        },
+        unset_env=("PREFECT_API_URL", "PREFECT_PROFILE"),
+    )
+    (home / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
+    return Platform("local", home, mlflow_url, prefect_url, (mlflow, prefect))
+
+
+def platform_from_settings(settings: Settings, profile: str | None = None) -> Platform:
+    """The platform `up` would start, or the one a previous `up` recorded in MLOPS_HOME."""
+    state = read_state(settings.home) or {}
+    chosen = profile or state.get("profile") or settings.profile
+    ports = {name: svc.get("port") for name, svc in state.get("services", {}).items()}
+    if chosen == "local":
+        return local_platform(
+            settings.home,
+            settings.host,
+            ports.get("mlflow") or settings.mlflow_port,
+            ports.get("prefect") or settings.prefect_port,
+        )
+    raise PlatformError(f"profile '{chosen}' is not available yet; use --profile local")
+
+
+def require_running(mlflow_tracking_uri: str, prefect_api_url: str) -> None:
+    """Fail with one actionable line unless both servers answer."""
+    if not is_healthy(f"{mlflow_tracking_uri.rstrip('/')}/health"):
+        raise PlatformError(
+            f"the platform is not running: MLflow does not answer at {mlflow_tracking_uri}; "
+            "start it with `mlops up`"
+        )
+    if not is_healthy(f"{prefect_api_url.rstrip('/')}/health"):
+        raise PlatformError(
+            f"the platform is not running: Prefect does not answer at {prefect_api_url}; "
+            "start it with `mlops up`"
+        )

@@ -1,0 +1,239 @@
+"""Background service processes: start, wait until healthy, report, stop.
+
+Each service runs in its own session (process group) with its pid file and log under
+MLOPS_HOME, so `down` stops exactly what `up` started and nothing else.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from infra.errors import PlatformError
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@dataclass(frozen=True)
+class Service:
+    """How to run one server process and how to tell that it is healthy."""
+
+    name: str
+    argv: tuple[str, ...]
+    host: str
+    port: int
+    url: str
+    health_url: str
+    port_variable: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    unset_env: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    url: str
+    running: bool
+    pid: int | None
+
+
+def venv_bin(name: str) -> str:
+    """The path of a console script installed beside the running interpreter."""
+    return str(Path(sys.executable).parent / name)
+
+
+def is_healthy(health_url: str, timeout_s: float = 2.0) -> bool:
+    try:
+        with _NO_PROXY.open(health_url, timeout=timeout_s) as response:
+            return 200 <= response.status < 300
+    except OSError:
+        return False
+
+
+def _pid_file(home: Path, name: str) -> Path:
+    return home / "run" / f"{name}.pid"
+
+
+def _log_file(home: Path, name: str) -> Path:
+    return home / "logs" / f"{name}.log"
+
+
+def _alive_pid(home: Path, service_name: str) -> int | None:
+    """The pid recorded for the service if that process still runs it; else None."""
+    pid_file = _pid_file(home, service_name)
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return None
+    # A recycled pid belongs to someone else: only claim it if it still runs our server.
+    return pid if _command_marker(service_name) in cmdline else None
+
+
+def _command_marker(service_name: str) -> str:
+    return service_name.split("-")[0]
+
+
+def _port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _last_lines(path: Path, count: int = 3) -> str:
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return " | ".join(lines[-count:])
+
+
+def _spawn(service: Service, home: Path) -> int:
+    log_path = _log_file(home, service.name)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    _pid_file(home, service.name).parent.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in service.unset_env}
+    env.update(service.env)
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            list(service.argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=home,
+            start_new_session=True,
+        )
+    _pid_file(home, service.name).write_text(str(process.pid))
+    return process.pid
+
+
+def start_services(
+    services: Sequence[Service], home: Path, timeout_s: float
+) -> list[str]:
+    """Start every service not already running, then wait until all are healthy.
+
+    Returns one line per service saying what happened. Raises PlatformError with the
+    reason when a port is taken, a process dies while starting, or time runs out.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    started: dict[str, int] = {}
+    for service in services:
+        pid = _alive_pid(home, service.name)
+        if pid is not None:
+            notes.append(f"{service.name}: already running (pid {pid}) at {service.url}")
+            continue
+        if _pid_file(home, service.name).exists():
+            _pid_file(home, service.name).unlink()
+            notes.append(f"{service.name}: removed a stale pid file")
+        if not _port_is_free(service.host, service.port):
+            raise PlatformError(
+                f"port {service.port} on {service.host} is taken by another program, so "
+                f"{service.name} cannot start; stop that program or set {service.port_variable}"
+            )
+        started[service.name] = _spawn(service, home)
+    _wait_until_healthy(services, home, started, timeout_s)
+    for service in services:
+        if service.name in started:
+            notes.append(
+                f"{service.name}: started (pid {started[service.name]}) at {service.url}"
+            )
+    return notes
+
+
+def _wait_until_healthy(
+    services: Sequence[Service], home: Path, started: Mapping[str, int], timeout_s: float
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    waiting = list(services)
+    while waiting:
+        for service in list(waiting):
+            if is_healthy(service.health_url, timeout_s=1.0):
+                waiting.remove(service)
+            elif service.name in started and _alive_pid(home, service.name) is None:
+                log = _log_file(home, service.name)
+                raise PlatformError(
+                    f"{service.name} exited while starting: {_last_lines(log)} (log: {log})"
+                )
+        if waiting and time.monotonic() > deadline:
+            names = ", ".join(s.name for s in waiting)
+            raise PlatformError(
+                f"{names} did not become healthy within {timeout_s:.0f} s; "
+                f"see the logs in {home / 'logs'}"
+            )
+        if waiting:
+            time.sleep(0.25)
+
+
+def stop_services(services: Sequence[Service], home: Path, grace_s: float = 15.0) -> list[str]:
+    """Stop the processes `start_services` recorded; anything else is left alone."""
+    notes = []
+    for service in services:
+        pid = _alive_pid(home, service.name)
+        if pid is None:
+            _pid_file(home, service.name).unlink(missing_ok=True)
+            notes.append(f"{service.name}: not running")
+            continue
+        _terminate_group(pid, grace_s)
+        _pid_file(home, service.name).unlink(missing_ok=True)
+        notes.append(f"{service.name}: stopped (pid {pid})")
+    return notes
+
+
+def _terminate_group(pid: int, grace_s: float) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def service_statuses(services: Sequence[Service], home: Path) -> list[ServiceStatus]:
+    return [
+        ServiceStatus(
+            name=s.name,
+            url=s.url,
+            pid=_alive_pid(home, s.name),
+            running=is_healthy(s.health_url),
+        )
+        for s in services
+    ]
+
+
+def write_state(home: Path, state: Mapping[str, object]) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "state.json").write_text(json.dumps(state, indent=2))
+
+
+def read_state(home: Path) -> dict | None:
+    try:
+        return json.loads((home / "state.json").read_text())
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as error:
+        raise PlatformError(f"{home / 'state.json'} is not valid JSON: {error}") from error

@@ -1,0 +1,1 @@
+"""The MLflow model registry: registration, champion/challenger decisions, aliases."""

@@ -1,0 +1,70 @@
+"""Whether a new version beats the champion by more than noise: a paired bootstrap.
+
+Both models are scored on the same bootstrap resamples of the same holdout; the new
+version is promoted when it is better on the full holdout and the share of resamples in
+which it is not better (a one-sided p-value) is below alpha.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+ScoreFn = Callable[[np.ndarray, np.ndarray], float]
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    promote: bool
+    reason: str
+    candidate_score: float
+    champion_score: float | None = None
+    delta: float | None = None
+    p_value: float | None = None
+
+
+def decide_promotion(
+    y_true: np.ndarray,
+    candidate_output: np.ndarray,
+    champion_output: np.ndarray | None,
+    score_fn: ScoreFn,
+    *,
+    metric: str,
+    greater_is_better: bool,
+    n_resamples: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> PromotionDecision:
+    """score_fn(y, output) -> score; `delta` is oriented so that positive means better."""
+    y_true = np.asarray(y_true)
+    candidate = score_fn(y_true, candidate_output)
+    if champion_output is None:
+        return PromotionDecision(True, "no champion yet", candidate)
+    champion = score_fn(y_true, champion_output)
+    sign = 1.0 if greater_is_better else -1.0
+    delta = sign * (candidate - champion)
+    rng = np.random.default_rng(seed)
+    deltas = []
+    for _ in range(n_resamples):
+        idx = rng.integers(0, len(y_true), len(y_true))
+        try:
+            deltas.append(
+                sign * (score_fn(y_true[idx], candidate_output[idx])
+                        - score_fn(y_true[idx], champion_output[idx]))
+            )
+        except ValueError:
+            continue  # a resample without every class cannot be scored by some metrics
+    if not deltas:
+        return PromotionDecision(
+            False, "the holdout is too small to compare the two versions", candidate,
+            champion, delta, None,
+        )
+    p_value = float(np.mean(np.asarray(deltas) <= 0))
+    comparison = (
+        f"{metric} {candidate:.4f} vs champion {champion:.4f} "
+        f"(delta {delta:+.4f}, p={p_value:.3f}, paired bootstrap n={len(deltas)}, alpha={alpha})"
+    )
+    if delta > 0 and p_value < alpha:
+        return PromotionDecision(True, f"wins: {comparison}", candidate, champion, delta, p_value)
+    verdict = "not better" if delta <= 0 else "not better by more than noise"
+    return PromotionDecision(False, f"{verdict}: {comparison}", candidate, champion, delta, p_value)
