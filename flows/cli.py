@@ -151,7 +151,10 @@ def _run_training(experiment: str, data: str | None, trials: int | None, workers
         from flows.train import TrainParameters, resolve_spec
 
         params = TrainParameters(experiment=experiment, data=data, trials=trials)
-        resolve_spec(params)  # a bad spec fails here, before any run exists
+        # A bad spec or unusable data fails here, before any run exists anywhere.
+        from experiments.training import load_dataset
+
+        load_dataset(resolve_spec(params))
         require_running(os.environ["MLFLOW_TRACKING_URI"], os.environ["PREFECT_API_URL"])
         _quiet_prefect_errors()
         from flows.train import train as train_flow

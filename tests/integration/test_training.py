@@ -1,0 +1,166 @@
+"""The training flow against real MLflow and Prefect servers."""
+
+import json
+import textwrap
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+from synthetic import binary_frame, multiclass_frame, regression_frame
+
+pytestmark = pytest.mark.integration
+
+
+def write_spec(directory, name, task, source, target, trials=3, models=None, extra=""):
+    models_line = f"\n  models: [{', '.join(models)}]" if models else ""
+    text = textwrap.dedent(f"""\
+        name: {name}
+        task: {task}
+        data:
+          source: {source}
+          target: {target}
+        tuning:
+          trials: {trials}
+          cv_folds: 3""") + models_line + "\n" + extra
+    path = directory / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def run_flow(spec_path, **overrides):
+    from flows.train import TrainParameters, train
+
+    return train(TrainParameters(experiment=str(spec_path), **overrides))
+
+
+def test_cli_train_records_everything_the_contract_lists(mlops, tmp_path):
+    """Given a binary CSV with categorical columns and gaps, when `mlops train --json` runs,
+    then MLflow holds the parent run, one child per trial, the model, data and plots."""
+    binary_frame().to_csv(tmp_path / "binary.csv", index=False)
+    spec = write_spec(tmp_path, "it-binary", "classification", tmp_path / "binary.csv", "label",
+                      trials=4)
+
+    done = mlops("train", str(spec), "--json")
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    for key in ("experiment", "run_id", "model_name", "model_version", "promoted",
+                "champion_version", "metric", "flow_run_id"):
+        assert key in result
+    assert result["metric"]["name"] == "roc_auc"
+    assert result["promoted"] is True and result["champion_version"] == result["model_version"]
+
+    client = MlflowClient()
+    parent = client.get_run(result["run_id"])
+    assert parent.data.tags["mlops.flow_run_id"] == result["flow_run_id"]
+    assert parent.data.tags["mlops.trigger"] == "manual"
+    assert len(parent.data.tags["mlops.data_digest"]) == 16
+    assert parent.info.status == "FINISHED"
+    assert {"holdout_accuracy", "holdout_precision", "holdout_recall", "holdout_f1",
+            "holdout_roc_auc", "holdout_log_loss"} <= set(parent.data.metrics)
+    assert any(k.startswith("best.") for k in parent.data.params)
+    assert parent.inputs.dataset_inputs[0].dataset.digest
+
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+    )
+    assert len(children) == 4
+    for child in children:
+        assert child.data.tags["mlops.trial_state"] in {"COMPLETE", "PRUNED", "FAIL"}
+        assert "model" in child.data.params
+        assert any(m.startswith("cv_roc_auc_fold") for m in child.data.metrics)
+
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    for plot in ("confusion_matrix", "roc_curve", "feature_importance", "optuna_history"):
+        assert f"plots/{plot}.png" in artifacts
+    assert client.list_artifacts(parent.info.run_id, "reference")
+    contract_path = client.download_artifacts(parent.info.run_id, "contract/data_contract.json",
+                                              dst_path=str(tmp_path))
+    contract = json.loads(open(contract_path).read())
+    assert {c["name"] for c in contract["columns"]} == {"x1", "x2", "noise", "colour"}
+
+    version = client.get_model_version_by_alias("it-binary", "champion")
+    assert version.version == result["model_version"]
+    info = mlflow.models.get_model_info(f"models:/it-binary/{version.version}")
+    assert info.signature is not None
+    assert info.saved_input_example_info is not None
+    assert info.metadata["mlops_contract"]["target"] == "label"
+    model = mlflow.pyfunc.load_model("models:/it-binary@champion")
+    predictions = model.predict(binary_frame(n=60, seed=5).drop(columns="label"))
+    assert set(predictions) <= {"yes", "no"}
+
+
+def test_flow_run_links_to_its_mlflow_run(platform, tmp_path):
+    """Given a finished training, the Prefect flow run is Completed and holds an artifact
+    with the MLflow run's address."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    binary_frame(seed=3).to_csv(tmp_path / "b.csv", index=False)
+    spec = write_spec(tmp_path, "it-link", "classification", tmp_path / "b.csv", "label", trials=2)
+
+    result = run_flow(spec)
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(result["flow_run_id"])
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+    assert run.state.is_completed()
+    assert any(result["run_id"] in (a.data or "") for a in artifacts)
+
+
+@pytest.mark.parametrize(
+    ("name", "task", "frame", "target", "metric", "expected_metrics"),
+    [
+        ("it-multi", "classification", multiclass_frame(), "kind", "roc_auc",
+         {"holdout_roc_auc", "holdout_f1", "holdout_log_loss"}),
+        ("it-regression", "regression", regression_frame(), "y", "rmse",
+         {"holdout_rmse", "holdout_mae", "holdout_r2"}),
+    ],
+)
+def test_multiclass_and_regression_train(platform, tmp_path, name, task, frame, target, metric,
+                                         expected_metrics):
+    """Given multiclass or regression data, the flow trains, scores and registers a champion."""
+    frame.to_csv(tmp_path / "data.csv", index=False)
+    spec = write_spec(tmp_path, name, task, tmp_path / "data.csv", target, trials=3)
+
+    result = run_flow(spec)
+
+    assert result["metric"]["name"] == metric
+    run = MlflowClient().get_run(result["run_id"])
+    assert expected_metrics <= set(run.data.metrics)
+    assert MlflowClient().get_model_version_by_alias(name, "champion").version == "1"
+
+
+def test_champion_moves_only_when_the_new_version_wins(platform, tmp_path):
+    """Given a linear champion on XOR data, retraining the same search leaves it in place
+    (challenger, with the reason), and a forest that wins on the same holdout takes over."""
+    binary_frame(n=400, seed=7).to_csv(tmp_path / "xor.csv", index=False)
+    linear = write_spec(tmp_path, "it-gate", "classification", tmp_path / "xor.csv", "label",
+                        trials=2, models=["logistic_regression"])
+    client = MlflowClient()
+
+    first = run_flow(linear)
+    second = run_flow(linear)
+
+    assert first["promoted"] and not second["promoted"]
+    assert client.get_model_version_by_alias("it-gate", "champion").version == first["model_version"]
+    challenger = client.get_model_version_by_alias("it-gate", "challenger")
+    assert challenger.version == second["model_version"]
+    assert challenger.tags["mlops.promotion"].startswith("not better")
+
+    forest_dir = tmp_path / "forest"
+    forest_dir.mkdir()
+    forest = write_spec(forest_dir, "it-gate", "classification", tmp_path / "xor.csv", "label",
+                        trials=2, models=["random_forest"])
+    third = run_flow(forest)
+
+    assert third["promoted"], third["reason"]
+    assert third["reason"].startswith("wins")
+    assert client.get_model_version_by_alias("it-gate", "champion").version == third["model_version"]
+    from registry.champion import champion_history
+
+    history = champion_history(client, "it-gate")
+    assert [h["version"] for h in history] == [first["model_version"], third["model_version"]]
+    assert history[0]["until"] is not None and history[1]["until"] is None
