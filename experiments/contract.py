@@ -56,7 +56,8 @@ class DataContract:
     def from_dict(cls, raw: dict) -> "DataContract":
         columns = tuple(
             ColumnContract(
-                **{**c, "categories": tuple(c["categories"]) if c.get("categories") else None}
+                **{**c, "categories": None if c.get("categories") is None
+                   else tuple(c["categories"])}
             )
             for c in raw["columns"]
         )
@@ -185,9 +186,11 @@ def check_against_contract(frame: pd.DataFrame, contract: DataContract) -> Contr
             if bad:
                 mismatches[column.name] = f"{bad} non-numeric values"
                 continue
-            below = values < column.minimum if column.minimum is not None else False
-            above = values > column.maximum if column.maximum is not None else False
-            n_out = int((below | above).sum())
+            n_out = 0
+            if column.minimum is not None:
+                n_out += int((values < column.minimum).sum())
+            if column.maximum is not None:
+                n_out += int((values > column.maximum).sum())
             if n_out:
                 out_of_range[column.name] = n_out
         elif column.categories is not None:

@@ -66,8 +66,16 @@ def run_search(
         if failures >= max_failures_in_a_row or finished_trials(study) >= n_trials:
             study.stop()
 
+    def recording_failures(trial: optuna.Trial) -> float:
+        try:
+            return objective(trial)
+        except ValueError as error:
+            # Optuna 5 keeps no failure reason on the trial; keep ours for the report.
+            trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}"[:2000])
+            raise
+
     study.optimize(
-        objective,
+        recording_failures,
         timeout=timeout_s,
         callbacks=[*callbacks, stop_when_done],
         catch=(ValueError,),
@@ -78,6 +86,6 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-        reason = failed[-1].system_attrs.get("fail_reason", "") if failed else ""
+        reason = failed[-1].user_attrs.get("fail_reason", "") if failed else ""
         raise RuntimeError(f"no trial completed{': ' + reason if reason else ''}")
     return study.best_trial

@@ -154,3 +154,14 @@ def _describe(error: ValidationError) -> str:
             message = item["msg"].removeprefix("Value error, ")
             problems.append(f"{where}: {message}" if where else message)
     return "; ".join(problems)
+
+
+def with_overrides(
+    spec: ExperimentSpec, data: str | None = None, trials: int | None = None
+) -> ExperimentSpec:
+    """The spec with a run's overrides of the data source and the number of trials."""
+    if data:
+        spec = spec.model_copy(update={"data": spec.data.model_copy(update={"source": data})})
+    if trials:
+        spec = spec.model_copy(update={"tuning": spec.tuning.model_copy(update={"trials": trials})})
+    return spec

@@ -135,7 +135,7 @@ class TrialRecorder:
             RunTag("mlops.folds_completed", str(len(folds))),
         ]
         if trial.state == TrialState.FAIL:
-            tags.append(RunTag("mlops.fail_reason", str(trial.system_attrs.get("fail_reason", ""))[:5000]))
+            tags.append(RunTag("mlops.fail_reason", str(trial.user_attrs.get("fail_reason", ""))[:5000]))
         params = [Param(k, _text(v)) for k, v in trial.params.items()]
         self._client.log_batch(run.info.run_id, metrics=metrics, params=params, tags=tags)
         self._client.set_terminated(

@@ -18,8 +18,8 @@ import optuna
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from experiments.contract import DataContract, infer_contract, prepare_training_data
-from experiments.data import Split, data_digest, load_table, sample_rows, split_holdout
+from experiments.contract import DataContract
+from experiments.data import Split, sample_rows, split_holdout
 from experiments.evaluation import (
     classification_plots,
     close_figures,
@@ -40,20 +40,13 @@ from experiments.tracking import (
     log_dataset,
     log_sklearn_model,
 )
+from experiments.validation import Dataset
 
 log = logging.getLogger(__name__)
 
 REFERENCE_MAX_ROWS = 50_000
 REFERENCE_ARTIFACT = "reference/train.parquet"
 CONTRACT_ARTIFACT = "contract/data_contract.json"
-
-
-@dataclass(frozen=True)
-class Dataset:
-    frame: pd.DataFrame
-    contract: DataContract
-    digest: str
-    source: str
 
 
 @dataclass(frozen=True)
@@ -78,14 +71,6 @@ class Evaluation:
     metrics: dict[str, float]
     output: np.ndarray = field(repr=False)
     classes: tuple | None
-
-
-def load_dataset(spec: ExperimentSpec) -> Dataset:
-    """Read the spec's data, apply the hard checks and infer the data contract."""
-    raw = load_table(spec.data.source)
-    frame = prepare_training_data(raw, spec.data.target, spec.task, spec.tuning.cv_folds)
-    contract = infer_contract(frame, spec.data.target, spec.task)
-    return Dataset(frame, contract, data_digest(frame), spec.data.source)
 
 
 def split(spec: ExperimentSpec, dataset: Dataset) -> Split:

@@ -146,20 +146,19 @@ def _run_training(experiment: str, data: str | None, trials: int | None, workers
     if workers > 1:
         fail("--workers needs the full profile's work pool, which is not available yet")
     try:
+        # A bad spec or unusable data fails here, in a second, before any run exists.
+        from experiments.spec import load_spec, with_overrides
+        from experiments.validation import load_dataset
+
+        load_dataset(with_overrides(load_spec(experiment), data, trials))
         platform = _platform()
         _connect(platform)
-        from flows.train import TrainParameters, resolve_spec
-
-        params = TrainParameters(experiment=experiment, data=data, trials=trials)
-        # A bad spec or unusable data fails here, before any run exists anywhere.
-        from experiments.training import load_dataset
-
-        load_dataset(resolve_spec(params))
         require_running(os.environ["MLFLOW_TRACKING_URI"], os.environ["PREFECT_API_URL"])
         _quiet_prefect_errors()
+        from flows.train import TrainParameters
         from flows.train import train as train_flow
 
-        return train_flow(params)
+        return train_flow(TrainParameters(experiment=experiment, data=data, trials=trials))
     except (InputError, PlatformError) as error:
         fail(str(error))
 

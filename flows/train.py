@@ -20,7 +20,8 @@ from experiments import training
 from experiments.data import Split
 from experiments.metrics import model_output
 from experiments.search import journal_storage
-from experiments.spec import ExperimentSpec, load_spec
+from experiments.spec import ExperimentSpec, load_spec, with_overrides
+from experiments.validation import Dataset, load_dataset
 from infra.settings import Settings
 from registry.gate import GateResult, run_gate
 
@@ -46,14 +47,7 @@ class TrainParameters(BaseModel):
 
 def resolve_spec(params: TrainParameters) -> ExperimentSpec:
     """The spec with this run's overrides applied."""
-    spec = load_spec(params.experiment)
-    if params.data:
-        spec = spec.model_copy(update={"data": spec.data.model_copy(update={"source": params.data})})
-    if params.trials:
-        spec = spec.model_copy(
-            update={"tuning": spec.tuning.model_copy(update={"trials": params.trials})}
-        )
-    return spec
+    return with_overrides(load_spec(params.experiment), params.data, params.trials)
 
 
 def _client() -> MlflowClient:
@@ -67,8 +61,8 @@ def _run_url(experiment_id: str, run_id: str) -> str:
 
 
 @task(cache_policy=NO_CACHE)
-def load_and_validate(spec: ExperimentSpec) -> training.Dataset:
-    dataset = training.load_dataset(spec)
+def load_and_validate(spec: ExperimentSpec) -> Dataset:
+    dataset = load_dataset(spec)
     get_run_logger().info(
         "%s: %d rows, %d numeric and %d categorical features, digest %s",
         spec.data.source, len(dataset.frame), len(dataset.contract.numeric),
@@ -78,13 +72,13 @@ def load_and_validate(spec: ExperimentSpec) -> training.Dataset:
 
 
 @task(cache_policy=NO_CACHE)
-def split(spec: ExperimentSpec, dataset: training.Dataset) -> Split:
+def split(spec: ExperimentSpec, dataset: Dataset) -> Split:
     return training.split(spec, dataset)
 
 
 @task(cache_policy=NO_CACHE)
 def start_tracking(
-    spec: ExperimentSpec, dataset: training.Dataset, params: TrainParameters, storage_path: Path
+    spec: ExperimentSpec, dataset: Dataset, params: TrainParameters, storage_path: Path
 ) -> training.Tracking:
     extra = {"mlops.monitoring_run_id": params.monitoring_run_id} if params.monitoring_run_id else {}
     tracking = training.start_tracking(
@@ -97,7 +91,7 @@ def start_tracking(
 
 @task(cache_policy=NO_CACHE)
 def tune(
-    spec: ExperimentSpec, data: Split, dataset: training.Dataset,
+    spec: ExperimentSpec, data: Split, dataset: Dataset,
     tracking: training.Tracking, storage_path: Path,
 ) -> training.SearchResult:
     logger = get_run_logger()
@@ -118,7 +112,7 @@ def tune(
 
 @task(cache_policy=NO_CACHE)
 def fit_and_evaluate(
-    spec: ExperimentSpec, data: Split, dataset: training.Dataset,
+    spec: ExperimentSpec, data: Split, dataset: Dataset,
     search: training.SearchResult, tracking: training.Tracking,
 ) -> training.Evaluation:
     return training.fit_and_evaluate(_client(), spec, data, dataset.contract, search, tracking.run_id)
@@ -126,7 +120,7 @@ def fit_and_evaluate(
 
 @task(cache_policy=NO_CACHE)
 def log_model(
-    spec: ExperimentSpec, data: Split, dataset: training.Dataset,
+    spec: ExperimentSpec, data: Split, dataset: Dataset,
     evaluation: training.Evaluation, tracking: training.Tracking,
 ) -> str:
     return training.log_model(_client(), spec, data, dataset.contract, evaluation, tracking.run_id)
@@ -134,7 +128,7 @@ def log_model(
 
 @task(cache_policy=NO_CACHE)
 def register_and_promote(
-    spec: ExperimentSpec, data: Split, dataset: training.Dataset,
+    spec: ExperimentSpec, data: Split, dataset: Dataset,
     evaluation: training.Evaluation, tracking: training.Tracking, model_uri: str,
     params: TrainParameters,
 ) -> GateResult:

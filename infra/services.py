@@ -102,7 +102,7 @@ def _last_lines(path: Path, count: int = 3) -> str:
     return " | ".join(lines[-count:])
 
 
-def _spawn(service: Service, home: Path) -> int:
+def _spawn(service: Service, home: Path) -> subprocess.Popen:
     log_path = _log_file(home, service.name)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     _pid_file(home, service.name).parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +119,7 @@ def _spawn(service: Service, home: Path) -> int:
             start_new_session=True,
         )
     _pid_file(home, service.name).write_text(str(process.pid))
-    return process.pid
+    return process
 
 
 def start_services(
@@ -132,7 +132,7 @@ def start_services(
     """
     home.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
-    started: dict[str, int] = {}
+    started: dict[str, subprocess.Popen] = {}
     for service in services:
         pid = _alive_pid(home, service.name)
         if pid is not None:
@@ -151,13 +151,16 @@ def start_services(
     for service in services:
         if service.name in started:
             notes.append(
-                f"{service.name}: started (pid {started[service.name]}) at {service.url}"
+                f"{service.name}: started (pid {started[service.name].pid}) at {service.url}"
             )
     return notes
 
 
 def _wait_until_healthy(
-    services: Sequence[Service], home: Path, started: Mapping[str, int], timeout_s: float
+    services: Sequence[Service],
+    home: Path,
+    started: Mapping[str, subprocess.Popen],
+    timeout_s: float,
 ) -> None:
     deadline = time.monotonic() + timeout_s
     waiting = list(services)
@@ -165,7 +168,8 @@ def _wait_until_healthy(
         for service in list(waiting):
             if is_healthy(service.health_url, timeout_s=1.0):
                 waiting.remove(service)
-            elif service.name in started and _alive_pid(home, service.name) is None:
+            # Our own child: poll() is exact, while /proc/PID/cmdline is empty during exec().
+            elif service.name in started and started[service.name].poll() is not None:
                 log = _log_file(home, service.name)
                 raise PlatformError(
                     f"{service.name} exited while starting: {_last_lines(log)} (log: {log})"
@@ -202,6 +206,10 @@ def _terminate_group(pid: int, grace_s: float) -> None:
         return
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
+        try:
+            os.waitpid(pid, os.WNOHANG)  # reap it if we are its parent (a zombie still "exists")
+        except ChildProcessError:
+            pass
         try:
             os.killpg(pid, 0)
         except ProcessLookupError:

@@ -1,0 +1,51 @@
+# mlops-platform: `make demo` to see the whole loop, `make test` to check it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-unit bench up down status lint lock clean
+
+help: ## List the targets with what each does
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv with the locked dependencies and the `mlops` command
+
+demo: $(STAMP) ## Start the local platform and run the whole loop on the bundled example
+	$(BIN)/mlops demo
+
+test: $(STAMP) ## Run every test (unit, then integration against real servers)
+	$(BIN)/python -m pytest -p no:cacheprovider
+
+test-unit: $(STAMP) ## Run the unit tests only (no servers)
+	$(BIN)/python -m pytest -p no:cacheprovider tests/unit
+
+bench: $(STAMP) ## Measure the speed figures; prints a table, writes bench-results.json
+	$(BIN)/python tests/bench/run.py --out bench-results.json
+
+up: $(STAMP) ## Start the platform in the background (mlops up)
+	$(BIN)/mlops up
+
+down: $(STAMP) ## Stop the platform (mlops down); data stays in .mlops/
+	$(BIN)/mlops down
+
+status: $(STAMP) ## Show which services run and where (mlops status)
+	$(BIN)/mlops status
+
+lint: $(STAMP) ## Check the code with ruff
+	$(BIN)/ruff check .
+
+lock: $(STAMP) ## Re-resolve requirements.lock from pyproject.toml (plain name==version lines)
+	$(BIN)/uv pip compile pyproject.toml --all-extras --no-emit-index-url --no-header \
+		--no-annotate -o requirements.lock
+
+clean: ## Remove the venv and caches (not the platform's data in .mlops/)
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,129 @@
+"""Metrics on hand-computable examples, for both tasks, and the holdout metric sets."""
+
+import math
+
+import numpy as np
+import pytest
+
+from experiments.metrics import holdout_metrics, model_output, score
+
+
+def probabilities(positive: list[float]) -> np.ndarray:
+    """Two-column class probabilities from the probability of the second class."""
+    p = np.asarray(positive)
+    return np.column_stack([1 - p, p])
+
+
+# Binary: positives score 0.35 and 0.8, negatives 0.1 and 0.4 -> 3 of 4 pairs ranked right.
+BINARY_Y = np.array(["no", "no", "yes", "yes"])
+BINARY_OUT = probabilities([0.1, 0.4, 0.35, 0.8])
+BINARY_CLASSES = ["no", "yes"]
+
+# Three classes, one-hot-ish rows; row 3 (true 'b') is predicted 'c'.
+MULTI_Y = np.array(["a", "b", "c", "b"])
+MULTI_OUT = np.array(
+    [[0.8, 0.1, 0.1], [0.1, 0.7, 0.2], [0.1, 0.2, 0.7], [0.2, 0.3, 0.5]]
+)
+MULTI_CLASSES = ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    ("metric", "y", "output", "classes", "expected"),
+    [
+        ("roc_auc", BINARY_Y, BINARY_OUT, BINARY_CLASSES, 0.75),
+        ("accuracy", BINARY_Y, BINARY_OUT, BINARY_CLASSES, 0.75),
+        # predicted no,no,no,yes: the positive class is 'yes' -> tp=1, fn=1, fp=0 -> f1 = 2/3
+        ("f1", BINARY_Y, BINARY_OUT, BINARY_CLASSES, 2 / 3),
+        ("balanced_accuracy", BINARY_Y, BINARY_OUT, BINARY_CLASSES, 0.75),
+        ("log_loss", BINARY_Y, BINARY_OUT, BINARY_CLASSES,
+         -(math.log(0.9) + math.log(0.6) + math.log(0.35) + math.log(0.8)) / 4),
+        ("accuracy", MULTI_Y, MULTI_OUT, MULTI_CLASSES, 0.75),
+        # per-class f1: a 1, b 2/3 (tp 1, fn 1), c 2/3 (tp 1, fp 1) -> macro 7/9
+        ("f1", MULTI_Y, MULTI_OUT, MULTI_CLASSES, 7 / 9),
+        # per-class recall: a 1, b 1/2, c 1 -> 5/6
+        ("balanced_accuracy", MULTI_Y, MULTI_OUT, MULTI_CLASSES, 5 / 6),
+        ("log_loss", MULTI_Y, MULTI_OUT, MULTI_CLASSES,
+         -(math.log(0.8) + math.log(0.7) + math.log(0.7) + math.log(0.3)) / 4),
+        ("roc_auc", MULTI_Y, np.eye(3)[[0, 1, 2, 1]], MULTI_CLASSES, 1.0),
+        ("roc_auc", MULTI_Y, np.full((4, 3), 1 / 3), MULTI_CLASSES, 0.5),
+        # every class's column ranks its own rows first (b: 0.7, 0.3 over 0.1, 0.2), though
+        # row 4 is misclassified by argmax -> 1
+        ("roc_auc", MULTI_Y, MULTI_OUT, MULTI_CLASSES, 1.0),
+    ],
+    ids=[
+        "binary-roc_auc", "binary-accuracy", "binary-f1", "binary-balanced_accuracy",
+        "binary-log_loss", "multi-accuracy", "multi-f1", "multi-balanced_accuracy",
+        "multi-log_loss", "multi-roc_auc-perfect", "multi-roc_auc-uniform", "multi-roc_auc",
+    ],
+)
+def test_classification_score_matches_the_hand_computed_value(metric, y, output, classes, expected):
+    """Given probabilities and labels, when scored, then the metric equals the hand value."""
+    assert score(metric, y, output, classes) == pytest.approx(expected)
+
+
+def test_binary_roc_auc_uses_the_second_class_as_positive():
+    """Given classes and columns in the other order, then classes[1] ('no') is the positive
+    class scored by column 1, so the AUC is unchanged (0.25 if the classes were mixed up)."""
+    swapped = score("roc_auc", BINARY_Y, BINARY_OUT[:, ::-1], ["yes", "no"])
+
+    assert swapped == pytest.approx(0.75)
+
+
+# y = 1, 2, 3 and predictions 1, 2, 4: one error of 1.
+@pytest.mark.parametrize(
+    ("metric", "expected"),
+    [("rmse", math.sqrt(1 / 3)), ("mae", 1 / 3), ("r2", 0.5)],
+)
+def test_regression_score_matches_the_hand_computed_value(metric, expected):
+    """Given predictions with one error of 1 over 3 rows, then rmse/mae/r2 equal the hand value."""
+    y = np.array([1.0, 2.0, 3.0])
+    predicted = np.array([1.0, 2.0, 4.0])
+
+    assert score(metric, y, predicted, None) == pytest.approx(expected)
+
+
+def test_unknown_metric_raises_value_error():
+    """Given an unknown metric name, then ValueError names it."""
+    with pytest.raises(ValueError, match="unknown metric 'auc'"):
+        score("auc", BINARY_Y, BINARY_OUT, BINARY_CLASSES)
+
+
+@pytest.mark.parametrize(
+    ("y", "output", "classes"),
+    [(BINARY_Y, BINARY_OUT, BINARY_CLASSES), (MULTI_Y, MULTI_OUT, MULTI_CLASSES)],
+    ids=["binary", "multiclass"],
+)
+def test_classification_holdout_metrics_key_set(y, output, classes):
+    """Given a classification holdout, then the six classification metrics are returned."""
+    result = holdout_metrics("classification", y, output, classes)
+
+    assert set(result) == {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"}
+    assert all(isinstance(v, float) for v in result.values())
+
+
+def test_binary_holdout_precision_and_recall_use_the_positive_class():
+    """Given the binary example (tp 1, fp 0, fn 1), then precision 1 and recall 1/2."""
+    result = holdout_metrics("classification", BINARY_Y, BINARY_OUT, BINARY_CLASSES)
+
+    assert (result["precision"], result["recall"]) == (pytest.approx(1.0), pytest.approx(0.5))
+
+
+def test_regression_holdout_metrics_key_set():
+    """Given a regression holdout, then rmse, mae and r2 are returned."""
+    result = holdout_metrics("regression", [1.0, 2.0, 3.0], np.array([1.0, 2.0, 4.0]), None)
+
+    assert result == pytest.approx({"rmse": math.sqrt(1 / 3), "mae": 1 / 3, "r2": 0.5})
+
+
+class _Model:
+    def predict_proba(self, features):
+        return np.full((len(features), 2), 0.5)
+
+    def predict(self, features):
+        return np.zeros(len(features))
+
+
+@pytest.mark.parametrize(("task", "shape"), [("classification", (3, 2)), ("regression", (3,))])
+def test_model_output_is_probabilities_or_predictions(task, shape):
+    """Given a model, then classification uses predict_proba and regression predict."""
+    assert model_output(_Model(), np.zeros((3, 1)), task).shape == shape

@@ -1,0 +1,149 @@
+"""Promotion: the candidate replaces the champion only when it is better by more than noise."""
+
+import numpy as np
+import pytest
+
+from registry.promotion import decide_promotion
+
+N = 300
+RNG = np.random.default_rng(0)
+LABELS = RNG.integers(0, 2, N)
+VALUES = RNG.normal(100.0, 20.0, N)
+
+
+def accuracy(y, predicted) -> float:
+    return float(np.mean(y == predicted))
+
+
+def rmse(y, predicted) -> float:
+    return float(np.sqrt(np.mean((y - predicted) ** 2)))
+
+
+def labels_with_errors(n_wrong: int, seed: int) -> np.ndarray:
+    """LABELS with n_wrong of them flipped, at positions drawn with a seed."""
+    wrong = np.random.default_rng(seed).choice(N, size=n_wrong, replace=False)
+    predicted = LABELS.copy()
+    predicted[wrong] = 1 - predicted[wrong]
+    return predicted
+
+
+def values_with_noise(scale: float, seed: int) -> np.ndarray:
+    return VALUES + np.random.default_rng(seed).normal(0.0, scale, N)
+
+
+def one_more_right() -> tuple[np.ndarray, np.ndarray]:
+    """A champion wrong on 90 rows and a candidate that fixes exactly one of them."""
+    champion = labels_with_errors(90, seed=1)
+    candidate = champion.copy()
+    first_wrong = int(np.flatnonzero(champion != LABELS)[0])
+    candidate[first_wrong] = LABELS[first_wrong]
+    return candidate, champion
+
+
+def only_the_full_holdout(y, predicted) -> float:
+    """A metric that cannot score a resample: any repeated row makes it raise ValueError."""
+    if len(np.unique(y)) < len(y):
+        raise ValueError("cannot score a resample")
+    return float(np.mean(y))
+
+
+CASES = {
+    # id: (y, candidate, champion, score_fn, greater_is_better, promote, reason starts with)
+    "no-champion": (LABELS, labels_with_errors(150, 1), None, accuracy, True,
+                    True, "no champion yet"),
+    "clearly-better": (LABELS, labels_with_errors(30, 1), labels_with_errors(120, 2), accuracy,
+                       True, True, "wins: accuracy"),
+    "identical": (LABELS, labels_with_errors(60, 1), labels_with_errors(60, 1), accuracy, True,
+                  False, "not better: "),
+    "worse": (LABELS, labels_with_errors(120, 2), labels_with_errors(30, 1), accuracy, True,
+              False, "not better: "),
+    "within-noise": (LABELS, *one_more_right(), accuracy, True,
+                     False, "not better by more than noise: "),
+    "minimize-better": (VALUES, values_with_noise(1.0, 1), values_with_noise(10.0, 2), rmse,
+                        False, True, "wins: rmse"),
+    "minimize-worse": (VALUES, values_with_noise(10.0, 2), values_with_noise(1.0, 1), rmse,
+                       False, False, "not better: "),
+    "lower-rmse-read-as-maximize": (VALUES, values_with_noise(1.0, 1),
+                                    values_with_noise(10.0, 2), rmse, True,
+                                    False, "not better: "),
+    "no-resample-scores": (np.arange(30), np.zeros(30), np.ones(30), only_the_full_holdout, True,
+                           False, "the holdout is too small"),
+}
+
+
+@pytest.mark.parametrize(
+    ("y", "candidate", "champion", "score_fn", "greater_is_better", "promote", "reason"),
+    list(CASES.values()),
+    ids=list(CASES),
+)
+def test_decide_promotion(y, candidate, champion, score_fn, greater_is_better, promote, reason):
+    """Given a holdout, both models' outputs and the metric's orientation, when deciding, then
+    the candidate is promoted only when it wins by more than noise, with the reason said."""
+    decision = decide_promotion(
+        y, candidate, champion, score_fn, metric=score_fn.__name__,
+        greater_is_better=greater_is_better, n_resamples=500,
+    )
+
+    assert decision.promote is promote
+    assert decision.reason.startswith(reason), decision.reason
+
+
+def test_win_reports_scores_positive_delta_and_small_p_value():
+    """Given a clearly better candidate, then the scores, delta and p-value are recorded."""
+    candidate, champion = labels_with_errors(30, 1), labels_with_errors(120, 2)
+
+    decision = decide_promotion(
+        LABELS, candidate, champion, accuracy, metric="accuracy", greater_is_better=True
+    )
+
+    assert decision.candidate_score == pytest.approx(0.9)
+    assert decision.champion_score == pytest.approx(0.6)
+    assert decision.delta == pytest.approx(0.3)
+    assert decision.p_value < 0.05
+
+
+def test_delta_is_positive_when_a_minimised_metric_goes_down():
+    """Given rmse falling from the champion's to the candidate's, then delta = champion - cand."""
+    candidate, champion = values_with_noise(1.0, 1), values_with_noise(10.0, 2)
+
+    decision = decide_promotion(
+        VALUES, candidate, champion, rmse, metric="rmse", greater_is_better=False
+    )
+
+    assert decision.delta == pytest.approx(rmse(VALUES, champion) - rmse(VALUES, candidate))
+    assert decision.delta > 0
+
+
+def test_within_noise_gain_has_a_large_p_value():
+    """Given a candidate right on one more row of 300, then p is far above alpha."""
+    candidate, champion = one_more_right()
+
+    decision = decide_promotion(
+        LABELS, candidate, champion, accuracy, metric="accuracy", greater_is_better=True
+    )
+
+    assert decision.delta == pytest.approx(1 / N)
+    assert decision.p_value > 0.2
+
+
+def test_no_resample_scores_leaves_p_value_unset():
+    """Given a metric that fails on every resample, then there is no p-value."""
+    decision = decide_promotion(
+        np.arange(30), np.zeros(30), np.ones(30), only_the_full_holdout,
+        metric="m", greater_is_better=True, n_resamples=50,
+    )
+
+    assert decision.p_value is None
+
+
+def test_decision_is_deterministic_for_a_seed():
+    """Given the same inputs and seed twice, then the decisions are equal."""
+    candidate, champion = one_more_right()
+
+    def decide():
+        return decide_promotion(
+            LABELS, candidate, champion, accuracy, metric="accuracy", greater_is_better=True,
+            n_resamples=200, seed=5,
+        )
+
+    assert decide() == decide()

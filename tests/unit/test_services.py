@@ -1,0 +1,300 @@
+"""Background services, run for real with a cheap process (python -m http.server) in tmp_path.
+
+The services are started as children of the test process. A child that exits stays a zombie
+until its parent reaps it; in production `mlops up` exits and init reaps, so these tests reap
+their own children in a thread, except the test of stopping without one.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from infra import services as services_module
+from infra.errors import PlatformError
+from infra.platform import local_platform, platform_from_settings
+from infra.services import (
+    Service,
+    is_healthy,
+    read_state,
+    start_services,
+    stop_services,
+    write_state,
+)
+from infra.settings import Settings
+
+START_TIMEOUT_S = 20.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def make_service(port: int, name: str = "python-http", argv: tuple[str, ...] | None = None):
+    """A service whose name's first word ('python') appears in its command line."""
+    url = f"http://127.0.0.1:{port}"
+    return Service(
+        name=name,
+        argv=argv or (sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"),
+        host="127.0.0.1",
+        port=port,
+        url=url,
+        health_url=f"{url}/",
+        port_variable="MLOPS_TEST_PORT",
+    )
+
+
+def pid_of(home: Path, name: str) -> int:
+    return int((home / "run" / f"{name}.pid").read_text())
+
+
+def reap_in_background(pid: int) -> None:
+    """Wait for our child in a thread so that, once it exits, it is gone (not a zombie)."""
+
+    def wait() -> None:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+    threading.Thread(target=wait, daemon=True).start()
+
+
+def kill_own_child(pid: int) -> None:
+    """Kill and reap a process group this test started, if it is still our running child."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return  # not our child, or already reaped
+    if done == 0:
+        os.killpg(pid, signal.SIGKILL)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass  # the reaper thread got there first
+
+
+@pytest.fixture
+def home(tmp_path):
+    """MLOPS_HOME for one test; any service still recorded there is killed afterwards."""
+    home = tmp_path / "home"
+    yield home
+    for pid_file in (home / "run").glob("*.pid") if (home / "run").exists() else ():
+        try:
+            kill_own_child(int(pid_file.read_text()))
+        except ValueError:
+            pass
+
+
+@pytest.fixture
+def service() -> Service:
+    return make_service(free_port())
+
+
+@pytest.fixture
+def running(service, home) -> Service:
+    """The http.server service, started and healthy."""
+    start_services([service], home, START_TIMEOUT_S)
+    reap_in_background(pid_of(home, service.name))
+    return service
+
+
+def test_start_services_starts_a_healthy_process(service, home):
+    """Given a stopped service, when started, then it answers on its health URL and its pid and
+    log are recorded."""
+    notes = start_services([service], home, START_TIMEOUT_S)
+    pid = pid_of(home, service.name)
+    reap_in_background(pid)
+
+    assert notes == [f"python-http: started (pid {pid}) at {service.url}"]
+    assert is_healthy(service.health_url)
+    assert (home / "logs" / "python-http.log").is_file()
+
+
+def test_second_start_says_already_running(running, home):
+    """Given a running service, when started again, then it says so and starts nothing."""
+    pid = pid_of(home, running.name)
+
+    notes = start_services([running], home, START_TIMEOUT_S)
+
+    assert notes == [f"python-http: already running (pid {pid}) at {running.url}"]
+    assert pid_of(home, running.name) == pid
+
+
+def test_stop_services_stops_it_and_frees_the_port(running, home):
+    """Given a running service, when stopped, then it no longer answers and its port is free."""
+    pid = pid_of(home, running.name)
+
+    notes = stop_services([running], home, grace_s=10)
+
+    assert notes == [f"python-http: stopped (pid {pid})"]
+    assert not is_healthy(running.health_url)
+    assert port_is_free(running.port)
+    assert not (home / "run" / "python-http.pid").exists()
+
+
+def test_stop_services_when_nothing_runs_says_not_running(service, home):
+    """Given no pid file, when stopped, then it says 'not running'."""
+    assert stop_services([service], home) == ["python-http: not running"]
+
+
+def test_stale_pid_file_is_removed_with_a_note(service, home):
+    """Given a pid file naming a process that does not exist, when started, then the file is
+    replaced and a note says the stale one was removed."""
+    stale = 999_999
+    assert not Path(f"/proc/{stale}").exists()
+    (home / "run").mkdir(parents=True)
+    (home / "run" / "python-http.pid").write_text(str(stale))
+
+    notes = start_services([service], home, START_TIMEOUT_S)
+    reap_in_background(pid_of(home, service.name))
+
+    assert notes[0] == "python-http: removed a stale pid file"
+    assert notes[1].startswith("python-http: started (pid ")
+    assert pid_of(home, service.name) != stale
+
+
+def test_taken_port_names_the_port_and_its_variable(service, home):
+    """Given another program listening on the port, when started, then PlatformError names the
+    port and the variable that moves it, and nothing is spawned."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as blocker:
+        blocker.bind(("127.0.0.1", service.port))
+        blocker.listen()
+
+        with pytest.raises(PlatformError) as caught:
+            start_services([service], home, START_TIMEOUT_S)
+
+    assert f"port {service.port}" in str(caught.value)
+    assert "MLOPS_TEST_PORT" in str(caught.value)
+    assert not (home / "run" / "python-http.pid").exists()
+
+
+def test_process_exiting_while_starting_reports_its_last_log_line(home):
+    """Given a process that prints 'boom' and exits at once, when started, then PlatformError
+    says it exited while starting and quotes the log's last line."""
+    crashing = make_service(
+        free_port(),
+        name="python-boom",
+        argv=(sys.executable, "-c", 'import sys; print("boom"); sys.exit(3)'),
+    )
+
+    with pytest.raises(PlatformError) as caught:
+        start_services([crashing], home, START_TIMEOUT_S)
+
+    assert "python-boom exited while starting: boom" in str(caught.value)
+    assert "python-boom.log" in str(caught.value)
+
+
+def test_stop_services_leaves_an_unrelated_process_alone(home):
+    """Given an 'mlflow' pid file naming a live process that is not an mlflow server, when
+    stopped, then that process is left running and the service is reported not running."""
+    unrelated = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
+    )
+    try:
+        (home / "run").mkdir(parents=True)
+        (home / "run" / "mlflow.pid").write_text(str(unrelated.pid))
+
+        notes = stop_services([make_service(free_port(), name="mlflow")], home, grace_s=1)
+
+        assert notes == ["mlflow: not running"]
+        assert unrelated.poll() is None
+    finally:
+        unrelated.kill()
+        unrelated.wait()
+
+
+def test_stop_services_returns_promptly_when_the_caller_started_it(service, home):
+    """Given a service started by this process (no reaper), when stopped with a 3 s grace,
+    then stop returns as soon as the process has exited, well before the grace runs out."""
+    start_services([service], home, START_TIMEOUT_S)
+    pid = pid_of(home, service.name)
+
+    started = time.monotonic()
+    try:
+        stop_services([service], home, grace_s=3)
+        elapsed = time.monotonic() - started
+    finally:
+        kill_own_child(pid)  # reap it
+
+    assert elapsed < 2
+
+
+def test_start_does_not_take_a_child_still_in_exec_for_a_dead_one(home, monkeypatch):
+    """Given a live child ('sleep 30') and a health check that fails at once (so liveness is
+    checked right after the spawn), when started with no time to wait, up to 100 times, then
+    every attempt says it did not become healthy and none says it exited."""
+    monkeypatch.setattr(services_module, "is_healthy", lambda url, timeout_s=2.0: False)
+    sleeper = make_service(free_port(), name="sleep-server", argv=("sleep", "30"))
+    claims = []
+    for _ in range(100):
+        with pytest.raises(PlatformError) as caught:
+            start_services([sleeper], home, timeout_s=0)
+        kill_own_child(pid_of(home, sleeper.name))
+        (home / "run" / "sleep-server.pid").unlink()
+        if "exited while starting" in str(caught.value):
+            claims.append(str(caught.value))
+            break
+
+    assert claims == []
+
+
+# --- state and platform -----------------------------------------------------------------------
+
+
+def test_state_round_trips(tmp_path):
+    """Given a state written to MLOPS_HOME, when read, then the same mapping comes back."""
+    write_state(tmp_path, {"profile": "local", "services": {"mlflow": {"port": 5001}}})
+
+    assert read_state(tmp_path) == {"profile": "local", "services": {"mlflow": {"port": 5001}}}
+
+
+def test_missing_state_reads_as_none(tmp_path):
+    """Given no state file, when read, then None comes back."""
+    assert read_state(tmp_path) is None
+
+
+def test_corrupt_state_raises_platform_error_naming_the_file(tmp_path):
+    """Given state.json that is not JSON, when read, then PlatformError names the file."""
+    (tmp_path / "state.json").write_text("{not json")
+
+    with pytest.raises(PlatformError, match="state.json is not valid JSON"):
+        read_state(tmp_path)
+
+
+def test_platform_uses_the_ports_a_previous_up_recorded(tmp_path):
+    """Given a state recording ports 5055 and 4255, then the platform uses those ports."""
+    write_state(tmp_path, local_platform(tmp_path, "127.0.0.1", 5055, 4255).state())
+    settings = Settings(home=tmp_path, mlflow_port=5000, prefect_port=4200)
+
+    platform = platform_from_settings(settings)
+
+    assert platform.mlflow_url == "http://127.0.0.1:5055"
+    assert platform.client_environment() == {
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:5055",
+        "PREFECT_API_URL": "http://127.0.0.1:4255/api",
+    }
+
+
+def test_unavailable_profile_raises_platform_error(tmp_path):
+    """Given the 'full' profile, then PlatformError says it is not available yet."""
+    with pytest.raises(PlatformError, match="profile 'full' is not available yet"):
+        platform_from_settings(Settings(home=tmp_path), profile="full")
