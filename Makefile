@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit bench up down status lint lock clean
+.PHONY: help install chromium demo test test-unit bench up down status lint lock clean
 
 help: ## List the targets with what each does
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -22,7 +22,11 @@ install: $(STAMP) ## Create .venv with the locked dependencies and the `mlops` c
 demo: $(STAMP) ## Start the local platform and run the whole loop on the bundled example
 	$(BIN)/mlops demo
 
-test: $(STAMP) ## Run every test (unit, then integration against real servers)
+chromium: ## Install Debian's headless Chromium for the browser tests (if missing)
+	@command -v chromium >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: $(STAMP) chromium ## Run every test (unit, integration and browser, against real servers)
 	$(BIN)/python -m pytest -p no:cacheprovider
 
 test-unit: $(STAMP) ## Run the unit tests only (no servers)

@@ -50,6 +50,14 @@ class TuningSection(_Strict):
 class MonitoringSection(_Strict):
     drift_share: float = Field(0.3, gt=0, le=1)
     cooldown_minutes: float = Field(60, ge=0)
+    windows_needed: int = Field(1, ge=1, description="drift in N of the last M checks ...")
+    window_count: int = Field(1, ge=1, description="... M: confirms drift before retraining")
+
+    @model_validator(mode="after")
+    def _n_of_m(self) -> "MonitoringSection":
+        if self.windows_needed > self.window_count:
+            raise ValueError("monitoring.windows_needed cannot exceed monitoring.window_count")
+        return self
 
 
 class ExperimentSpec(_Strict):

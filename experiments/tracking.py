@@ -4,6 +4,7 @@ import logging
 import queue
 import threading
 import time
+import warnings
 from collections.abc import Mapping
 
 import optuna
@@ -28,7 +29,8 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
         if experiment.lifecycle_stage == "deleted":
             client.restore_experiment(experiment.experiment_id)
         return experiment.experiment_id
-    return client.create_experiment(name)
+    # Opens the MLflow UI on runs and models rather than its GenAI (traces) view.
+    return client.create_experiment(name, tags={"mlflow.experimentKind": "custom_model_development"})
 
 
 def _now_ms() -> int:
@@ -196,7 +198,11 @@ def log_dataset(client: MlflowClient, run_id: str, frame, source: str, target: s
     from mlflow.exceptions import MlflowException
 
     try:
-        dataset = mlflow.data.from_pandas(frame, source=source, targets=target, name=name)
+        with warnings.catch_warnings():
+            # The dataset's schema is descriptive; the model's own signature is what serving
+            # enforces, so MLflow's hint about integer columns does not apply here.
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(frame, source=source, targets=target, name=name)
     except MlflowException:
         # Sources MLflow cannot resolve (package://) are described rather than dropped.
         dataset = mlflow.data.from_pandas(

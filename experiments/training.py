@@ -11,11 +11,13 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pandas as pd
+import yaml
 from mlflow.tracking import MlflowClient
 
 from experiments.contract import DataContract
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 REFERENCE_MAX_ROWS = 50_000
 REFERENCE_ARTIFACT = "reference/train.parquet"
 CONTRACT_ARTIFACT = "contract/data_contract.json"
+SPEC_ARTIFACT = "spec/spec.yaml"
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,8 @@ def start_tracking(
     commit = git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
-    run = client.create_run(experiment_id, run_name=f"train-{name.rsplit('-', 1)[-1]}", tags=tags)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    run = client.create_run(experiment_id, run_name=f"{trigger}-{stamp}", tags=tags)
     run_id = run.info.run_id
     log_batch(
         client,
@@ -154,6 +158,9 @@ def start_tracking(
     )
     log_dataset(client, run_id, dataset.frame, dataset.source, spec.data.target, f"{spec.name}-data")
     client.log_text(run_id, dataset.contract.to_json(), CONTRACT_ARTIFACT)
+    # Monitoring and retraining read the spec back from the champion's run.
+    client.log_text(run_id, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False),
+                    SPEC_ARTIFACT)
     study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
                                 direction="maximize" if spec.greater_is_better else "minimize")
     study.set_user_attr("mlflow_run_id", run_id)

@@ -43,6 +43,7 @@ def _connect(platform) -> None:
         os.environ.setdefault(name, value)
     # Our own progress names the run once; MLflow would print a link per trial run.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def _quiet_prefect_errors() -> None:
@@ -163,6 +164,61 @@ def _run_training(experiment: str, data: str | None, trials: int | None, workers
         fail(str(error))
 
 
+@app.command()
+def monitor(
+    model: Annotated[str, typer.Argument(help="The registered model whose champion is checked")],
+    current: Annotated[str | None, typer.Option(help="Current data: CSV/Parquet file, folder or URI")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """One drift check of MODEL's champion; retraining is triggered when the policy says so."""
+    result = _run_monitoring(model, current)
+    if json_output:
+        print(json.dumps(result, default=str))
+        return
+    _print_monitoring(result)
+
+
+def _run_monitoring(model: str, current: str | None) -> dict:
+    from infra.platform import require_running
+
+    if current is None:
+        fail("give the data to check with --current PATH (recording live traffic with "
+             "`mlops serve` is not available yet)")
+    try:
+        from experiments.data import load_table
+
+        load_table(current)  # a bad path or unreadable file fails before any run exists
+        _connect(_platform())
+        require_running(os.environ["MLFLOW_TRACKING_URI"], os.environ["PREFECT_API_URL"])
+        from mlflow.tracking import MlflowClient
+
+        from registry.champion import get_champion
+
+        if get_champion(MlflowClient(), model) is None:
+            raise InputError(f"model '{model}' has no champion to monitor; train it first")
+        _quiet_prefect_errors()
+        from flows.monitor import MonitorParameters
+        from flows.monitor import monitor as monitor_flow
+
+        return monitor_flow(MonitorParameters(model=model, current=current))
+    except (InputError, PlatformError) as error:
+        fail(str(error))
+
+
+def _print_monitoring(result: dict) -> None:
+    table = Table(title=f"drift check of {result['model_name']} v{result['champion_version']}",
+                  show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    table.add_row("drift detected", "yes" if result["drift_detected"] else "no")
+    table.add_row("drift share", f"{result['drift_share']:.2f}")
+    table.add_row("drifted columns", ", ".join(result["drifted_columns"]) or "none")
+    table.add_row("retraining", f"{result['retraining']}: {result['reason']}")
+    table.add_row("monitoring run", result["run_url"])
+    table.add_row("report", result["report_uri"])
+    out.print(table)
+
+
 def _print_training(result: dict) -> None:
     table = Table(title=f"{result['experiment']}: version {result['model_version']}", show_header=False)
     table.add_column("", style="bold")
@@ -194,11 +250,43 @@ def demo(
     up(profile="local", json_output=False)
     result = _run_training("penguins", None, trials, 1)
     _print_training(result)
+
+    from experiments.data import load_table
+    from experiments.spec import load_spec
+    from flows.demo import wait_for_retraining, write_batches
+
+    spec = load_spec("penguins")
+    stationary, drifted = write_batches(load_table(spec.data.source), _platform().home / "demo")
+    out.print(f"\n[bold]A stationary batch[/bold] ({stationary})")
+    _print_monitoring(_run_monitoring("penguins", str(stationary)))
+    out.print(f"\n[bold]A drifted batch[/bold] ({drifted})")
+    check = _run_monitoring("penguins", str(drifted))
+    _print_monitoring(check)
+    if check["retraining"] == "triggered":
+        from mlflow.tracking import MlflowClient
+
+        err.print("waiting for the retraining that the drift event started ...")
+        done = wait_for_retraining(MlflowClient(), "penguins", check["monitoring_run_id"])
+        out.print(_chain(check, done))
     out.print(
         f"\nThe platform keeps running. MLflow UI: {os.environ['MLFLOW_TRACKING_URI']}  "
         f"Prefect UI: {os.environ['PREFECT_API_URL'].removesuffix('/api')}\n"
         "Stop it with `mlops down`."
     )
+
+
+def _chain(check: dict, done: dict | None) -> str:
+    head = (f"\n[bold]The chain[/bold]: drift share {check['drift_share']:.2f} "
+            f"-> monitoring run {check['monitoring_run_id']}")
+    if done is None:
+        return head + " -> no retraining run finished in time (see the Prefect UI)"
+    run, version = done["run"], done["version"]
+    if version is None:
+        return head + f" -> retraining run {run.info.run_id} FAILED (see the Prefect UI)"
+    verdict = "promoted to champion" if "champion" in version.aliases else "kept as challenger"
+    return (head + f" -> retraining run {run.info.run_id} (mlops.trigger="
+            f"{run.data.tags.get('mlops.trigger')}) -> version {version.version}, {verdict}: "
+            f"{version.tags.get('mlops.promotion', '')}")
 
 
 def main() -> None:

@@ -43,6 +43,9 @@ class TrainParameters(BaseModel):
     monitoring_run_id: str | None = Field(
         None, description="The drift check that caused this training, if any"
     )
+    warm_start: dict | None = Field(
+        None, description="Trial parameters to try first (retraining passes the champion's)"
+    )
 
 
 def resolve_spec(params: TrainParameters) -> ExperimentSpec:
@@ -92,7 +95,7 @@ def start_tracking(
 @task(cache_policy=NO_CACHE)
 def tune(
     spec: ExperimentSpec, data: Split, dataset: Dataset,
-    tracking: training.Tracking, storage_path: Path,
+    tracking: training.Tracking, storage_path: Path, warm_start: dict | None,
 ) -> training.SearchResult:
     logger = get_run_logger()
     total = spec.tuning.trials
@@ -106,7 +109,7 @@ def tune(
 
     return training.tune(
         _client(), journal_storage(storage_path), spec, data, dataset.contract, tracking,
-        progress=progress,
+        progress=progress, warm_start=[warm_start] if warm_start else (),
     )
 
 
@@ -186,7 +189,7 @@ def train(params: TrainParameters) -> dict:
     data = split(spec, dataset)
     tracking = start_tracking(spec, dataset, params, storage_path)
     try:
-        search = tune(spec, data, dataset, tracking, storage_path)
+        search = tune(spec, data, dataset, tracking, storage_path, params.warm_start)
         evaluation = fit_and_evaluate(spec, data, dataset, search, tracking)
         model_uri = log_model(spec, data, dataset, evaluation, tracking)
         gate = register_and_promote(spec, data, dataset, evaluation, tracking, model_uri, params)

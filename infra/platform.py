@@ -1,5 +1,6 @@
 """The platform as a whole: which services a profile runs and where clients find them."""
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,39 @@ class Platform:
         }
 
 
-def local_platform(home: Path, host: str, mlflow_port: int, prefect_port: int) -> Platform:
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def runner_service(home: Path, host: str, port: int, mlflow_url: str, prefect_url: str) -> Service:
+    """The deployment runner: serves train, monitor and retrain, and runs their flow runs."""
+    url = f"http://{host}:{port}"
+    return Service(
+        name="runner",
+        argv=(sys.executable, "-m", "flows.serve"),
+        host=host,
+        port=port,
+        url=url,
+        health_url=f"{url}/health",
+        port_variable="MLOPS_RUNNER_PORT",
+        marker="flows.serve",
+        cwd=PROJECT_ROOT,
+        wave=1,  # it registers deployments with Prefect, so Prefect must answer first
+        env={
+            "MLFLOW_TRACKING_URI": mlflow_url,
+            "PREFECT_API_URL": f"{prefect_url}/api",
+            "MLOPS_HOME": str(home),
+            "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+            "PREFECT_RUNNER_SERVER_ENABLE": "true",
+            "PREFECT_RUNNER_SERVER_HOST": host,
+            "PREFECT_RUNNER_SERVER_PORT": str(port),
+        },
+    )
+
+
+def local_platform(
+    home: Path, host: str, mlflow_port: int, prefect_port: int, runner_port: int | None = None
+) -> Platform:
     """SQLite backends and local artifacts, everything under `home`."""
     home = home.resolve()
     mlflow_url = f"http://{host}:{mlflow_port}"
@@ -71,11 +104,16 @@ def local_platform(home: Path, host: str, mlflow_port: int, prefect_port: int) -
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
             "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+            # The UI calls the API from the browser: without this it calls port 4200.
+            "PREFECT_UI_API_URL": f"{prefect_url}/api",
         },
         unset_env=("PREFECT_API_URL", "PREFECT_PROFILE"),
     )
     (home / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
-    return Platform("local", home, mlflow_url, prefect_url, (mlflow, prefect))
+    services = (mlflow, prefect)
+    if runner_port is not None:
+        services += (runner_service(home, host, runner_port, mlflow_url, prefect_url),)
+    return Platform("local", home, mlflow_url, prefect_url, services)
 
 
 def platform_from_settings(settings: Settings, profile: str | None = None) -> Platform:
@@ -89,6 +127,7 @@ def platform_from_settings(settings: Settings, profile: str | None = None) -> Pl
             settings.host,
             ports.get("mlflow") or settings.mlflow_port,
             ports.get("prefect") or settings.prefect_port,
+            ports.get("runner") or settings.runner_port,
         )
     raise PlatformError(f"profile '{chosen}' is not available yet; use --profile local")
 

@@ -34,6 +34,14 @@ class Service:
     port_variable: str
     env: Mapping[str, str] = field(default_factory=dict)
     unset_env: tuple[str, ...] = ()
+    marker: str = ""  # text in the process's command line that proves it is ours
+    cwd: Path | None = None
+    wave: int = 0  # services of a later wave start once the earlier ones are healthy
+
+
+    @property
+    def command_marker(self) -> str:
+        return self.marker or self.name.split("-")[0]
 
 
 @dataclass(frozen=True)
@@ -65,9 +73,9 @@ def _log_file(home: Path, name: str) -> Path:
     return home / "logs" / f"{name}.log"
 
 
-def _alive_pid(home: Path, service_name: str) -> int | None:
+def _alive_pid(home: Path, service: Service) -> int | None:
     """The pid recorded for the service if that process still runs it; else None."""
-    pid_file = _pid_file(home, service_name)
+    pid_file = _pid_file(home, service.name)
     try:
         pid = int(pid_file.read_text().strip())
     except (FileNotFoundError, ValueError):
@@ -77,11 +85,7 @@ def _alive_pid(home: Path, service_name: str) -> int | None:
     except OSError:
         return None
     # A recycled pid belongs to someone else: only claim it if it still runs our server.
-    return pid if _command_marker(service_name) in cmdline else None
-
-
-def _command_marker(service_name: str) -> str:
-    return service_name.split("-")[0]
+    return pid if service.command_marker in cmdline else None
 
 
 def _port_is_free(host: str, port: int) -> bool:
@@ -115,7 +119,7 @@ def _spawn(service: Service, home: Path) -> subprocess.Popen:
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
-            cwd=home,
+            cwd=service.cwd or home,
             start_new_session=True,
         )
     _pid_file(home, service.name).write_text(str(process.pid))
@@ -132,9 +136,16 @@ def start_services(
     """
     home.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
+    for wave in sorted({s.wave for s in services}):
+        notes += _start_wave([s for s in services if s.wave == wave], home, timeout_s)
+    return notes
+
+
+def _start_wave(services: Sequence[Service], home: Path, timeout_s: float) -> list[str]:
+    notes: list[str] = []
     started: dict[str, subprocess.Popen] = {}
     for service in services:
-        pid = _alive_pid(home, service.name)
+        pid = _alive_pid(home, service)
         if pid is not None:
             notes.append(f"{service.name}: already running (pid {pid}) at {service.url}")
             continue
@@ -188,7 +199,7 @@ def stop_services(services: Sequence[Service], home: Path, grace_s: float = 15.0
     """Stop the processes `start_services` recorded; anything else is left alone."""
     notes = []
     for service in services:
-        pid = _alive_pid(home, service.name)
+        pid = _alive_pid(home, service)
         if pid is None:
             _pid_file(home, service.name).unlink(missing_ok=True)
             notes.append(f"{service.name}: not running")
@@ -226,7 +237,7 @@ def service_statuses(services: Sequence[Service], home: Path) -> list[ServiceSta
         ServiceStatus(
             name=s.name,
             url=s.url,
-            pid=_alive_pid(home, s.name),
+            pid=_alive_pid(home, s),
             running=is_healthy(s.health_url),
         )
         for s in services

@@ -21,5 +21,6 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     mlflow_port: int = 5000
     prefect_port: int = 4200
+    runner_port: int = 4280
     profile: Literal["local", "full"] = "local"
     start_timeout_s: float = 90.0

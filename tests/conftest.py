@@ -22,12 +22,12 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory):
-    """A running local platform (MLflow + Prefect on free ports) for the whole session."""
+    """A running local platform (MLflow, Prefect, the deployment runner) for the whole session."""
     from infra.platform import local_platform
     from infra.services import start_services, stop_services, write_state
 
     home = tmp_path_factory.mktemp("mlops-home")
-    running = local_platform(home, "127.0.0.1", free_port(), free_port())
+    running = local_platform(home, "127.0.0.1", free_port(), free_port(), free_port())
     saved: dict[str, str | None] = {}
     try:
         start_services(running.services, running.home, timeout_s=180)
@@ -36,6 +36,7 @@ def platform(tmp_path_factory):
             **running.client_environment(),
             "MLOPS_HOME": str(running.home),
             "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         }
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)

@@ -150,8 +150,12 @@ class Context:
         """(spec, dataset, split, features, y) as the training flow builds them."""
         from experiments import training
 
+        try:
+            from experiments.validation import load_dataset
+        except ImportError:  # before the validate stage moved out of experiments.training
+            load_dataset = training.load_dataset
         spec = self.spec(trials)
-        dataset = training.load_dataset(spec)
+        dataset = load_dataset(spec)
         data = training.split(spec, dataset)
         features, y = training.features_and_target(data.train, dataset.contract)
         return spec, dataset, data, features, y
@@ -207,6 +211,8 @@ def run_figure(figure: str, fn: Callable[[], dict]) -> dict:
     # Other programs on the machine skew every figure; the load says how busy it was.
     result["load_average_before"] = load_before
     result["load_average_after"] = load_average()
+    peak = max([x[0] for x in (load_before, result["load_average_after"]) if x] or [0.0])
+    result["machine_busy"] = peak > usable_cores()
     result["bench_seconds"] = round(time.perf_counter() - started, 2)
     note(f"{figure} done in {result['bench_seconds']:.1f} s")
     return result
@@ -219,15 +225,18 @@ def package_version(name: str) -> str | None:
         return None
 
 
-def machine_info() -> dict:
+def usable_cores() -> int:
     try:
-        usable = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:
-        usable = os.cpu_count()
+        return os.cpu_count() or 1
+
+
+def machine_info() -> dict:
     site = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
     return {
         "cores": os.cpu_count(),
-        "usable_cores": usable,
+        "usable_cores": usable_cores(),
         "load_average_at_start": load_average(),
         # Server start-up is mostly imports: without a bytecode cache every start compiles.
         "python_dont_write_bytecode": os.environ.get("PYTHONDONTWRITEBYTECODE", ""),
@@ -248,63 +257,21 @@ def r(value: float | None, digits: int = 3) -> float | None:
 # --------------------------------------------------------------------------- platform
 
 
-def start_platform(platform, attempts: int = 3) -> dict:
-    """start_services, timed. A PlatformError "exited while starting" for a process that is
-    in fact alive is retried: infra.services reads /proc/PID/cmdline right after spawning,
-    and while the child is still inside execve that file is empty, so _alive_pid says
-    None for a live server (reported as a bug). The retried call finds the servers
-    running and only waits for health, so the time measured is still cold-to-healthy."""
-    from infra.errors import PlatformError
-    from infra.services import service_statuses, start_services
+def start_platform(platform) -> float:
+    """start_services until every service is healthy, timed."""
+    from infra.services import start_services
 
-    spurious: list[str] = []
     started = time.perf_counter()
-    for attempt in range(attempts):
-        try:
-            notes = start_services(platform.services, platform.home, timeout_s=START_TIMEOUT_S)
-            break
-        except PlatformError as error:
-            if "exited while starting" not in str(error) or attempt == attempts - 1:
-                raise
-            time.sleep(0.5)  # let execve finish, then ask again
-            alive = {s.name for s in service_statuses(platform.services, platform.home) if s.pid}
-            if str(error).split(" ", 1)[0] not in alive:
-                raise
-            spurious.append(str(error))
-            note(f"  [yellow]spurious start error, server alive, waiting again:[/yellow] {error}")
-    return {"seconds": time.perf_counter() - started, "notes": notes, "spurious_errors": spurious}
+    start_services(platform.services, platform.home, timeout_s=START_TIMEOUT_S)
+    return time.perf_counter() - started
 
 
 def stop_platform(platform) -> float:
-    """stop_services, timed, while reaping our own exited server processes.
+    """stop_services, timed."""
+    from infra.services import stop_services
 
-    The servers are children of this process; an exited group leader stays a zombie until
-    its parent reaps it, and os.killpg(pid, 0) in infra.services._terminate_group keeps
-    succeeding on a zombie, so stop_services would wait its full 15 s grace per service
-    and then SIGKILL (reported as a bug). Reaping here changes nothing else."""
-    from infra.services import service_statuses, stop_services
-
-    pids = {s.pid for s in service_statuses(platform.services, platform.home) if s.pid}
-    done = threading.Event()
-
-    def reap() -> None:
-        while pids and not done.is_set():
-            for pid in list(pids):
-                try:
-                    if os.waitpid(pid, os.WNOHANG)[0]:
-                        pids.discard(pid)
-                except ChildProcessError:
-                    pids.discard(pid)
-            done.wait(0.1)
-
-    reaper = threading.Thread(target=reap, daemon=True)
-    reaper.start()
     started = time.perf_counter()
-    try:
-        stop_services(platform.services, platform.home)
-    finally:
-        done.set()
-        reaper.join(timeout=2)
+    stop_services(platform.services, platform.home)
     return time.perf_counter() - started
 
 
@@ -333,7 +300,7 @@ def figure_cold_start(ctx: Context) -> dict:
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:
-        start = start_platform(platform)
+        start_platform(platform)
         seconds = time.perf_counter() - started
     finally:
         done.set()
@@ -344,7 +311,6 @@ def figure_cold_start(ctx: Context) -> dict:
         "seconds": r(seconds, 2),
         "service_healthy_seconds": {k: r(v, 2) for k, v in healthy_at.items()},
         "stop_seconds": r(stop_seconds, 2),
-        "spurious_start_errors": start["spurious_errors"],
         "baseline": None,
         "ratio": r(seconds / target),
         "ratio_is_against": "the target (no baseline exists for a cold start)",
@@ -402,7 +368,7 @@ def figure_tracking_overhead(ctx: Context, cfg: Config) -> dict:
         spec, dataset, data, _, _ = ctx.training_data(trials)
         path = ctx.tmp / "journals" / f"plain-{next(counter)}.journal"
         storage = journal_storage(path)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         features, y = training.features_and_target(data.train, dataset.contract)
         objective = make_objective(
             features, y,
@@ -415,7 +381,8 @@ def figure_tracking_overhead(ctx: Context, cfg: Config) -> dict:
         run_search(study, objective, spec.tuning.trials, spec.tuning.timeout_s)
         best = best_trial(study)
         seconds = time.perf_counter() - started
-        return {"seconds": seconds, "best": best.value, "signature": trial_signature(study)}
+        return {"seconds": seconds, "cpu_seconds": time.process_time() - cpu_started,
+                "best": best.value, "signature": trial_signature(study)}
 
     @task(cache_policy=NO_CACHE, name="bench-tune")
     def tune_task(spec, data, contract, tracking, storage_path: Path) -> dict:
@@ -427,12 +394,13 @@ def figure_tracking_overhead(ctx: Context, cfg: Config) -> dict:
             logger.info("trial %d/%d %s%s", trial.number + 1, total,
                         trial.state.name.lower(), value)
 
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         result = training.tune(
             MlflowClient(), journal_storage(storage_path), spec, data, contract, tracking,
             progress=progress,
         )
-        return {"seconds": time.perf_counter() - started, "best": result.cv_score}
+        return {"seconds": time.perf_counter() - started,
+                "cpu_seconds": time.process_time() - cpu_started, "best": result.cv_score}
 
     def tracked(trials: int) -> dict:
         spec, dataset, data, _, _ = ctx.training_data(trials)
@@ -456,6 +424,7 @@ def figure_tracking_overhead(ctx: Context, cfg: Config) -> dict:
         study = optuna.load_study(study_name=outcome["study_name"], storage=journal_storage(path))
         return {
             "seconds": outcome["seconds"],
+            "cpu_seconds": outcome["cpu_seconds"],
             "flow_seconds": flow_seconds,
             "best": outcome["best"],
             "signature": trial_signature(study),
@@ -467,8 +436,7 @@ def figure_tracking_overhead(ctx: Context, cfg: Config) -> dict:
     training.TrialRecorder = TimedRecorder
     try:
         note(f"  warm-up: {cfg.warmup_trials} trials each way (not counted)")
-        plain(cfg.warmup_trials)
-        tracked(cfg.warmup_trials)
+        warmup = (plain(cfg.warmup_trials)["seconds"], tracked(cfg.warmup_trials)["seconds"])
         pairs = []
         for i in range(cfg.tracking_repeats):
             base = plain(cfg.tracking_trials)
@@ -483,6 +451,7 @@ def figure_tracking_overhead(ctx: Context, cfg: Config) -> dict:
 
     ratios = [t["seconds"] / b["seconds"] for b, t in pairs]
     flow_ratios = [t["flow_seconds"] / b["seconds"] for b, t in pairs]
+    cpu_ratios = [t["cpu_seconds"] / b["cpu_seconds"] for b, t in pairs]
     same = all(b["signature"] == t["signature"] for b, t in pairs)
     ratio = statistics.median(ratios)
     target = TARGETS["tracking_overhead"]
@@ -497,6 +466,11 @@ def figure_tracking_overhead(ctx: Context, cfg: Config) -> dict:
         "tracked_seconds": [r(t["seconds"]) for _, t in pairs],
         "tracked_flow_seconds": [r(t["flow_seconds"]) for _, t in pairs],
         "flow_ratio_median": r(statistics.median(flow_ratios)),
+        # CPU time of this whole process (all threads): less swayed by other programs.
+        "cpu_ratio_median": r(statistics.median(cpu_ratios)),
+        "plain_cpu_seconds": [r(b["cpu_seconds"]) for b, _ in pairs],
+        "tracked_cpu_seconds": [r(t["cpu_seconds"]) for _, t in pairs],
+        "warmup_seconds": {"plain": r(warmup[0]), "tracked": r(warmup[1])},
         "tracked_plots_seconds": [r(t["plots_s"]) for _, t in pairs],
         "tracked_recorder_close_wait_seconds": [r(t["recorder_close_s"]) for _, t in pairs],
         "best_cv_roc_auc": {
@@ -744,10 +718,9 @@ def run_on_platform(ctx: Context, cfg: Config, results: dict) -> None:
     note(f"starting the platform (MLflow :{mlflow_port}, Prefect :{prefect_port})")
     try:
         try:
-            start = start_platform(platform)
-            note(f"platform healthy after {start['seconds']:.1f} s")
-            results["_platform"] = {"start_seconds": r(start["seconds"], 2),
-                                    "spurious_start_errors": start["spurious_errors"]}
+            seconds = start_platform(platform)
+            note(f"platform healthy after {seconds:.1f} s")
+            results["_platform"] = {"start_seconds": r(seconds, 2)}
         except Exception as error:  # noqa: BLE001
             message = f"the platform did not start: {type(error).__name__}: {error}"
             err.print(f"[red]{message}[/red]", highlight=False)
@@ -816,7 +789,7 @@ def print_table(results: dict, cfg: Config) -> None:
             f"tracking: {t['trials']} trials x {t['repeats']} alternated pairs, "
             f"ratios {t['ratios']}, "
             f"same trial sequence: {t['same_trial_sequence']}; whole flow / plain "
-            f"{t['flow_ratio_median']}"
+            f"{t['flow_ratio_median']}; CPU time ratio {t['cpu_ratio_median']}"
         )
     q = results.get("time_to_quality", {})
     if "error" not in q and q:
@@ -832,6 +805,12 @@ def print_table(results: dict, cfg: Config) -> None:
     if "error" not in c and c:
         lines.append(f"mlops up: per service healthy at {c['service_healthy_seconds']} s; "
                      "no baseline, ratio is against the 30 s target")
+    busy = [f for f in FIGURE_ORDER if results.get(f, {}).get("machine_busy")]
+    if busy:
+        lines.append(
+            f"[yellow]the machine was busy (1-min load above {usable_cores()} cores) during: "
+            f"{', '.join(busy)}; other programs skew those timings[/yellow]"
+        )
     for line in lines:
         out.print(f"- {line}", highlight=False, soft_wrap=True)
 

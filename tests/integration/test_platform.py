@@ -16,11 +16,11 @@ def test_status_json_reports_running_services(mlops, platform):
     assert status["mlflow_url"] == platform.mlflow_url
     assert status["prefect_url"] == platform.prefect_url
     assert all(s["running"] for s in status["services"].values())
-    assert set(status["services"]) == {"mlflow", "prefect"}
+    assert set(status["services"]) == {"mlflow", "prefect", "runner"}
 
 
 def test_up_twice_is_harmless(mlops, platform):
     done = mlops("up")
 
     assert done.returncode == 0, done.stderr
-    assert done.stderr.count("already running") == 2
+    assert done.stderr.count("already running") == 3

@@ -1,0 +1,166 @@
+"""The monitoring flow: one drift check of a model's champion against current data.
+
+On confirmed drift outside the cooldown it emits `mlops.drift.detected`, which the
+`retrain` deployment is triggered by.
+"""
+
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+from monitoring.drift import DriftSummary, compute_drift
+from monitoring.policy import RetrainDecision, decide_retraining, is_drift
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+from pydantic import BaseModel, Field
+
+from experiments.contract import check_against_contract
+from experiments.data import data_digest, load_table
+from experiments.errors import InputError
+from monitoring.champion import ChampionData, load_champion_data
+from monitoring.record import last_triggered_at, recent_drift_flags, record_check, start_check
+
+DRIFT_EVENT = "mlops.drift.detected"
+
+
+class MonitorParameters(BaseModel):
+    """What a drift check compares: a model's champion and a batch of current data."""
+
+    model: str = Field("penguins", description="The registered model whose champion is checked")
+    current: str = Field(..., description="Current data: a CSV/Parquet file, a folder of them, or a URI")
+
+
+def model_resource(name: str) -> str:
+    return f"mlops.model.{name}"
+
+
+@task(cache_policy=NO_CACHE)
+def load_champion(model: str) -> ChampionData:
+    champion = load_champion_data(MlflowClient(), model)
+    if champion is None:
+        raise InputError(f"model '{model}' has no champion to monitor; train it first")
+    return champion
+
+
+@task(cache_policy=NO_CACHE)
+def load_current(uri: str, champion: ChampionData):
+    current = load_table(uri)
+    report = check_against_contract(current, champion.contract)
+    if report.missing_columns:
+        raise InputError(
+            f"current data {uri} lacks columns of {champion.name}'s contract: "
+            f"{', '.join(report.missing_columns)}"
+        )
+    if not report.usable:
+        problems = "; ".join(f"{k}: {v}" for k, v in report.type_mismatches.items())
+        raise InputError(f"current data {uri} breaks {champion.name}'s contract: {problems}")
+    logger = get_run_logger()
+    for kind, counts in (("unseen categories", report.unseen_categories),
+                         ("out-of-range values", report.out_of_range)):
+        if counts:
+            logger.warning("%s in %s: %s", kind, uri, counts)
+    return current, report
+
+
+@task(cache_policy=NO_CACHE)
+def check_drift(champion: ChampionData, current, html_path: Path) -> DriftSummary:
+    contract = champion.contract
+    target = contract.target if contract.target in current.columns else None
+    return compute_drift(
+        champion.reference, current, numeric=contract.numeric, categorical=contract.categorical,
+        target=target, seed=champion.spec.tuning.seed, html_path=html_path,
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def decide(champion: ChampionData, summary: DriftSummary) -> RetrainDecision:
+    client = MlflowClient()
+    policy = champion.spec.monitoring
+    return decide_retraining(
+        drifted_now=is_drift(summary.drift_share, policy.drift_share),
+        recent=recent_drift_flags(client, champion.name, policy.window_count - 1),
+        windows_needed=policy.windows_needed,
+        window_count=policy.window_count,
+        last_triggered_at=last_triggered_at(client, champion.name),
+        now=datetime.now(UTC),
+        cooldown=timedelta(minutes=policy.cooldown_minutes),
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def announce(champion: ChampionData, summary: DriftSummary, decision: RetrainDecision,
+             run_id: str, run_url: str, current_uri: str) -> None:
+    """A Prefect artifact for every check; the drift event only when retraining is due."""
+    columns = ", ".join(summary.drifted_columns) or "none"
+    create_markdown_artifact(
+        key=f"{champion.spec.slug}-drift",
+        markdown=(
+            f"# Drift check of {champion.name} v{champion.version}\n\n"
+            f"[MLflow run]({run_url})\n\n"
+            f"drift share **{summary.drift_share:.2f}** (threshold "
+            f"{champion.spec.monitoring.drift_share}); drifted: {columns}\n\n"
+            f"retraining: **{decision.action}**: {decision.reason}\n"
+        ),
+        description=f"Drift check of {champion.name}",
+    )
+    if decision.action == "triggered":
+        emit_event(
+            event=DRIFT_EVENT,
+            resource={"prefect.resource.id": model_resource(champion.name)},
+            payload={
+                "model": champion.name,
+                "champion_version": champion.version,
+                "drift_share": summary.drift_share,
+                "drifted_columns": list(summary.drifted_columns),
+                "monitoring_run_id": run_id,
+                "current": current_uri,
+            },
+        )
+
+
+@flow(name="monitor")
+def monitor(params: MonitorParameters) -> dict:
+    """Check MODEL's champion against current data; trigger retraining on real drift."""
+    client = MlflowClient()
+    champion = load_champion(params.model)
+    current, contract_report = load_current(params.current, champion)
+    run_id = start_check(client, champion.name, champion.version)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            html = Path(tmp) / "drift_report.html"
+            summary = check_drift(champion, current, html)
+            decision = decide(champion, summary)
+            record_check(
+                client, run_id, summary, contract_report, decision,
+                drift_detected=is_drift(summary.drift_share, champion.spec.monitoring.drift_share),
+                threshold=champion.spec.monitoring.drift_share,
+                reference_digest=data_digest(champion.reference),
+                current_digest=data_digest(current), current_uri=params.current, report_html=html,
+            )
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    run = client.get_run(run_id)
+    run_url = f"{client.tracking_uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+    announce(champion, summary, decision, run_id, run_url, params.current)
+    return {
+        "model_name": champion.name,
+        "champion_version": champion.version,
+        "drift_detected": is_drift(summary.drift_share, champion.spec.monitoring.drift_share),
+        "drift_share": summary.drift_share,
+        "drifted_columns": list(summary.drifted_columns),
+        "target_drifted": summary.target.drifted if summary.target else None,
+        "report_uri": f"{run.info.artifact_uri}/report/drift_report.html",
+        "retraining": decision.action,
+        "reason": decision.reason,
+        "monitoring_run_id": run_id,
+        "run_url": run_url,
+        "sampled": summary.sampled,
+    }
+
+
+if __name__ == "__main__":
+    monitor(MonitorParameters(current="data/current.csv"))

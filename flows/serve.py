@@ -1,0 +1,55 @@
+"""The deployment runner `mlops up` starts: serves train, monitor and retrain deployments.
+
+`retrain` runs on the event `mlops.drift.detected` (resource `mlops.model.<name>`), one at a
+time: a second event while a retraining runs is cancelled rather than queued.
+"""
+
+import os
+
+from prefect import serve
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.events import DeploymentEventTrigger
+
+from flows.monitor import DRIFT_EVENT, monitor
+from flows.retrain import retrain
+from flows.train import train
+
+
+def deployments(monitor_interval_minutes: float | None):
+    retrain_trigger = DeploymentEventTrigger(
+        name="retrain on drift",
+        expect={DRIFT_EVENT},
+        match={"prefect.resource.id": "mlops.model.*"},
+        parameters={
+            "params": {
+                "model": "{{ event.payload.model }}",
+                "monitoring_run_id": "{{ event.payload.monitoring_run_id }}",
+                "current": "{{ event.payload.current }}",
+            }
+        },
+    )
+    return [
+        train.to_deployment(name="train", description="Train an experiment and gate the winner."),
+        monitor.to_deployment(
+            name="monitor",
+            description="One drift check of a champion against current data.",
+            interval=monitor_interval_minutes * 60 if monitor_interval_minutes else None,
+        ),
+        retrain.to_deployment(
+            name="retrain",
+            description="Retrain after drift (started by the mlops.drift.detected event).",
+            triggers=[retrain_trigger],
+            concurrency_limit=ConcurrencyLimitConfig(
+                limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
+            ),
+        ),
+    ]
+
+
+def main() -> None:
+    interval = os.environ.get("MLOPS_MONITOR_INTERVAL_MINUTES")
+    serve(*deployments(float(interval) if interval else None))
+
+
+if __name__ == "__main__":
+    main()

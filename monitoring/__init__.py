@@ -1,0 +1,1 @@
+"""Monitoring: whether live data has drifted from the reference, and whether to retrain."""

@@ -1,0 +1,64 @@
+"""What monitoring compares against: the champion's contract, spec and reference data."""
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import yaml
+from mlflow.tracking import MlflowClient
+
+from experiments.contract import DataContract
+from experiments.spec import ExperimentSpec
+from registry.champion import get_champion
+
+REFERENCE_ARTIFACT = "reference/train.parquet"
+SPEC_ARTIFACT = "spec/spec.yaml"
+
+
+@dataclass(frozen=True)
+class ChampionData:
+    name: str
+    version: str
+    run_id: str
+    spec: ExperimentSpec
+    contract: DataContract
+    reference: pd.DataFrame
+    best_params: dict
+
+
+def load_champion_data(client: MlflowClient, name: str) -> ChampionData | None:
+    """The champion's reference and contract, so a promotion rotates the reference too."""
+    version = get_champion(client, name)
+    if version is None:
+        return None
+    info = mlflow.models.get_model_info(f"models:/{name}/{version.version}")
+    contract = DataContract.from_dict(info.metadata["mlops_contract"])
+    with tempfile.TemporaryDirectory() as tmp:
+        reference = pd.read_parquet(client.download_artifacts(version.run_id, REFERENCE_ARTIFACT, tmp))
+        spec_text = Path(client.download_artifacts(version.run_id, SPEC_ARTIFACT, tmp)).read_text()
+    run = client.get_run(version.run_id)
+    best = {k.removeprefix("best."): _typed(v) for k, v in run.data.params.items()
+            if k.startswith("best.")}
+    return ChampionData(
+        name=name,
+        version=version.version,
+        run_id=version.run_id,
+        spec=ExperimentSpec.model_validate(yaml.safe_load(spec_text)),
+        contract=contract,
+        reference=reference,
+        best_params=best,
+    )
+
+
+def _typed(text: str):
+    """MLflow keeps params as text; Optuna wants the values back as numbers where they were."""
+    if text == "None":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text

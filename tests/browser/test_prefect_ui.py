@@ -1,0 +1,81 @@
+"""Launching training from the Prefect UI, in headless Chromium, as a person would."""
+
+import re
+import shutil
+import textwrap
+
+import pytest
+from mlflow.tracking import MlflowClient
+from synthetic import binary_frame
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Without the background-networking flags Chromium keeps dialling out, which this closed
+# network refuses, many connections at a time.
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def page():
+    from playwright.sync_api import sync_playwright
+
+    if not shutil.which("chromium"):
+        pytest.fail("chromium is not installed; `make test` installs it (Debian package chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser.new_page(viewport={"width": 1400, "height": 1000})
+        browser.close()
+
+
+def test_train_launched_from_the_prefect_ui_lands_in_mlflow(platform, page, tmp_path):
+    """Given the train deployment, when a person opens it in the Prefect UI, changes the
+    experiment parameter and submits a custom run, then the run completes and the new
+    MLflow run shows on the MLflow UI's experiment page."""
+    binary_frame(n=200, seed=31).to_csv(tmp_path / "ui.csv", index=False)
+    spec = tmp_path / "it-ui.yaml"
+    spec.write_text(textwrap.dedent(f"""\
+        name: it-ui
+        task: classification
+        data: {{source: {tmp_path / 'ui.csv'}, target: label}}
+        tuning: {{trials: 2, cv_folds: 3, models: [logistic_regression]}}
+        """))
+
+    page.goto(f"{platform.prefect_url}/deployments", wait_until="networkidle")
+    page.get_by_role("link", name="train", exact=True).first.click()
+    page.wait_for_url("**/deployments/deployment/**")
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_text("Custom run").click()
+    experiment = page.locator("textarea").first
+    experiment.fill(str(spec))
+    page.get_by_role("button", name="Submit", exact=True).click()
+    page.wait_for_url(re.compile(r".*tab=Runs.*"), timeout=30_000)
+    flow_run_id = _flow_run_with_experiment(str(spec))
+    page.goto(f"{platform.prefect_url}/runs/flow-run/{flow_run_id}", wait_until="networkidle")
+    page.get_by_text("Completed", exact=True).first.wait_for(timeout=300_000)
+
+    client = MlflowClient()
+    experiment_id = client.get_experiment_by_name("it-ui").experiment_id
+    [run] = client.search_runs([experiment_id],
+                               filter_string=f"tags.`mlops.flow_run_id` = '{flow_run_id}'")
+    assert run.info.status == "FINISHED"
+    page.goto(f"{platform.mlflow_url}/#/experiments/{experiment_id}/runs?workflowType=machine_learning",
+              wait_until="networkidle")
+    page.get_by_text(run.info.run_name, exact=True).first.wait_for(timeout=60_000)
+
+
+def _flow_run_with_experiment(experiment: str, timeout_s: float = 30) -> str:
+    """The id of the flow run the UI just created (its parameters name our spec)."""
+    import time
+
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            for run in client.read_flow_runs(limit=50):
+                if (run.parameters.get("params") or {}).get("experiment") == experiment:
+                    return str(run.id)
+            time.sleep(1)
+    raise AssertionError(f"no flow run with experiment {experiment} was created")

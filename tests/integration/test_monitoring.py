@@ -1,0 +1,83 @@
+"""Drift checks end to end: record, decide, and retrain through the Prefect event."""
+
+import textwrap
+
+import pytest
+from mlflow.tracking import MlflowClient
+from synthetic import binary_frame
+
+pytestmark = pytest.mark.integration
+
+NAME = "it-drift"
+
+
+@pytest.fixture(scope="module")
+def trained(platform, tmp_path_factory):
+    """A champion for NAME, trained on XOR data, with a 60-minute cooldown."""
+    from flows.train import TrainParameters, train
+
+    folder = tmp_path_factory.mktemp("drift")
+    binary_frame(n=400, seed=11).to_csv(folder / "train.csv", index=False)
+    spec = folder / "spec.yaml"
+    spec.write_text(textwrap.dedent(f"""\
+        name: {NAME}
+        task: classification
+        data: {{source: {folder / 'train.csv'}, target: label}}
+        tuning: {{trials: 2, cv_folds: 3, models: [random_forest]}}
+        monitoring: {{drift_share: 0.3, cooldown_minutes: 60}}
+        """))
+    return train(TrainParameters(experiment=str(spec))), folder
+
+
+def _batch(folder, name, seed, shift=0.0):
+    frame = binary_frame(n=300, seed=seed)
+    for column in ("x1", "x2", "noise"):
+        frame[column] = frame[column] + shift
+    path = folder / f"{name}.csv"
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+def _check(current):
+    from flows.monitor import MonitorParameters, monitor
+
+    return monitor(MonitorParameters(model=NAME, current=current))
+
+
+def test_stationary_data_does_not_trigger(trained):
+    """Given fresh rows from the training distribution, the check finds no drift."""
+    _, folder = trained
+
+    result = _check(_batch(folder, "stationary", seed=21))
+
+    assert result["drift_detected"] is False
+    assert result["retraining"] == "not_needed"
+    client = MlflowClient()
+    run = client.get_run(result["monitoring_run_id"])
+    assert "drift_share" in run.data.metrics
+    assert any(k.startswith("drift_score.") for k in run.data.metrics)
+    assert any(k.startswith("method.") for k in run.data.params)
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "report")] == [
+        "report/drift_report.html"]
+
+
+def test_drift_retrains_through_the_event_then_cools_down(trained):
+    """Given shifted data, the check triggers; the retrain deployment runs on the event and
+    registers a version tagged mlops.trigger=drift; a second check answers cooldown."""
+    from flows.demo import wait_for_retraining
+
+    first, folder = trained
+    drifted = _batch(folder, "drifted", seed=22, shift=2.0)
+
+    result = _check(drifted)
+    again = _check(drifted)
+
+    assert result["drift_detected"] is True and result["retraining"] == "triggered"
+    assert set(result["drifted_columns"]) >= {"x1", "x2"}
+    assert again["drift_detected"] is True and again["retraining"] == "cooldown"
+    done = wait_for_retraining(MlflowClient(), NAME, result["monitoring_run_id"], timeout_s=400)
+    assert done is not None and done["version"] is not None, "no retraining finished"
+    assert done["run"].data.tags["mlops.trigger"] == "drift"
+    assert int(done["version"].version) > int(first["model_version"])
+    assert done["version"].tags["mlops.promotion"]
+    assert wait_for_retraining(MlflowClient(), NAME, again["monitoring_run_id"], timeout_s=1) is None
