@@ -81,3 +81,34 @@ def test_drift_retrains_through_the_event_then_cools_down(trained):
     assert int(done["version"].version) > int(first["model_version"])
     assert done["version"].tags["mlops.promotion"]
     assert wait_for_retraining(MlflowClient(), NAME, again["monitoring_run_id"], timeout_s=1) is None
+
+
+def test_two_drift_events_at_once_give_one_retraining(trained):
+    """Given two drift events for one model emitted together, the retrain deployment's
+    concurrency limit lets one retraining run and cancels the other."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.events import emit_event
+
+    from flows.monitor import DRIFT_EVENT, model_resource
+
+    _, folder = trained
+    drifted = _batch(folder, "drifted-twice", seed=23, shift=2.0)
+    ids = {"concurrent-a", "concurrent-b"}
+    for run_id in sorted(ids):
+        emit_event(event=DRIFT_EVENT, resource={"prefect.resource.id": model_resource(NAME)},
+                   payload={"model": NAME, "monitoring_run_id": run_id, "current": drifted})
+
+    deadline = time.monotonic() + 420
+    states: dict[str, str] = {}
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = [r for r in client.read_flow_runs(limit=200)
+                    if (r.parameters.get("params") or {}).get("monitoring_run_id") in ids]
+            states = {r.parameters["params"]["monitoring_run_id"]: r.state.type.value for r in runs}
+            if len(states) == 2 and all(s in {"COMPLETED", "CANCELLED", "FAILED", "CRASHED"}
+                                        for s in states.values()):
+                break
+            time.sleep(3)
+    assert sorted(states.values()) == ["CANCELLED", "COMPLETED"], states
