@@ -71,7 +71,8 @@ def check_drift(champion: ChampionData, current, html_path: Path) -> DriftSummar
     target = contract.target if contract.target in current.columns else None
     return compute_drift(
         champion.reference, current, numeric=contract.numeric, categorical=contract.categorical,
-        target=target, seed=champion.spec.tuning.seed, html_path=html_path,
+        target=target, target_kind="categorical" if contract.task == "classification" else "numeric",
+        seed=champion.spec.tuning.seed, html_path=html_path,
     )
 
 

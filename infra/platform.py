@@ -58,6 +58,9 @@ def runner_service(home: Path, host: str, port: int, mlflow_url: str, prefect_ur
             "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
             "PREFECT_RUNNER_SERVER_ENABLE": "true",
+            # How often the runner looks for runs to start: the default 10 s is most of the
+            # latency from a drift event to its retraining running.
+            "PREFECT_RUNNER_POLL_FREQUENCY": "3",
             "PREFECT_RUNNER_SERVER_HOST": host,
             "PREFECT_RUNNER_SERVER_PORT": str(port),
         },

@@ -52,16 +52,16 @@ def decide_retraining(
         return RetrainDecision(
             "cooldown",
             f"Drift confirmed ({counted}), but retraining was last triggered at "
-            f"{last_triggered_at.isoformat()} and the {_hours(cooldown)} cooldown ends at "
+            f"{last_triggered_at.isoformat()} and the {_duration(cooldown)} cooldown ends at "
             f"{ends.isoformat()}.",
         )
     return RetrainDecision(
         "triggered",
-        f"Retraining triggered: {counted}; the {_hours(cooldown)} cooldown since "
+        f"Retraining triggered: {counted}; the {_duration(cooldown)} cooldown since "
         f"{last_triggered_at.isoformat()} ended at {ends.isoformat()}.",
     )
 
 
-def _hours(span: timedelta) -> str:
-    hours = span.total_seconds() / 3600
-    return f"{hours:g} h"
+def _duration(span: timedelta) -> str:
+    minutes = span.total_seconds() / 60
+    return f"{minutes:g} min" if minutes < 60 else f"{minutes / 60:g} h"

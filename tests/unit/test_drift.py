@@ -19,8 +19,9 @@ COLOURS = ["red", "green", "blue", "grey"]
 MIX = [0.4, 0.3, 0.2, 0.1]
 
 
-def frame(n: int, seed: int, *, shift: tuple[str, ...] = (), mix=MIX, target_shift: float = 0.0
-          ) -> pd.DataFrame:
+def frame(
+    n: int, seed: int, *, shift: tuple[str, ...] = (), mix=MIX, target_shift: float = 0.0
+) -> pd.DataFrame:
     """Numeric and categorical columns with missing values; `shift` moves columns by 1 SD."""
     rng = np.random.default_rng(seed)
     data = pd.DataFrame({

@@ -81,6 +81,14 @@ def test_cooldown_reason_says_when_it_ends():
     assert "24 h cooldown ends at 2026-11-23T06:00:00+00:00" in decision.reason
 
 
+def test_short_cooldowns_are_given_in_minutes():
+    decision = decide_retraining(
+        drifted_now=True, last_triggered_at=NOW - timedelta(minutes=10), now=NOW,
+        cooldown=timedelta(minutes=30),
+    )
+    assert "the 30 min cooldown ends at 2026-11-22T12:20:00+00:00" in decision.reason
+
+
 def test_not_needed_reason_gives_the_counts():
     decision = decide_retraining(drifted_now=False, last_triggered_at=None, now=NOW, cooldown=DAY)
     assert decision.reason == "No retraining: drift in 0 of the last 1 checks (needed 1 of 1)."
