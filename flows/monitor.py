@@ -9,8 +9,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
-from monitoring.drift import DriftSummary, compute_drift
-from monitoring.policy import RetrainDecision, decide_retraining, is_drift
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -21,6 +19,8 @@ from experiments.contract import check_against_contract
 from experiments.data import data_digest, load_table
 from experiments.errors import InputError
 from monitoring.champion import ChampionData, load_champion_data
+from monitoring.drift import DriftSummary, compute_drift
+from monitoring.policy import RetrainDecision, decide_retraining, is_drift
 from monitoring.record import last_triggered_at, recent_drift_flags, record_check, start_check
 
 DRIFT_EVENT = "mlops.drift.detected"
