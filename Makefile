@@ -32,8 +32,10 @@ test: $(STAMP) chromium ## Run every test (unit, integration and browser, agains
 test-unit: $(STAMP) ## Run the unit tests only (no servers)
 	$(BIN)/python -m pytest -p no:cacheprovider tests/unit
 
-bench: $(STAMP) ## Measure the speed figures; prints a table, writes bench-results.json
+bench: $(STAMP) ## Measure the speed figures; prints them, writes bench-*.json
 	$(BIN)/python tests/bench/run.py --out bench-results.json
+	$(BIN)/python tests/bench/drift_bench.py | tee bench-drift.json
+	$(BIN)/python tests/bench/event_bench.py | tee bench-event.json
 
 up: $(STAMP) ## Start the platform in the background (mlops up)
 	$(BIN)/mlops up
