@@ -29,6 +29,18 @@ _FIXED = {
     "logistic_regression": {"max_iter": 2000},
     "random_forest": {"n_jobs": 1},
 }
+# The types skops must be told to trust to load each family's fitted pipeline (the rest are
+# trusted by default). Kept as a table because working them out means serialising the whole
+# model once more (~0.25 s for a 100-tree forest); a unit test recomputes and compares.
+SKOPS_TRUSTED_TYPES = {
+    "logistic_regression": ("numpy.dtype",),
+    "ridge": ("numpy.dtype",),
+    "random_forest": ("numpy.dtype", "sklearn.tree._tree.Tree"),
+    "hist_gradient_boosting": (
+        "numpy.dtype",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    ),
+}
 _SEEDED = {"logistic_regression", "random_forest", "hist_gradient_boosting"}
 
 
@@ -71,3 +83,12 @@ def feature_frame(frame: pd.DataFrame, numeric: list[str], categorical: list[str
         values = frame[column]
         features[column] = values.astype(str).astype(object).where(values.notna(), np.nan)
     return features
+
+
+def skops_trusted_types(pipeline: Pipeline) -> list[str] | None:
+    """The skops types to trust for one of our pipelines, or None if it is not one of ours."""
+    estimator = type(pipeline.named_steps.get("model"))
+    for (_, family), cls in ESTIMATORS.items():
+        if cls is estimator:
+            return list(SKOPS_TRUSTED_TYPES[family])
+    return None

@@ -172,8 +172,12 @@ def log_sklearn_model(
     import skops.io
     from mlflow.models import infer_signature
 
+    from experiments.pipelines import skops_trusted_types
+
     # The types this very pipeline is made of: trusted because we just built it.
-    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
+    trusted = skops_trusted_types(pipeline)
+    if trusted is None:
+        trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
     signature = infer_signature(input_example, pipeline.predict(input_example))
     info = mlflow.sklearn.log_model(
         pipeline,

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
-from experiments.pipelines import build_pipeline, feature_frame
+from experiments.pipelines import ESTIMATORS, build_pipeline, feature_frame
 from experiments.spaces import SEPARATOR, split_params, suggest_params
 from experiments.spec import MODELS
 
@@ -142,3 +142,23 @@ def test_feature_frame_makes_numbers_float_and_categories_text():
     assert features["n"].isna().tolist() == [False, True, True]
     assert features["c"].tolist()[0] == "1.0"
     assert features["c"].isna().tolist() == [False, True, False]
+
+
+@pytest.mark.parametrize(("task", "family"), sorted(ESTIMATORS))
+def test_skops_trusted_types_table_matches_what_skops_finds(task, family):
+    """Given a fitted pipeline of each family, the trusted-types table lists exactly the types
+    skops reports as untrusted in its serialised form (so loading it needs nothing else)."""
+    import skops.io
+
+    from experiments.pipelines import skops_trusted_types
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=60), "c": rng.choice(["x", "y", None], size=60)})
+    features = feature_frame(frame, ["a"], ["c"])
+    y = rng.choice(["p", "q", "r"], size=60) if task == "classification" else rng.normal(size=60)
+    small = {"random_forest": {"n_estimators": 3}, "hist_gradient_boosting": {"max_iter": 3}}
+    pipeline = build_pipeline(task, family, small.get(family, {}), ["a"], ["c"], 0).fit(features, y)
+
+    found = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
+
+    assert sorted(skops_trusted_types(pipeline)) == sorted(found)
