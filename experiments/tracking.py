@@ -189,9 +189,6 @@ def log_sklearn_model(
         serialization_format="skops",
         skops_trusted_types=trusted,
         metadata=metadata,
-        # MLflow would load the model back and predict on the example: the signature above
-        # already predicted on it, and the skops save re-loads the file to check its types.
-        validate_serving_input=False,
     )
     return info.model_uri
 

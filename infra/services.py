@@ -198,7 +198,8 @@ def _wait_until_healthy(
 def stop_services(services: Sequence[Service], home: Path, grace_s: float = 15.0) -> list[str]:
     """Stop the processes `start_services` recorded; anything else is left alone."""
     notes = []
-    for service in services:
+    # Later waves depend on earlier ones (the runner on Prefect): stop them first.
+    for service in sorted(services, key=lambda s: s.wave, reverse=True):
         pid = _alive_pid(home, service)
         if pid is None:
             _pid_file(home, service.name).unlink(missing_ok=True)
