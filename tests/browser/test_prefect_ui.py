@@ -42,7 +42,7 @@ def test_train_launched_from_the_prefect_ui_lands_in_mlflow(platform, page, tmp_
         tuning: {{trials: 2, cv_folds: 3, models: [logistic_regression]}}
         """))
 
-    page.goto(f"{platform.prefect_url}/deployments", wait_until="networkidle")
+    page.goto(f"{platform.prefect_url}/deployments", wait_until="domcontentloaded")
     page.get_by_role("link", name="train", exact=True).first.click()
     page.wait_for_url("**/deployments/deployment/**")
     page.get_by_role("button", name="Run", exact=True).click()
@@ -52,7 +52,7 @@ def test_train_launched_from_the_prefect_ui_lands_in_mlflow(platform, page, tmp_
     page.get_by_role("button", name="Submit", exact=True).click()
     page.wait_for_url(re.compile(r".*tab=Runs.*"), timeout=30_000)
     flow_run_id = _flow_run_with_experiment(str(spec))
-    page.goto(f"{platform.prefect_url}/runs/flow-run/{flow_run_id}", wait_until="networkidle")
+    page.goto(f"{platform.prefect_url}/runs/flow-run/{flow_run_id}", wait_until="domcontentloaded")
     page.get_by_text("Completed", exact=True).first.wait_for(timeout=300_000)
 
     client = MlflowClient()
@@ -61,7 +61,7 @@ def test_train_launched_from_the_prefect_ui_lands_in_mlflow(platform, page, tmp_
                                filter_string=f"tags.`mlops.flow_run_id` = '{flow_run_id}'")
     assert run.info.status == "FINISHED"
     page.goto(f"{platform.mlflow_url}/#/experiments/{experiment_id}/runs?workflowType=machine_learning",
-              wait_until="networkidle")
+              wait_until="domcontentloaded")
     page.get_by_text(run.info.run_name, exact=True).first.wait_for(timeout=60_000)
 
 
