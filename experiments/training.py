@@ -20,6 +20,7 @@ import pandas as pd
 import yaml
 from mlflow.tracking import MlflowClient
 
+from experiments.artifacts import CONTRACT_ARTIFACT, REFERENCE_ARTIFACT, SPEC_ARTIFACT
 from experiments.contract import DataContract
 from experiments.data import Split, sample_rows, split_holdout
 from experiments.evaluation import (
@@ -47,9 +48,6 @@ from experiments.validation import Dataset
 log = logging.getLogger(__name__)
 
 REFERENCE_MAX_ROWS = 50_000
-REFERENCE_ARTIFACT = "reference/train.parquet"
-CONTRACT_ARTIFACT = "contract/data_contract.json"
-SPEC_ARTIFACT = "spec/spec.yaml"
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,10 @@ import pandas as pd
 import yaml
 from mlflow.tracking import MlflowClient
 
+from experiments.artifacts import REFERENCE_ARTIFACT, SPEC_ARTIFACT
 from experiments.contract import DataContract
 from experiments.spec import ExperimentSpec
 from registry.champion import get_champion
-
-REFERENCE_ARTIFACT = "reference/train.parquet"
-SPEC_ARTIFACT = "spec/spec.yaml"
 
 
 @dataclass(frozen=True)
