@@ -4,7 +4,6 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from threadpoolctl import threadpool_limits
 
 from experiments.pipelines import ESTIMATORS, build_pipeline, feature_frame
 from experiments.spaces import SEPARATOR, split_params, suggest_params
@@ -13,21 +12,6 @@ from experiments.spec import MODELS
 NUMERIC = ["length", "depth"]
 CATEGORICAL = ["island"]
 TASK_FAMILIES = [(task, family) for task, families in MODELS.items() for family in families]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """OpenMP thread start-up dominates fitting 60 rows; one thread keeps the tests fast."""
-    with threadpool_limits(1):
-        yield
-
-
-@pytest.fixture(autouse=True)
-def quiet_optuna():
-    before = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    yield
-    optuna.logging.set_verbosity(before)
 
 
 @pytest.fixture

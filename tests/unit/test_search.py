@@ -6,7 +6,6 @@ import pandas as pd
 import pytest
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
-from threadpoolctl import threadpool_limits
 
 from experiments.objective import cv_folds, make_objective
 from experiments.pipelines import feature_frame
@@ -17,21 +16,6 @@ from experiments.search import (
     open_study,
     run_search,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """OpenMP/BLAS thread start-up dominates fitting tiny data; one thread keeps tests fast."""
-    with threadpool_limits(1):
-        yield
-
-
-@pytest.fixture(autouse=True)
-def quiet_optuna():
-    before = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    yield
-    optuna.logging.set_verbosity(before)
 
 
 def quadratic(trial: optuna.Trial) -> float:
