@@ -187,15 +187,24 @@ def _run_monitoring(model: str, current: str | None) -> dict:
     try:
         from experiments.data import load_table
 
-        load_table(current)  # a bad path or unreadable file fails before any run exists
+        frame = load_table(current)  # a bad path or unreadable file fails before any run exists
         _connect(_platform())
         require_running(os.environ["MLFLOW_TRACKING_URI"], os.environ["PREFECT_API_URL"])
+        import mlflow
         from mlflow.tracking import MlflowClient
 
+        from experiments.contract import DataContract, check_against_contract
         from registry.champion import get_champion
 
-        if get_champion(MlflowClient(), model) is None:
+        champion = get_champion(MlflowClient(), model)
+        if champion is None:
             raise InputError(f"model '{model}' has no champion to monitor; train it first")
+        info = mlflow.models.get_model_info(f"models:/{model}/{champion.version}")
+        contract = DataContract.from_dict(info.metadata["mlops_contract"])
+        missing = check_against_contract(frame, contract).missing_columns
+        if missing:
+            raise InputError(f"current data {current} lacks columns of {model}'s contract: "
+                             f"{', '.join(missing)}")
         _quiet_prefect_errors()
         from flows.monitor import MonitorParameters
         from flows.monitor import monitor as monitor_flow

@@ -112,3 +112,32 @@ def test_two_drift_events_at_once_give_one_retraining(trained):
                 break
             time.sleep(3)
     assert sorted(states.values()) == ["CANCELLED", "COMPLETED"], states
+
+
+@pytest.mark.parametrize(
+    ("case", "fragment"),
+    [("missing column", "lacks columns of it-drift's contract: x2"),
+     ("missing file", "data file not found"),
+     ("unknown model", "model 'no-such-model' has no champion")],
+)
+def test_monitor_bad_input_is_one_line_and_records_nothing(trained, mlops, case, fragment):
+    """Given a batch without a contract column, a missing file or an unknown model, `mlops
+    monitor` exits non-zero with one line naming it, and no check is recorded."""
+    _, folder = trained
+    path = folder / "no-x2.csv"
+    binary_frame(n=100, seed=41).drop(columns="x2").to_csv(path, index=False)
+    args = {"missing column": [NAME, "--current", str(path)],
+            "missing file": [NAME, "--current", str(folder / "nope.csv")],
+            "unknown model": ["no-such-model", "--current", str(path)]}[case]
+    def checks() -> int:
+        experiment = MlflowClient().get_experiment_by_name(f"{NAME}-monitoring")
+        return len(MlflowClient().search_runs([experiment.experiment_id])) if experiment else 0
+
+    before = checks()
+
+    done = mlops("monitor", *args, "--json")
+
+    assert done.returncode != 0 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert fragment in done.stderr
+    assert checks() == before
