@@ -1,7 +1,6 @@
 """Real servers, started once per test session by the same code as `mlops up`."""
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -9,15 +8,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # for the `synthetic` data module
+sys.path.insert(0, str(ROOT / "tests"))  # for the `synthetic` and `network` modules
+
+from network import free_port  # noqa: E402
 
 MLOPS = str(Path(sys.executable).parent / "mlops")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -54,10 +49,11 @@ def platform(tmp_path_factory):
 def mlops(platform, tmp_path):
     """Run the `mlops` CLI as a user would: it finds the platform through MLOPS_HOME."""
 
-    def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    def run(*args: str, timeout: float = 600, env_overrides: dict | None = None):
         env = {k: v for k, v in os.environ.items()
                if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
         env["MLOPS_HOME"] = str(platform.home)
+        env.update(env_overrides or {})
         return subprocess.run([MLOPS, *args], capture_output=True, text=True, env=env,
                               cwd=tmp_path, timeout=timeout)
 

@@ -87,18 +87,13 @@ def test_unknown_experiment_name(mlops):
     assert "penguins" in done.stderr  # the known names are listed
 
 
-def test_platform_not_running_is_one_line(platform, tmp_path):
+def test_platform_not_running_is_one_line(mlops, tmp_path):
     """Given an MLOPS_HOME whose platform was never started, `mlops train` says so."""
-    import subprocess
+    from network import free_port
 
-    from conftest import MLOPS, free_port
-
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
-    env.update(MLOPS_HOME=str(tmp_path / "home"), MLOPS_MLFLOW_PORT=str(free_port()),
-               MLOPS_PREFECT_PORT=str(free_port()))
-
-    done = subprocess.run([MLOPS, "train", "penguins"], capture_output=True, text=True, env=env,
-                          cwd=tmp_path, timeout=300)
+    done = mlops("train", "penguins", env_overrides={
+        "MLOPS_HOME": str(tmp_path / "home"), "MLOPS_MLFLOW_PORT": str(free_port()),
+        "MLOPS_PREFECT_PORT": str(free_port()), "MLOPS_RUNNER_PORT": str(free_port())})
 
     assert done.returncode != 0
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
