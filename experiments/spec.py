@@ -52,6 +52,9 @@ class MonitoringSection(_Strict):
     cooldown_minutes: float = Field(60, ge=0)
     windows_needed: int = Field(1, ge=1, description="drift in N of the last M checks ...")
     window_count: int = Field(1, ge=1, description="... M: confirms drift before retraining")
+    window_minutes: float = Field(60, gt=0, description="live traffic checked: the last N minutes")
+    min_rows: int = Field(100, ge=1, description="fewer live records than this: no check")
+    retrain_on_feedback: bool = Field(False, description="retraining adds labelled live records")
 
     @model_validator(mode="after")
     def _n_of_m(self) -> "MonitoringSection":

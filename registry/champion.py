@@ -25,6 +25,11 @@ def get_champion(client: MlflowClient, name: str) -> ModelVersion | None:
     except MlflowException as error:
         if _is_not_found(error):
             return None
+        # A registered model without the alias is INVALID_PARAMETER_VALUE, as other bad
+        # requests are: look at the model's aliases before calling it "no champion".
+        if error.error_code == "INVALID_PARAMETER_VALUE" and CHAMPION not in (
+                client.get_registered_model(name).aliases or {}):
+            return None
         raise
 
 

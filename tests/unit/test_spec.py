@@ -40,6 +40,19 @@ def test_valid_spec_gets_default_tuning_and_monitoring():
     assert (spec.tuning.trials, spec.tuning.cv_folds, spec.tuning.seed) == (40, 5, 42)
     assert spec.tuning.holdout_fraction == 0.2
     assert spec.monitoring.drift_share == 0.3
+    assert (spec.monitoring.window_minutes, spec.monitoring.min_rows) == (60, 100)
+    assert spec.monitoring.retrain_on_feedback is False
+
+
+def test_live_traffic_settings_are_checked():
+    """Given the live-traffic keys, they are read; a window of zero minutes is refused."""
+    spec = parse_spec(spec_text(extra="monitoring:\n  window_minutes: 15\n  min_rows: 20\n"
+                                      "  retrain_on_feedback: true\n"), "t.yaml")
+
+    assert (spec.monitoring.window_minutes, spec.monitoring.min_rows) == (15, 20)
+    assert spec.monitoring.retrain_on_feedback is True
+    with pytest.raises(InputError, match="monitoring.window_minutes"):
+        parse_spec(spec_text(extra="monitoring:\n  window_minutes: 0\n"), "t.yaml")
 
 
 def test_explicit_metric_and_models_override_the_defaults():

@@ -1,0 +1,1 @@
+"""Serving a champion over HTTP and recording its live traffic for monitoring."""

@@ -1,0 +1,21 @@
+"""`python -m serving MODEL`: the server alone, for clients already pointed at MLflow
+(MLFLOW_TRACKING_URI); `mlops serve` finds the platform and checks the model first."""
+
+import argparse
+
+from serving.runner import listen, run
+from serving.settings import ServingSettings
+
+
+def main() -> None:
+    settings = ServingSettings()
+    parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__)
+    parser.add_argument("model")
+    parser.add_argument("--host", default=settings.serve_host)
+    parser.add_argument("--port", type=int, default=settings.serve_port)
+    args = parser.parse_args()
+    run(args.model, settings, listen(args.host, args.port))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""Concurrent requests answered by one predict call: a queue drained by one worker.
+
+Each batch is checked and predicted in a thread (the event loop keeps reading requests
+meanwhile), and its records go to the traffic store before any of its answers is sent.
+"""
+
+import asyncio
+import logging
+import uuid
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from serving.model import ServedModel
+from serving.records import Problem, check_batch
+from serving.store import TRAFFIC, hour_of
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Answer:
+    predictions: list
+    model_version: str
+    request_id: str
+    hour: str  # the partition its records went to
+
+
+@dataclass(frozen=True)
+class Served:
+    """What feedback needs to know about an answered request."""
+
+    records: int
+    model_version: str
+    hour: str
+
+
+class NoModel(RuntimeError):
+    """No model is loaded yet."""
+
+
+class Batcher:
+    def __init__(self, models, writer, *, wait_s: float = 0.001, max_records: int = 10_000,
+                 remembered: int = 100_000) -> None:
+        self._models = models  # anything with a `.current` ServedModel (or None)
+        self._writer = writer
+        self._wait_s = wait_s
+        self._max_records = max_records
+        self._remembered = remembered
+        self.served: OrderedDict[str, Served] = OrderedDict()
+        self.contracts: dict[str, object] = {}
+        self.unseen_categories: dict[str, int] = {}
+        self.records_served = 0
+        self._busy = False
+        self._queue: asyncio.Queue | None = None
+        self._task: asyncio.Task | None = None
+        # One thread, and one BLAS/OpenMP thread in it: batches are small and the cores are
+        # shared with the event loop.
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="predict",
+                                            initializer=threadpool_limits, initargs=(1,))
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._task = asyncio.create_task(self._run(), name="batcher")
+
+    async def stop(self) -> None:
+        """Answer what is queued, then stop."""
+        if self._task is not None:
+            while not self._queue.empty() or self._busy:
+                await asyncio.sleep(0.01)
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._executor.shutdown(wait=True)
+
+    async def predict(self, records: list) -> Answer | Problem:
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((records, future))
+        return await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            self._busy = True
+            try:
+                await self._gather(batch)
+                model = self._models.current
+                if model is None:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(NoModel("no model is loaded yet"))
+                    continue
+                requests = [records for records, _ in batch]
+                try:
+                    outcomes = await loop.run_in_executor(self._executor, self._answer, model, requests)
+                except Exception as error:  # noqa: BLE001 - fail this batch's requests, keep serving
+                    log.exception("predicting a batch of %d requests failed", len(batch))
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                    continue
+                self._remember(model, outcomes)
+                for (_, future), outcome in zip(batch, outcomes, strict=True):
+                    if not future.done():
+                        future.set_result(outcome)
+            finally:
+                self._busy = False
+
+    async def _gather(self, batch: list) -> None:
+        """Add what is queued; if that is nothing, wait `wait_s` once for company."""
+        size = len(batch[0][0])
+        waited = self._wait_s <= 0
+        while size < self._max_records:
+            if self._queue.empty():
+                if waited:
+                    return
+                waited = True
+                await asyncio.sleep(self._wait_s)
+                continue
+            item = self._queue.get_nowait()
+            batch.append(item)
+            size += len(item[0])
+
+    def _answer(self, model: ServedModel, requests: list[list]) -> list[Answer | Problem]:
+        """Check, predict and record one batch (runs in the predict thread)."""
+        check = check_batch(requests, model.contract)
+        outcomes: list[Answer | Problem | None] = [check.rejected.get(i) for i in range(len(requests))]
+        if not check.accepted:
+            return outcomes
+        features = check.features
+        predictions = np.asarray(model.predict(features))
+        ids = [uuid.uuid4().hex for _ in check.accepted]
+        served_at = datetime.now(UTC)
+        sizes = np.asarray(check.sizes)
+        starts = np.cumsum(sizes) - sizes
+        n = len(features)
+        hour = hour_of(served_at)
+        self._writer.add(TRAFFIC, hour, {
+            **{name: features[name].to_numpy() for name in features.columns},
+            "prediction": predictions,
+            "model_version": np.full(n, model.version, dtype=object),
+            "served_at": np.full(n, np.datetime64(served_at.replace(tzinfo=None), "us")),
+            "request_id": np.repeat(np.asarray(ids, dtype=object), sizes),
+            "record_index": np.arange(n) - np.repeat(starts, sizes),
+        })
+        for request, request_id, start, size in zip(check.accepted, ids, starts, sizes, strict=True):
+            outcomes[request] = Answer(predictions[start:start + size].tolist(), model.version,
+                                       request_id, hour)
+        for column, n in check.unseen_categories.items():
+            self.unseen_categories[column] = self.unseen_categories.get(column, 0) + n
+        self.records_served += len(features)
+        return outcomes
+
+    def _remember(self, model: ServedModel, outcomes: list) -> None:
+        """Keep the last `remembered` request ids, for feedback (runs on the event loop)."""
+        self.contracts.setdefault(model.version, model.contract)
+        for outcome in outcomes:
+            if isinstance(outcome, Answer):
+                self.served[outcome.request_id] = Served(len(outcome.predictions),
+                                                         outcome.model_version, outcome.hour)
+        while len(self.served) > self._remembered:
+            self.served.popitem(last=False)

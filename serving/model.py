@@ -1,0 +1,177 @@
+"""The model a server answers with: the champion from the registry, swapped when the alias moves."""
+
+import gc
+import logging
+import tempfile
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import chain
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import sklearn
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.models import Model
+from mlflow.tracking import MlflowClient
+from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+from sklearn.pipeline import Pipeline
+
+from experiments.contract import DataContract
+from experiments.pipelines import SKOPS_TRUSTED_TYPES
+from registry.champion import get_champion
+
+log = logging.getLogger(__name__)
+
+# Our pipelines need no other types: a model that asks skops to trust more is not ours.
+TRUSTED_TYPES = frozenset(chain.from_iterable(SKOPS_TRUSTED_TYPES.values()))
+
+
+class ModelLoadError(RuntimeError):
+    """A registered version that this server refuses or fails to load."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    name: str
+    version: str
+    run_id: str
+    contract: DataContract
+    pipeline: Any
+    loaded_at: datetime
+
+    def predict(self, features: pd.DataFrame) -> np.ndarray:
+        # Skipped: parameter validation (fitted already) and the finiteness scan (JSON as
+        # orjson parses it has no NaN or infinity; nulls are NaN on purpose and imputed).
+        # The arithmetic, and so the predictions, are the pyfunc's.
+        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+            return predict(self.pipeline, features)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "version": self.version, "run_id": self.run_id,
+                "loaded_at": self.loaded_at.isoformat(timespec="seconds"),
+                "features": self.contract.feature_names, "task": self.contract.task}
+
+
+def predict(pipeline: Pipeline, features: pd.DataFrame) -> np.ndarray:
+    """pipeline.predict, with forests summed in a plain loop (see forest_predict)."""
+    final = pipeline.steps[-1][1]
+    if type(final) not in (RandomForestClassifier, RandomForestRegressor) or final.n_outputs_ != 1:
+        return pipeline.predict(features)
+    prepared = features
+    for _, step in pipeline.steps[:-1]:
+        prepared = step.transform(prepared)
+    return forest_predict(final, prepared)
+
+
+def forest_predict(forest, X) -> np.ndarray:
+    """What a single-output forest's predict computes, without the joblib wrapper that
+    sklearn puts around each tree (most of the time on small batches): the same trees'
+    outputs summed in the same order, then divided, as `predict` does with n_jobs=1."""
+    X = forest._validate_X_predict(X)
+    classifier = isinstance(forest, RandomForestClassifier)
+    total = np.zeros((X.shape[0], forest.n_classes_) if classifier else X.shape[0], dtype=np.float64)
+    for tree in forest.estimators_:
+        total += (tree.predict_proba if classifier else tree.predict)(X, check_input=False)
+    total /= len(forest.estimators_)
+    return forest.classes_.take(np.argmax(total, axis=1), axis=0) if classifier else total
+
+
+def load_version(version: ModelVersion) -> ServedModel:
+    """Download one registered version, check what it asks skops to trust, and load it."""
+    uri = f"models:/{version.name}/{version.version}"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+        info = Model.load(path)
+        flavor = info.flavors.get("sklearn")
+        if flavor is None or flavor.get("serialization_format") != "skops":
+            raise ModelLoadError(f"{uri} is not a scikit-learn model stored with skops")
+        untrusted = set(flavor.get("skops_trusted_types") or ()) - TRUSTED_TYPES
+        if untrusted:
+            raise ModelLoadError(f"{uri} asks to trust types no pipeline of ours uses: "
+                                 f"{', '.join(sorted(untrusted))}")
+        if "mlops_contract" not in (info.metadata or {}):
+            raise ModelLoadError(f"{uri} has no data contract in its metadata (mlops_contract)")
+        pipeline = mlflow.sklearn.load_model(path)
+    return ServedModel(
+        name=version.name, version=str(version.version), run_id=version.run_id,
+        contract=DataContract.from_dict(info.metadata["mlops_contract"]), pipeline=pipeline,
+        loaded_at=datetime.now(UTC),
+    )
+
+
+def example_features(contract: DataContract) -> pd.DataFrame:
+    """One record of model input the contract allows: minimums and first categories."""
+    return pd.DataFrame({
+        **{c.name: [c.minimum if c.minimum is not None else 0.0] for c in contract.columns
+           if c.kind == "numeric"},
+        **{c.name: [c.categories[0] if c.categories else np.nan] for c in contract.columns
+           if c.kind == "categorical"},
+    }, columns=[*contract.numeric, *contract.categorical]).astype(
+        {**{name: "float64" for name in contract.numeric},
+         **{name: object for name in contract.categorical}})
+
+
+class ChampionWatcher:
+    """Holds the model in service; a thread loads the champion, then polls the alias every
+    `interval_s` and swaps in a new champion once it is loaded (one reference assignment)."""
+
+    def __init__(self, client: MlflowClient, name: str, interval_s: float = 5.0, load=load_version):
+        self.current: ServedModel | None = None
+        self._client = client
+        self._name = name
+        self._interval_s = interval_s
+        self._load = load
+        self._refused: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="champion-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def check(self) -> bool:
+        """Load the champion if it is not the version in service; True when it swapped."""
+        champion = get_champion(self._client, self._name)
+        if champion is None:
+            if self.current is not None:
+                log.warning("%s has no champion any more; still serving version %s",
+                            self._name, self.current.version)
+            return False
+        version = str(champion.version)
+        if version in (self.current.version if self.current else None, self._refused):
+            return False
+        try:
+            loaded = self._load(champion)
+        except ModelLoadError as error:
+            self._refused = version  # not retried until the alias moves again
+            log.error("not serving %s version %s: %s", self._name, version, error)
+            return False
+        loaded.predict(example_features(loaded.contract))  # first calls are slow: not a client's
+        first = self.current is None
+        self.current = loaded
+        # A full collection walks every object the libraries made (~200 ms here, all
+        # requests stalled); frozen, they are skipped. The first freeze happens before any
+        # request, so it can afford to collect first.
+        if first:
+            gc.collect()
+        gc.freeze()
+        log.info("serving %s version %s (run %s)", self._name, loaded.version, loaded.run_id)
+        return True
+
+    def _run(self) -> None:
+        wait = 0.0
+        while not self._stop.wait(wait):
+            wait = self._interval_s
+            try:
+                self.check()
+            except Exception:  # noqa: BLE001 - keep serving what is loaded; retry next time
+                log.exception("could not check %s's champion; retrying in %.0f s",
+                              self._name, self._interval_s)

@@ -1,0 +1,48 @@
+"""Assemble the server for one model and run it with uvicorn until SIGTERM or SIGINT."""
+
+import logging
+import os
+import socket
+
+import uvicorn
+from mlflow.tracking import MlflowClient
+
+from serving.app import Limits, create_app
+from serving.batching import Batcher
+from serving.model import ChampionWatcher
+from serving.settings import ServingSettings
+from serving.store import TrafficWriter, open_files
+
+
+def build_app(model: str, settings: ServingSettings):
+    writer = TrafficWriter(open_files(settings.traffic_base), model,
+                           settings.traffic_flush_s, settings.traffic_flush_rows)
+    watcher = ChampionWatcher(MlflowClient(), model, settings.serve_reload_s)
+    batcher = Batcher(watcher, writer, wait_s=settings.serve_batch_wait_ms / 1000,
+                      max_records=settings.serve_max_records,
+                      remembered=settings.serve_feedback_ids)
+    limits = Limits(settings.serve_max_records, settings.serve_max_body_bytes)
+    return create_app(watcher, writer, batcher, limits)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """Bind first, so a port in use is one clear error before anything starts."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def run(model: str, settings: ServingSettings, sock: socket.socket) -> None:
+    """Serve until SIGTERM/SIGINT; uvicorn then finishes open requests and the app's
+    lifespan writes the buffered traffic."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per reload
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = uvicorn.Config(build_app(model, settings), loop="uvloop", http="httptools",
+                            lifespan="on", access_log=False, log_level="info",
+                            timeout_graceful_shutdown=30)
+    uvicorn.Server(config).run(sockets=[sock])

@@ -1,0 +1,273 @@
+"""The live-traffic store: served records and their feedback as hourly Parquet parts.
+
+Layout under a base (a local folder or `s3://bucket/prefix`):
+`<model>/hour=YYYY-MM-DDTHH/part-<timestamp>-<uuid>.parquet` for served records and
+`<model>/feedback/hour=.../part-...parquet` for the true labels sent later. Parts are
+written whole (a temporary name renamed, or one S3 put), so a reader never sees half a file.
+"""
+
+import io
+import logging
+import os
+import re
+import tempfile
+import threading
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+TRAFFIC = "traffic"
+FEEDBACK = "feedback"
+LABEL = "label"
+HOUR_FORMAT = "%Y-%m-%dT%H"
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # as a spec's name
+_PART = re.compile(r"hour=(\d{4}-\d{2}-\d{2}T\d{2})/part-[^/]+\.parquet$")
+# Beyond this many unwritten rows (a long storage outage) the oldest are dropped, loudly.
+MAX_BUFFERED_ROWS = 2_000_000
+
+
+def hour_of(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime(HOUR_FORMAT)
+
+
+class LocalFiles:
+    """Parts in a local folder; each written to a hidden temporary name, then renamed."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def write(self, key: str, data: bytes) -> None:
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def list(self, prefix: str, from_hour: str = "") -> list[str]:
+        """Keys of the parts under `prefix`, of hours from `from_hour` on."""
+        folder = self.root / prefix
+        if not folder.is_dir():
+            return []
+        hours = [d for d in folder.glob("hour=*") if d.name >= f"hour={from_hour}"]
+        return sorted(str(p.relative_to(self.root)) for d in hours for p in d.glob("part-*.parquet"))
+
+    def read(self, key: str) -> bytes:
+        return (self.root / key).read_bytes()
+
+
+class S3Files:
+    """Parts in an S3 bucket; boto3 takes its endpoint and keys from the environment."""
+
+    def __init__(self, bucket: str, prefix: str) -> None:
+        import boto3
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self._client = boto3.client("s3")
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def write(self, key: str, data: bytes) -> None:
+        self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def list(self, prefix: str, from_hour: str = "") -> list[str]:
+        """Keys of the parts under `prefix`, of hours from `from_hour` on: the hour folders
+        first (one short listing), then the parts of the hours wanted."""
+        start = len(self._key(""))
+        paginator = self._client.get_paginator("list_objects_v2")
+        folders = paginator.paginate(Bucket=self.bucket, Prefix=self._key(f"{prefix}/hour="),
+                                     Delimiter="/")
+        hours = [p["Prefix"] for page in folders for p in page.get("CommonPrefixes", [])
+                 if p["Prefix"].rstrip("/").rsplit("hour=", 1)[1] >= from_hour]
+        return sorted(o["Key"][start:] for hour in hours
+                      for page in paginator.paginate(Bucket=self.bucket, Prefix=hour)
+                      for o in page.get("Contents", []) if o["Key"].endswith(".parquet"))
+
+    def read(self, key: str) -> bytes:
+        return self._client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+
+
+def open_files(base: str) -> LocalFiles | S3Files:
+    """The store at a base URI: `s3://bucket/prefix`, `file:///path` or a plain path."""
+    parsed = urlparse(base)
+    if parsed.scheme == "s3":
+        return S3Files(parsed.netloc, parsed.path)
+    if parsed.scheme == "file":
+        return LocalFiles(Path(unquote(parsed.path)))
+    return LocalFiles(Path(base).expanduser())
+
+
+def _folder(model: str, kind: str) -> str:
+    if not MODEL_NAME.fullmatch(model):
+        raise ValueError(f"'{model}' cannot name a traffic folder")
+    return model if kind == TRAFFIC else f"{model}/{FEEDBACK}"
+
+
+class TrafficWriter:
+    """Buffers rows off the request path; a thread writes them every `flush_s` seconds,
+    sooner when `flush_rows` are waiting, and `close()` writes the rest.
+
+    Rows come as columns ({name: array}); naive datetime64 columns are UTC. Frames are
+    made only when writing: a DataFrame per batch would cost more than the batch's model.
+    """
+
+    def __init__(self, files, model: str, flush_s: float = 5.0, flush_rows: int = 50_000) -> None:
+        self._files = files
+        self._folders = {kind: _folder(model, kind) for kind in (TRAFFIC, FEEDBACK)}
+        self._flush_s = flush_s
+        self._flush_rows = flush_rows
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._buffer: list[tuple[str, str, dict]] = []
+        self._rows = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="traffic-writer", daemon=True)
+        self._thread.start()
+
+    def add(self, kind: str, hour: str, columns: dict) -> None:
+        """Queue rows of one hour partition (`kind` is TRAFFIC or FEEDBACK)."""
+        with self._lock:
+            self._buffer.append((kind, hour, columns))
+            self._rows += _length(columns)
+            full = self._rows >= self._flush_rows
+        if full:
+            self._wake.set()
+
+    @property
+    def pending_rows(self) -> int:
+        return self._rows
+
+    def flush(self) -> int:
+        """Write what is buffered, one part per kind and hour; return the rows written."""
+        with self._write_lock:
+            with self._lock:
+                taken, self._buffer, self._rows = self._buffer, [], 0
+            # A new champion may have other features: its rows go to a part of their own.
+            groups: dict[tuple, list[dict]] = defaultdict(list)
+            for kind, hour, columns in taken:
+                groups[kind, hour, tuple(columns)].append(columns)
+            parts = [(kind, hour, _joined(batches)) for (kind, hour, _), batches in groups.items()]
+            written = 0
+            for done, (kind, hour, columns) in enumerate(parts):
+                try:
+                    self._files.write(self._part_key(kind, hour), _to_parquet(columns))
+                except Exception:
+                    self._put_back(parts[done:])
+                    raise
+                written += _length(columns)
+            return written
+
+    def close(self) -> None:
+        """Stop the thread and write everything still buffered."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+        try:
+            self.flush()
+        except Exception:  # noqa: BLE001 - shutdown goes on; the log says what was lost
+            log.exception("could not write %d rows of live traffic at shutdown", self._rows)
+
+    def _part_key(self, kind: str, hour: str) -> str:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        return f"{self._folders[kind]}/hour={hour}/part-{stamp}-{uuid.uuid4().hex}.parquet"
+
+    def _put_back(self, parts: list[tuple[str, str, dict]]) -> None:
+        with self._lock:
+            self._buffer[:0] = parts
+            self._rows += sum(_length(columns) for _, _, columns in parts)
+            while self._rows > MAX_BUFFERED_ROWS and len(self._buffer) > 1:
+                dropped = _length(self._buffer.pop(0)[2])
+                self._rows -= dropped
+                log.error("dropped %d rows of live traffic: storage has failed for too long", dropped)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._flush_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - the rows stay buffered; the next flush retries
+                log.exception("writing live traffic failed; %d rows kept for the next try", self._rows)
+
+
+def _length(columns: dict) -> int:
+    return len(next(iter(columns.values()))) if columns else 0
+
+
+def _joined(batches: list[dict]) -> dict:
+    if len(batches) == 1:
+        return batches[0]
+    return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
+
+
+def _to_parquet(columns: dict) -> bytes:
+    frame = pd.DataFrame(columns)
+    for name in frame.columns:
+        if frame[name].dtype.kind == "M" and frame[name].dt.tz is None:
+            frame[name] = frame[name].dt.tz_localize(UTC)
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def read_parts(files, model: str, kind: str, since: datetime | None = None) -> pd.DataFrame:
+    """Every part of one kind, or those of the hours from `since` on, as one frame."""
+    first_hour = hour_of(since) if since is not None else ""
+    frames = []
+    for key in files.list(_folder(model, kind), first_hour):
+        match = _PART.search(key)
+        if match is None or match.group(1) < first_hour:
+            continue
+        frames.append(pd.read_parquet(io.BytesIO(files.read(key))))
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def read_window(files, model: str, minutes: float, now: datetime | None = None) -> pd.DataFrame:
+    """Records served in the last `minutes` (all versions of the model), oldest first."""
+    since = (now or datetime.now(UTC)) - timedelta(minutes=minutes)
+    traffic = read_parts(files, model, TRAFFIC, since)
+    if traffic.empty:
+        return traffic
+    recent = traffic[traffic["served_at"] >= since]
+    return recent.sort_values("served_at", kind="stable").reset_index(drop=True)
+
+
+def read_labelled(files, model: str, target: str, since: datetime | None = None) -> pd.DataFrame:
+    """Served records joined with their feedback: the true label in column `target`.
+
+    When a request got feedback twice, the later labels win.
+    """
+    feedback = read_parts(files, model, FEEDBACK, since)
+    if feedback.empty:
+        return pd.DataFrame()
+    feedback = (feedback.sort_values("received_at", kind="stable")
+                .drop_duplicates(["request_id", "record_index"], keep="last"))
+    earliest = datetime.strptime(feedback["served_hour"].min(), HOUR_FORMAT).replace(tzinfo=UTC)
+    traffic = read_parts(files, model, TRAFFIC, earliest)
+    if traffic.empty:
+        return pd.DataFrame()
+    # A feature may be called "label" too: the label travels under a name no column has.
+    labels = feedback[["request_id", "record_index", LABEL]].rename(columns={LABEL: "__label__"})
+    joined = traffic.merge(labels, on=["request_id", "record_index"], how="inner")
+    return joined.rename(columns={"__label__": target}).reset_index(drop=True)

@@ -1,0 +1,117 @@
+"""The served model: the forest shortcut, the warm-up record, and swapping on a moved alias."""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pandas as pd
+import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+from synthetic import binary_frame
+
+from experiments.contract import infer_contract
+from experiments.pipelines import build_pipeline, feature_frame
+from serving.model import (
+    ChampionWatcher,
+    ModelLoadError,
+    ServedModel,
+    example_features,
+    forest_predict,
+    predict,
+)
+
+
+@pytest.mark.parametrize(("task", "target"), [("classification", "label"), ("regression", "x1")])
+def test_forest_predict_is_the_forests_own(task, target):
+    """The loop over trees gives bit-for-bit the forest's own predict (n_jobs=1)."""
+    frame = binary_frame(n=300, seed=8)
+    if task == "regression":
+        frame = frame.drop(columns="label")
+    contract = infer_contract(frame, target, task)
+    pipeline = build_pipeline(task, "random_forest", {"n_estimators": 30},
+                              contract.numeric, contract.categorical, seed=1)
+    x = feature_frame(frame, contract.numeric, contract.categorical)
+    pipeline.fit(x, frame[target])
+
+    assert (predict(pipeline, x) == pipeline.predict(x)).all()
+    prepared = pipeline.named_steps["prepare"].transform(x)
+    assert (forest_predict(pipeline.named_steps["model"], prepared) == pipeline.predict(x)).all()
+
+
+@pytest.mark.parametrize("family", ["logistic_regression", "hist_gradient_boosting"])
+def test_other_families_predict_as_themselves(family):
+    frame = binary_frame(n=200, seed=4)
+    contract = infer_contract(frame, "label", "classification")
+    x = feature_frame(frame, contract.numeric, contract.categorical)
+    pipeline = build_pipeline("classification", family, {}, contract.numeric, contract.categorical, 0)
+    pipeline.fit(x, frame["label"])
+
+    assert (predict(pipeline, x) == pipeline.predict(x)).all()
+    assert len(pipeline.predict(example_features(contract))) == 1
+
+
+@dataclass
+class Version:
+    name: str
+    version: str
+    run_id: str = "run"
+
+
+class Registry:
+    """Stands in for MlflowClient: only the alias lookup the watcher makes."""
+
+    def __init__(self, champion: str | None):
+        self.champion = champion
+
+    def get_model_version_by_alias(self, name, alias):
+        if self.champion is None:
+            raise MlflowException("no alias", error_code=RESOURCE_DOES_NOT_EXIST)
+        return Version(name, self.champion)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    frame = binary_frame(n=200, seed=6)
+    contract = infer_contract(frame, "label", "classification")
+    pipeline = build_pipeline("classification", "logistic_regression", {}, contract.numeric,
+                              contract.categorical, 0)
+    return contract, pipeline.fit(feature_frame(frame, contract.numeric, contract.categorical),
+                                  frame["label"])
+
+
+def test_the_watcher_swaps_when_the_alias_moves(fitted):
+    """Given champion at 1, then at 2, then at 3 (which fails to load), then gone, the
+    watcher serves 1, then 2, keeps 2 rather than 3, and keeps 2 when the alias is gone."""
+    contract, pipeline = fitted
+    loads = []
+
+    def load(version):
+        loads.append(version.version)
+        if version.version == "3":
+            raise ModelLoadError("untrusted types")
+        return ServedModel(version.name, version.version, version.run_id, contract, pipeline,
+                           datetime.now(UTC))
+
+    registry = Registry("1")
+    watcher = ChampionWatcher(registry, "m", load=load)
+
+    assert watcher.check() is True and watcher.current.version == "1"
+    assert watcher.check() is False
+    registry.champion = "2"
+    assert watcher.check() is True and watcher.current.version == "2"
+    registry.champion = "3"
+    assert watcher.check() is False and watcher.current.version == "2"
+    assert watcher.check() is False  # a refused version is not loaded again
+    registry.champion = None
+    assert watcher.check() is False and watcher.current.version == "2"
+    assert loads == ["1", "2", "3"]
+
+
+def test_the_warm_up_record_follows_the_contract(fitted):
+    contract, _ = fitted
+
+    record = example_features(contract)
+
+    assert list(record.columns) == [*contract.numeric, *contract.categorical]
+    assert record.dtypes.map(str).tolist() == ["float64"] * 3 + ["object"]
+    assert isinstance(record, pd.DataFrame) and len(record) == 1
