@@ -1,7 +1,8 @@
 """The platform as a whole: which services a profile runs and where clients find them."""
 
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.errors import PlatformError
@@ -16,20 +17,28 @@ class Platform:
     mlflow_url: str
     prefect_url: str
     services: tuple[Service, ...]
+    # What clients need beyond the two addresses (full profile: secrets, S3, study storage).
+    client_env: Mapping[str, str] = field(default_factory=dict)
+    # Shown by `mlops status`: artifact root, S3 endpoint, database server (no secrets).
+    details: Mapping[str, str] = field(default_factory=dict)
+    # Called before each wave of services starts (databases, configs, the bucket).
+    before_wave: Callable[[int], None] | None = None
 
     @property
     def prefect_api_url(self) -> str:
         return f"{self.prefect_url}/api"
 
     def client_environment(self) -> dict[str, str]:
-        """The native variables MLflow and Prefect clients read to find this platform."""
-        return {"MLFLOW_TRACKING_URI": self.mlflow_url, "PREFECT_API_URL": self.prefect_api_url}
+        """The native variables MLflow, Prefect and boto3 clients read to use this platform."""
+        return {"MLFLOW_TRACKING_URI": self.mlflow_url, "PREFECT_API_URL": self.prefect_api_url,
+                **self.client_env}
 
     def state(self) -> dict[str, object]:
         return {
             "profile": self.profile,
             "mlflow_url": self.mlflow_url,
             "prefect_url": self.prefect_url,
+            **self.details,
             "services": {s.name: {"url": s.url, "port": s.port} for s in self.services},
         }
 
@@ -37,7 +46,8 @@ class Platform:
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
-def runner_service(home: Path, host: str, port: int, mlflow_url: str, prefect_url: str) -> Service:
+def runner_service(home: Path, host: str, port: int, client_env: Mapping[str, str],
+                   wave: int = 1) -> Service:
     """The deployment runner: serves train, monitor and retrain, and runs their flow runs."""
     url = f"http://{host}:{port}"
     return Service(
@@ -50,10 +60,9 @@ def runner_service(home: Path, host: str, port: int, mlflow_url: str, prefect_ur
         port_variable="MLOPS_RUNNER_PORT",
         marker="flows.serve",
         cwd=PROJECT_ROOT,
-        wave=1,  # it registers deployments with Prefect, so Prefect must answer first
+        wave=wave,  # it registers deployments with Prefect, so Prefect must answer first
         env={
-            "MLFLOW_TRACKING_URI": mlflow_url,
-            "PREFECT_API_URL": f"{prefect_url}/api",
+            **client_env,
             "MLOPS_HOME": str(home),
             "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
@@ -115,24 +124,44 @@ def local_platform(
     (home / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
     services = (mlflow, prefect)
     if runner_port is not None:
-        services += (runner_service(home, host, runner_port, mlflow_url, prefect_url),)
+        client_env = {"MLFLOW_TRACKING_URI": mlflow_url, "PREFECT_API_URL": f"{prefect_url}/api"}
+        services += (runner_service(home, host, runner_port, client_env),)
     return Platform("local", home, mlflow_url, prefect_url, services)
 
 
-def platform_from_settings(settings: Settings, profile: str | None = None) -> Platform:
+def platform_from_settings(
+    settings: Settings, profile: str | None = None, generate_secrets: bool = False
+) -> Platform:
     """The platform `up` would start, or the one a previous `up` recorded in MLOPS_HOME."""
     state = read_state(settings.home) or {}
     chosen = profile or state.get("profile") or settings.profile
-    ports = {name: svc.get("port") for name, svc in state.get("services", {}).items()}
+    recorded = {name: svc.get("port") for name, svc in state.get("services", {}).items()}
+    ports = {
+        "mlflow": recorded.get("mlflow") or settings.mlflow_port,
+        "prefect": recorded.get("prefect") or settings.prefect_port,
+        "runner": recorded.get("runner") or settings.runner_port,
+        "s3": recorded.get("s3") or settings.s3_port,
+    }
     if chosen == "local":
-        return local_platform(
-            settings.home,
-            settings.host,
-            ports.get("mlflow") or settings.mlflow_port,
-            ports.get("prefect") or settings.prefect_port,
-            ports.get("runner") or settings.runner_port,
-        )
-    raise PlatformError(f"profile '{chosen}' is not available yet; use --profile local")
+        return local_platform(settings.home, settings.host, ports["mlflow"], ports["prefect"],
+                              ports["runner"])
+    if chosen == "full":
+        from infra import secrets
+        from infra.full import full_platform, settings_from_state
+
+        settings = settings_from_state(settings, state) if state.get("profile") == "full" else settings
+        if generate_secrets:
+            found = secrets.ensure(settings.home)
+        else:
+            found = secrets.resolve(settings.home)
+            missing = [n for n in secrets.SECRET_NAMES if n not in found]
+            if missing:
+                raise PlatformError(
+                    f"the full profile's secrets ({', '.join(missing)}) are not in the environment, "
+                    f".env or {secrets.secrets_file(settings.home)}; start it with `mlops up --profile full`"
+                )
+        return full_platform(settings, ports, found)
+    raise PlatformError(f"unknown profile '{chosen}'; use local or full")
 
 
 def require_running(mlflow_tracking_uri: str, prefect_api_url: str) -> None:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,17 +127,25 @@ def _spawn(service: Service, home: Path) -> subprocess.Popen:
 
 
 def start_services(
-    services: Sequence[Service], home: Path, timeout_s: float
+    services: Sequence[Service], home: Path, timeout_s: float,
+    before_wave: Callable[[int], None] | None = None,
 ) -> list[str]:
     """Start every service not already running, then wait until all are healthy.
+
+    Services start in waves; `before_wave(n)` runs before wave n starts (to create what the
+    wave needs once the earlier waves answer: databases, a bucket).
 
     Returns one line per service saying what happened. Raises PlatformError with the
     reason when a port is taken, a process dies while starting, or time runs out.
     """
     home.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
-    for wave in sorted({s.wave for s in services}):
-        notes += _start_wave([s for s in services if s.wave == wave], home, timeout_s)
+    for wave in range(max((s.wave for s in services), default=-1) + 1):
+        if before_wave is not None:
+            before_wave(wave)
+        members = [s for s in services if s.wave == wave]
+        if members:
+            notes += _start_wave(members, home, timeout_s)
     return notes
 
 

@@ -7,3 +7,36 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports: all sockets stay bound until every port is chosen."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_s3_port() -> int:
+    """A port for SeaweedFS, which also takes the three ports above it and each plus 10000."""
+    for _ in range(100):
+        port = free_port()
+        others = [port + i for i in (1, 2, 3)] + [port + i + 10000 for i in range(4)]
+        if others[-1] < 65535 and all(is_free(p) for p in others):
+            return port
+    raise RuntimeError("no free port block for SeaweedFS")

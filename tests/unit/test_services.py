@@ -294,7 +294,7 @@ def test_platform_uses_the_ports_a_previous_up_recorded(tmp_path):
     }
 
 
-def test_unavailable_profile_raises_platform_error(tmp_path):
-    """Given the 'full' profile, then PlatformError says it is not available yet."""
-    with pytest.raises(PlatformError, match="profile 'full' is not available yet"):
-        platform_from_settings(Settings(home=tmp_path), profile="full")
+def test_unknown_profile_raises_platform_error(tmp_path):
+    """Given a profile that does not exist, then PlatformError names it."""
+    with pytest.raises(PlatformError, match="unknown profile 'huge'"):
+        platform_from_settings(Settings(home=tmp_path), profile="huge")
