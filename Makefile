@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install chromium demo test test-unit bench up down status lint lock clean
+.PHONY: help install chromium wrk demo test test-unit bench up down status lint lock clean
 
 help: ## List the targets with what each does
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -28,16 +28,22 @@ chromium: ## Install Debian's headless Chromium for the browser tests (if missin
 	@command -v chromium >/dev/null || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+wrk: ## Install Debian's wrk HTTP load generator for the serving bench (if missing)
+	@command -v wrk >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+
 test: $(STAMP) chromium ## Run every test (unit, integration and browser, against real servers)
 	$(BIN)/python -m pytest -p no:cacheprovider
 
 test-unit: $(STAMP) ## Run the unit tests only (no servers)
 	$(BIN)/python -m pytest -p no:cacheprovider tests/unit
 
-bench: $(STAMP) ## Measure the speed figures; prints them, writes bench-*.json
+bench: $(STAMP) wrk ## Measure the speed figures; prints them, writes bench-*.json
 	$(BIN)/python tests/bench/run.py --out bench-results.json
 	$(BIN)/python tests/bench/drift_bench.py | tee bench-drift.json
 	$(BIN)/python tests/bench/event_bench.py | tee bench-event.json
+	$(BIN)/python tests/bench/serve_bench.py | tee bench-serve.json
+	$(BIN)/python tests/bench/full_bench.py | tee bench-full.json
 
 up: $(STAMP) ## Start the platform in the background (mlops up)
 	$(BIN)/mlops up

@@ -5,7 +5,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import optuna
-from optuna.storages import JournalStorage
+from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
@@ -18,10 +19,33 @@ def journal_storage(path: Path) -> JournalStorage:
     return JournalStorage(JournalFileBackend(str(path)))
 
 
+def database_storage(url: str, heartbeat_s: int = 5, grace_s: int = 20) -> RDBStorage:
+    """A study in a database, for workers on several machines. A trial whose process stops
+    beating for `grace_s` is failed, and a copy of it is queued for whoever runs next."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RDBStorage(
+            url,
+            heartbeat_interval=heartbeat_s,
+            grace_period=grace_s,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
+            engine_kwargs={"pool_pre_ping": True},
+        )
+
+
+def has_heartbeat(storage) -> bool:
+    return is_heartbeat_enabled(storage)
+
+
 def open_study(
     storage, name: str, greater_is_better: bool, seed: int
 ) -> optuna.Study:
-    """Create the study or load it to resume; RUNNING trials of a dead process become FAIL."""
+    """Create the study or load it to resume; RUNNING trials of a dead process become FAIL.
+
+    With heartbeats (several workers on one study) only trials whose heartbeat stopped are
+    failed; without them the caller is the study's only process, so every RUNNING trial is
+    a leftover.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         # group=True lets TPE model each model family's parameters together.
@@ -34,6 +58,11 @@ def open_study(
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
         load_if_exists=True,
     )
+    if has_heartbeat(storage):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            fail_stale_trials(study)
+        return study
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     return study

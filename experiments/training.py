@@ -197,6 +197,30 @@ def tune(
     progress=None,
 ) -> SearchResult:
     """Run (or finish) the Optuna search, one nested MLflow run per trial."""
+    search_batch(client, storage, spec, data, contract, tracking,
+                 warm_start=warm_start, progress=progress)
+    return summarize_search(client, storage, spec, tracking)
+
+
+def search_batch(
+    client: MlflowClient,
+    storage,
+    spec: ExperimentSpec,
+    data: Split,
+    contract: DataContract,
+    tracking: Tracking,
+    *,
+    warm_start: Sequence[dict] = (),
+    progress=None,
+    trial_attrs: dict | None = None,
+    sampler_seed: int | None = None,
+) -> None:
+    """Run trials of the study until it holds the spec's number of finished trials.
+
+    Several batches may run this on one study at once (scale-out), each in its own process;
+    `trial_attrs` marks the trials a batch ran; each batch needs its own `sampler_seed`, or
+    they would all propose the same parameters.
+    """
     features, y = features_and_target(data.train, contract)
     objective = make_objective(
         features, y,
@@ -205,7 +229,16 @@ def tune(
         folds=cv_folds(y, spec.task, spec.tuning.cv_folds, spec.tuning.seed),
         seed=spec.tuning.seed,
     )
-    study = open_study(storage, tracking.study_name, spec.greater_is_better, spec.tuning.seed)
+    if trial_attrs:
+        inner = objective
+
+        def objective(trial: optuna.Trial) -> float:
+            for key, value in trial_attrs.items():
+                trial.set_user_attr(key, value)
+            return inner(trial)
+
+    seed = spec.tuning.seed if sampler_seed is None else sampler_seed
+    study = open_study(storage, tracking.study_name, spec.greater_is_better, seed)
     recorder = TrialRecorder(client, tracking.experiment_id, tracking.run_id, spec.metric)
     callbacks = [recorder] + ([progress] if progress else [])
     try:
@@ -213,6 +246,13 @@ def tune(
                    callbacks=callbacks, warm_start=warm_start)
     finally:
         recorder.close()
+
+
+def summarize_search(
+    client: MlflowClient, storage, spec: ExperimentSpec, tracking: Tracking
+) -> SearchResult:
+    """The best trial, logged on the parent run with the search's plots."""
+    study = optuna.load_study(study_name=tracking.study_name, storage=storage)
     best = best_trial(study)
     family, params = split_params(best.params)
     log_batch(

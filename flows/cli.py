@@ -30,15 +30,16 @@ def fail(message: str) -> None:
     raise typer.Exit(1)
 
 
-def _platform(profile: str | None = None):
+def _platform(profile: str | None = None, generate_secrets: bool = False):
     from infra.platform import platform_from_settings
     from infra.settings import Settings
 
-    return platform_from_settings(Settings(), profile)
+    return platform_from_settings(Settings(), profile, generate_secrets)
 
 
 def _connect(platform) -> None:
-    """Point MLflow and Prefect clients at the platform, unless their own variables are set."""
+    """Point MLflow, Prefect and boto3 clients at the platform (and, in the full profile, give
+    them its secrets), unless their own variables are already set."""
     for name, value in platform.client_environment().items():
         os.environ.setdefault(name, value)
     # Our own progress names the run once; MLflow would print a link per trial run.
@@ -58,7 +59,10 @@ def _quiet_prefect_errors() -> None:
 
 @app.command()
 def up(
-    profile: Annotated[str, typer.Option(help="local (SQLite, local files) or full")] = "local",
+    profile: Annotated[
+        str | None,
+        typer.Option(help="local (SQLite, local files; the default) or full (PostgreSQL, S3, auth)"),
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Start the platform in the background and wait until every service is healthy."""
@@ -66,8 +70,11 @@ def up(
     from infra.settings import Settings
 
     try:
-        platform = _platform(profile)
-        notes = start_services(platform.services, platform.home, Settings().start_timeout_s)
+        platform = _platform(profile, generate_secrets=True)
+        # Recorded first, so that `mlops down` can stop what a failed start left running.
+        write_state(platform.home, platform.state())
+        notes = start_services(platform.services, platform.home, Settings().start_timeout_s,
+                               before_wave=platform.before_wave)
         write_state(platform.home, platform.state())
     except (PlatformError, InputError) as error:
         fail(str(error))
@@ -86,6 +93,7 @@ def _status_object(platform) -> dict:
         "profile": platform.profile,
         "mlflow_url": platform.mlflow_url,
         "prefect_url": platform.prefect_url,
+        **{k: v for k, v in platform.details.items() if k in ("artifact_root", "s3_endpoint", "database")},
         "services": {
             s.name: {"running": s.running, "url": s.url, "pid": s.pid}
             for s in service_statuses(platform.services, platform.home)
@@ -110,6 +118,9 @@ def status(json_output: JsonOption = False) -> None:
         state = "[green]running[/green]" if service["running"] else "[red]stopped[/red]"
         table.add_row(name, state, service["url"])
     out.print(table)
+    for key in ("artifact_root", "s3_endpoint", "database"):
+        if key in status:
+            out.print(f"{key}: {status[key]}", highlight=False)
 
 
 @app.command()
@@ -144,24 +155,58 @@ def train(
 def _run_training(experiment: str, data: str | None, trials: int | None, workers: int) -> dict:
     from infra.platform import require_running
 
-    if workers > 1:
-        fail("--workers needs the full profile's work pool, which is not available yet")
     try:
-        # A bad spec or unusable data fails here, in a second, before any run exists.
+        # A bad spec or unusable data fails here, in a second, before any run exists
+        # (after _connect, which only sets variables: s3:// data needs the platform's keys).
         from experiments.spec import load_spec, with_overrides
         from experiments.validation import load_dataset
 
-        load_dataset(with_overrides(load_spec(experiment), data, trials))
         platform = _platform()
         _connect(platform)
+        load_dataset(with_overrides(load_spec(experiment), data, trials))
+        if workers > 1 and platform.profile != "full":
+            fail("--workers needs the full profile (a study in PostgreSQL and a work pool); "
+                 "start it with `mlops up --profile full`")
         require_running(os.environ["MLFLOW_TRACKING_URI"], os.environ["PREFECT_API_URL"])
+        if os.environ.get("MLOPS_OPTUNA_STORAGE"):
+            from infra.database import require_reachable
+
+            require_reachable(os.environ["MLOPS_OPTUNA_STORAGE"])
+        if workers > 1:
+            from flows.pool import require_worker
+
+            require_worker(os.environ.get("MLOPS_WORK_POOL", "mlops"))
         _quiet_prefect_errors()
         from flows.train import TrainParameters
         from flows.train import train as train_flow
 
-        return train_flow(TrainParameters(experiment=experiment, data=data, trials=trials))
+        return train_flow(TrainParameters(experiment=experiment, data=data, trials=trials,
+                                          workers=workers))
     except (InputError, PlatformError) as error:
         fail(str(error))
+
+
+@app.command()
+def worker(
+    pool: Annotated[str | None, typer.Option(help="The work pool to take flow runs from")] = None,
+) -> None:
+    """A Prefect worker that runs flow runs (search batches) from the platform's work pool."""
+    from infra.full import worker_argv
+    from infra.platform import require_running
+
+    try:
+        platform = _platform()
+        if platform.profile != "full":
+            fail("workers serve the full profile's work pool; start it with `mlops up --profile full`")
+        _connect(platform)
+        require_running(os.environ["MLFLOW_TRACKING_URI"], os.environ["PREFECT_API_URL"])
+    except PlatformError as error:
+        fail(str(error))
+    # Ask for work every 2 s rather than 10: a search batch waits for a worker to pick it up.
+    os.environ.setdefault("PREFECT_WORKER_QUERY_SECONDS", "2")
+    argv = worker_argv(pool or os.environ.get("MLOPS_WORK_POOL", "mlops"))
+    sys.stdout.flush()
+    os.execv(argv[0], argv)  # the worker takes this process: a signal to it reaches Prefect's
 
 
 @app.command()
@@ -181,14 +226,12 @@ def monitor(
 def _run_monitoring(model: str, current: str | None) -> dict:
     from infra.platform import require_running
 
-    if current is None:
-        fail("give the data to check with --current PATH (recording live traffic with "
-             "`mlops serve` is not available yet)")
     try:
         from experiments.data import load_table
 
-        frame = load_table(current)  # a bad path or unreadable file fails before any run exists
-        _connect(_platform())
+        _connect(_platform())  # sets variables only; s3:// data needs the platform's keys
+        # A bad path or unreadable file fails before any run exists.
+        frame = load_table(current) if current is not None else None
         require_running(os.environ["MLFLOW_TRACKING_URI"], os.environ["PREFECT_API_URL"])
         import mlflow
         from mlflow.tracking import MlflowClient
@@ -196,22 +239,42 @@ def _run_monitoring(model: str, current: str | None) -> dict:
         from experiments.contract import DataContract, check_against_contract
         from registry.champion import get_champion
 
-        champion = get_champion(MlflowClient(), model)
+        client = MlflowClient()
+        champion = get_champion(client, model)
         if champion is None:
             raise InputError(f"model '{model}' has no champion to monitor; train it first")
         info = mlflow.models.get_model_info(f"models:/{model}/{champion.version}")
         contract = DataContract.from_dict(info.metadata["mlops_contract"])
+        if frame is None:
+            frame, where = _live_window(client, model, champion.run_id)
+        else:
+            where = f"current data {current}"
         missing = check_against_contract(frame, contract).missing_columns
         if missing:
-            raise InputError(f"current data {current} lacks columns of {model}'s contract: "
-                             f"{', '.join(missing)}")
+            raise InputError(f"{where} lacks columns of {model}'s contract: {', '.join(missing)}")
         _quiet_prefect_errors()
         from flows.monitor import MonitorParameters
         from flows.monitor import monitor as monitor_flow
 
-        return monitor_flow(MonitorParameters(model=model, current=current))
+        result = monitor_flow(MonitorParameters(model=model, current=current))
     except (InputError, PlatformError) as error:
         fail(str(error))
+    if result.get("skipped"):  # the window emptied between the check above and the flow
+        fail(f"{model}: {result['reason']}")
+    return result
+
+
+def _live_window(client, model: str, run_id: str):
+    """The latest window of MODEL's live traffic; InputError when it is too small to check."""
+    from flows.monitor import live_traffic, too_little_traffic
+    from monitoring.champion import load_run_spec
+
+    policy = load_run_spec(client, run_id).monitoring
+    traffic, store = live_traffic(model, policy.window_minutes)
+    if len(traffic) < policy.min_rows:
+        raise InputError(f"{model}: {too_little_traffic(len(traffic), policy)} in {store}; "
+                         f"serve it with `mlops serve {model}` or give --current PATH")
+    return traffic, f"live traffic in {store}"
 
 
 def _print_monitoring(result: dict) -> None:
@@ -249,6 +312,63 @@ def _print_training(result: dict) -> None:
 
 def _short(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@app.command()
+def serve(
+    model: Annotated[str, typer.Argument(help="The registered model whose champion is served")],
+    port: Annotated[int | None, typer.Option(help="Port (default: MLOPS_SERVE_PORT or 8080)")] = None,
+    host: Annotated[str | None, typer.Option(help="Address (default: MLOPS_SERVE_HOST or 127.0.0.1)")] = None,
+) -> None:
+    """Serve MODEL's champion over HTTP and record live traffic for monitoring."""
+    from serving.runner import listen, run
+    from serving.settings import ServingSettings
+
+    try:
+        _connect(_platform())  # may set MLOPS_TRAFFIC_URI (the full profile's bucket)
+        settings = ServingSettings()
+        host = host or settings.serve_host
+        port = port if port is not None else settings.serve_port
+        _require_champion(model)
+    except (InputError, PlatformError) as error:
+        fail(str(error))
+    try:
+        sock = listen(host, port)
+    except OSError as error:
+        fail(f"cannot listen on {host}:{port}: {error.strerror or error}")
+    err.print(f"serving {model}'s champion on http://{host}:{port} (traffic: "
+              f"{settings.traffic_base}/{model})", highlight=False)
+    try:
+        run(model, settings, sock)
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn has shut down cleanly and raises it again
+        raise typer.Exit(130) from None
+
+
+def _require_champion(model: str) -> None:
+    """One line unless MLflow answers and MODEL is registered with a champion."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from infra.services import is_healthy
+    from registry.champion import get_champion
+    from serving.store import MODEL_NAME
+
+    if not MODEL_NAME.fullmatch(model):
+        raise InputError(f"'{model}' is not a model name (letters, digits, '.', '_', '-')")
+    tracking = os.environ["MLFLOW_TRACKING_URI"]
+    if tracking.startswith("http") and not is_healthy(f"{tracking.rstrip('/')}/health"):
+        raise PlatformError(f"the platform is not running: MLflow does not answer at {tracking}; "
+                            "start it with `mlops up`")
+    client = MlflowClient()
+    try:
+        client.get_registered_model(model)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        raise InputError(f"unknown model '{model}': nothing is registered under that name; "
+                         "train it with `mlops train`") from error
+    if get_champion(client, model) is None:
+        raise InputError(f"model '{model}' has no champion to serve; train it first")
 
 
 @app.command()

@@ -1,13 +1,16 @@
 """The monitoring flow: one drift check of a model's champion against current data.
 
-On confirmed drift outside the cooldown it emits `mlops.drift.detected`, which the
-`retrain` deployment is triggered by.
+The current data is a file or URI, or (when none is given) the latest window of the live
+traffic `mlops serve` recorded; with too little traffic the check is skipped. On confirmed
+drift outside the cooldown it emits `mlops.drift.detected`, which the `retrain` deployment
+is triggered by.
 """
 
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 from mlflow.tracking import MlflowClient
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -18,10 +21,13 @@ from pydantic import BaseModel, Field
 from experiments.contract import check_against_contract
 from experiments.data import data_digest, load_table
 from experiments.errors import InputError
+from experiments.spec import MonitoringSection
 from monitoring.champion import ChampionData, load_champion_data
 from monitoring.drift import DriftSummary, compute_drift
 from monitoring.policy import RetrainDecision, decide_retraining, is_drift
 from monitoring.record import last_triggered_at, recent_drift_flags, record_check, start_check
+from serving.settings import ServingSettings
+from serving.store import open_files, read_window
 
 DRIFT_EVENT = "mlops.drift.detected"
 
@@ -30,7 +36,9 @@ class MonitorParameters(BaseModel):
     """What a drift check compares: a model's champion and a batch of current data."""
 
     model: str = Field("penguins", description="The registered model whose champion is checked")
-    current: str = Field(..., description="Current data: a CSV/Parquet file, a folder of them, or a URI")
+    current: str | None = Field(
+        None, description="Current data: a CSV/Parquet file, a folder of them, or a URI; "
+        "empty: the latest window of live traffic recorded by `mlops serve`")
 
 
 def model_resource(name: str) -> str:
@@ -45,9 +53,28 @@ def load_champion(model: str) -> ChampionData:
     return champion
 
 
+def live_traffic(model: str, minutes: float) -> tuple[pd.DataFrame, str]:
+    """Records served in the last `minutes`, and where the store is."""
+    base = ServingSettings().traffic_base
+    return read_window(open_files(base), model, minutes), f"{base.rstrip('/')}/{model}"
+
+
 @task(cache_policy=NO_CACHE)
 def load_current(uri: str, champion: ChampionData):
-    current = load_table(uri)
+    return checked(load_table(uri), uri, champion)
+
+
+@task(cache_policy=NO_CACHE)
+def load_live(champion: ChampionData) -> tuple[pd.DataFrame, str]:
+    """The feature columns of the latest window of live traffic."""
+    minutes = champion.spec.monitoring.window_minutes
+    traffic, store = live_traffic(champion.name, minutes)
+    features = [c for c in champion.contract.feature_names if c in traffic.columns]
+    return traffic[features], f"live traffic in {store}, last {minutes:g} minutes"
+
+
+def checked(current: pd.DataFrame, uri: str, champion: ChampionData):
+    """The batch and how it differs from the contract; InputError if it cannot be checked."""
     report = check_against_contract(current, champion.contract)
     if report.missing_columns:
         raise InputError(
@@ -122,12 +149,31 @@ def announce(champion: ChampionData, summary: DriftSummary, decision: RetrainDec
         )
 
 
+def too_little_traffic(rows: int, policy: MonitoringSection) -> str:
+    return (f"too little live traffic: {rows} records in the last {policy.window_minutes:g} "
+            f"minutes; at least {policy.min_rows} are needed (monitoring.min_rows)")
+
+
+def skipped(champion: ChampionData, reason: str) -> dict:
+    """A scheduled check with nothing to check completes, saying so, rather than failing."""
+    get_run_logger().warning("%s: no drift check: %s", champion.name, reason)
+    return {"model_name": champion.name, "champion_version": champion.version, "skipped": True,
+            "drift_detected": None, "retraining": "not_needed", "reason": reason}
+
+
 @flow(name="monitor")
 def monitor(params: MonitorParameters) -> dict:
     """Check MODEL's champion against current data; trigger retraining on real drift."""
     client = MlflowClient()
     champion = load_champion(params.model)
-    current, contract_report = load_current(params.current, champion)
+    if params.current:
+        source = params.current
+        current, contract_report = load_current(params.current, champion)
+    else:
+        live, source = load_live(champion)
+        if len(live) < champion.spec.monitoring.min_rows:
+            return skipped(champion, too_little_traffic(len(live), champion.spec.monitoring))
+        current, contract_report = checked(live, source, champion)
     run_id = start_check(client, champion.name, champion.version)
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -139,14 +185,15 @@ def monitor(params: MonitorParameters) -> dict:
                 drift_detected=is_drift(summary.drift_share, champion.spec.monitoring.drift_share),
                 threshold=champion.spec.monitoring.drift_share,
                 reference_digest=data_digest(champion.reference),
-                current_digest=data_digest(current), current_uri=params.current, report_html=html,
+                current_digest=data_digest(current), current_uri=source, report_html=html,
             )
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise
     run = client.get_run(run_id)
     run_url = f"{client.tracking_uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
-    announce(champion, summary, decision, run_id, run_url, params.current)
+    # The event carries a path only: "" tells retraining the data was live traffic.
+    announce(champion, summary, decision, run_id, run_url, params.current or "")
     return {
         "model_name": champion.name,
         "champion_version": champion.version,
@@ -164,4 +211,4 @@ def monitor(params: MonitorParameters) -> dict:
 
 
 if __name__ == "__main__":
-    monitor(MonitorParameters(current="data/current.csv"))
+    monitor(MonitorParameters())

@@ -19,6 +19,8 @@ from experiments.errors import InputError
 from flows.train import TrainParameters, train
 from infra.settings import Settings
 from monitoring.champion import load_champion_data
+from serving.settings import ServingSettings
+from serving.store import open_files, read_labelled
 
 
 class RetrainParameters(BaseModel):
@@ -26,7 +28,8 @@ class RetrainParameters(BaseModel):
 
     model: str = Field("penguins", description="The registered model to retrain")
     monitoring_run_id: str | None = Field(None, description="The drift check that asked for it")
-    current: str | None = Field(None, description="The drifted data; added to training if labelled")
+    current: str | None = Field(
+        None, description="The drifted data, added to training if labelled; empty: live traffic")
 
 
 @task(cache_policy=NO_CACHE)
@@ -39,17 +42,29 @@ def prepare(params: RetrainParameters) -> TrainParameters:
     folder = Settings().home.resolve() / "retrain"
     folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    source = spec.data.source
+    logger = get_run_logger()
+    columns = [*champion.contract.feature_names, spec.data.target]
+    extra = []
+    # An empty `current` is a check of live traffic: its labels, if any, come as feedback.
     if params.current:
         current = load_table(params.current)
         if spec.data.target in current.columns:
-            combined = pd.concat([load_table(spec.data.source), current[
-                [c for c in current.columns if c in set(champion.contract.feature_names)
-                 | {spec.data.target}]]], ignore_index=True)
-            source = str(folder / f"{spec.slug}-{stamp}.parquet")
-            combined.to_parquet(source, index=False)
-            get_run_logger().info("training on %d rows: the spec's data plus %d labelled rows of %s",
-                                  len(combined), len(current), params.current)
+            extra.append(current[[c for c in columns if c in current.columns]])
+            logger.info("adding %d labelled rows of %s", len(current), params.current)
+    if spec.monitoring.retrain_on_feedback:
+        labelled = labelled_live_rows(champion.name, spec.data.target)
+        logger.info("adding %d labelled rows of live traffic (feedback)", len(labelled))
+        if len(labelled):
+            extra.append(labelled[[c for c in columns if c in labelled.columns]])
+    source = spec.data.source
+    if extra:
+        original = load_table(spec.data.source)
+        combined = pd.concat([original, *(_like(rows, original, spec.data.target) for rows in extra)],
+                             ignore_index=True)
+        source = str(folder / f"{spec.slug}-{stamp}.parquet")
+        combined.to_parquet(source, index=False)
+        logger.info("training on %d rows: the spec's %d plus %d added", len(combined),
+                    len(original), len(combined) - len(original))
     spec = spec.model_copy(update={"data": spec.data.model_copy(update={"source": source})})
     spec_path = folder / f"{spec.slug}-{stamp}.yaml"
     spec_path.write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
@@ -57,6 +72,21 @@ def prepare(params: RetrainParameters) -> TrainParameters:
         experiment=str(spec_path), trigger="drift",
         monitoring_run_id=params.monitoring_run_id, warm_start=champion.best_params or None,
     )
+
+
+def labelled_live_rows(model: str, target: str) -> pd.DataFrame:
+    """Served records that got feedback, with the true label as `target`."""
+    return read_labelled(open_files(ServingSettings().traffic_base), model, target)
+
+
+def _like(rows: pd.DataFrame, original: pd.DataFrame, target: str) -> pd.DataFrame:
+    """Labels as the original data holds them: feedback keeps class labels as text."""
+    if target not in original.columns or target not in rows.columns:
+        return rows
+    if rows[target].dtype == original[target].dtype:
+        return rows
+    as_text = {str(v): v for v in original[target].dropna().unique()}
+    return rows.assign(**{target: rows[target].map(lambda v: as_text.get(str(v), v))})
 
 
 @flow(name="retrain")

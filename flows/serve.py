@@ -47,6 +47,11 @@ def deployments(monitor_interval_minutes: float | None):
 
 
 def main() -> None:
+    pool = os.environ.get("MLOPS_WORK_POOL")
+    if pool:  # the full profile: searches can fan out over the pool's workers
+        from flows.pool import register_batch_deployment
+
+        register_batch_deployment(pool)
     interval = os.environ.get("MLOPS_MONITOR_INTERVAL_MINUTES")
     serve(*deployments(float(interval) if interval else None))
 

@@ -4,7 +4,6 @@ Each task is a thin adapter over a plain function in `experiments/` or `registry
 """
 
 import os
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -19,10 +18,9 @@ from pydantic import BaseModel, Field
 from experiments import training
 from experiments.data import Split
 from experiments.metrics import model_output
-from experiments.search import journal_storage
 from experiments.spec import ExperimentSpec, load_spec, with_overrides
 from experiments.validation import Dataset, load_dataset
-from infra.settings import Settings
+from flows.studies import study_storage
 from registry.gate import GateResult, run_gate
 
 
@@ -45,6 +43,10 @@ class TrainParameters(BaseModel):
     )
     warm_start: dict | None = Field(
         None, description="Trial parameters to try first (retraining passes the champion's)"
+    )
+    workers: int = Field(
+        1, ge=1, le=64,
+        description="Search batches run at once on the work pool (full profile; 1 = in this run)",
     )
 
 
@@ -81,11 +83,11 @@ def split(spec: ExperimentSpec, dataset: Dataset) -> Split:
 
 @task(cache_policy=NO_CACHE)
 def start_tracking(
-    spec: ExperimentSpec, dataset: Dataset, params: TrainParameters, storage_path: Path
+    spec: ExperimentSpec, dataset: Dataset, params: TrainParameters
 ) -> training.Tracking:
     extra = {"mlops.monitoring_run_id": params.monitoring_run_id} if params.monitoring_run_id else {}
     tracking = training.start_tracking(
-        _client(), journal_storage(storage_path), spec, dataset,
+        _client(), study_storage(), spec, dataset,
         trigger=params.trigger, flow_run_id=flow_run.get_id(), extra_tags=extra,
     )
     get_run_logger().info("MLflow run: %s", _run_url(tracking.experiment_id, tracking.run_id))
@@ -95,7 +97,7 @@ def start_tracking(
 @task(cache_policy=NO_CACHE)
 def tune(
     spec: ExperimentSpec, data: Split, dataset: Dataset,
-    tracking: training.Tracking, storage_path: Path, warm_start: dict | None,
+    tracking: training.Tracking, warm_start: dict | None, workers: int = 1,
 ) -> training.SearchResult:
     logger = get_run_logger()
     total = spec.tuning.trials
@@ -107,8 +109,19 @@ def tune(
         logger.info("trial %d/%d %s%s | best %.4f", trial.number + 1, total,
                     trial.state.name.lower(), value, best)
 
+    if workers > 1:
+        from flows.fanout import fan_out
+
+        outcome = fan_out(
+            study_storage(), tracking.study_name, spec.greater_is_better, spec.tuning.seed,
+            tracking.run_id, spec.tuning.trials, workers, [warm_start] if warm_start else [],
+            logger.info, timeout_s=spec.tuning.timeout_s + 600,
+        )
+        logger.info("search batches: %s", outcome["summary"])
+        _client().set_tag(tracking.run_id, "mlops.search_batches", outcome["summary"])
+        return training.summarize_search(_client(), study_storage(), spec, tracking)
     return training.tune(
-        _client(), journal_storage(storage_path), spec, data, dataset.contract, tracking,
+        _client(), study_storage(), spec, data, dataset.contract, tracking,
         progress=progress, warm_start=[warm_start] if warm_start else (),
     )
 
@@ -184,12 +197,11 @@ def train(params: TrainParameters) -> dict:
     """Train EXPERIMENT: search, fit, register, and promote the winner."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = resolve_spec(params)
-    storage_path = Settings().home.resolve() / "optuna" / "studies.journal"
     dataset = load_and_validate(spec)
     data = split(spec, dataset)
-    tracking = start_tracking(spec, dataset, params, storage_path)
+    tracking = start_tracking(spec, dataset, params)
     try:
-        search = tune(spec, data, dataset, tracking, storage_path, params.warm_start)
+        search = tune(spec, data, dataset, tracking, params.warm_start, params.workers)
         evaluation = fit_and_evaluate(spec, data, dataset, search, tracking)
         model_uri = log_model(spec, data, dataset, evaluation, tracking)
         gate = register_and_promote(spec, data, dataset, evaluation, tracking, model_uri, params)
@@ -197,7 +209,7 @@ def train(params: TrainParameters) -> dict:
     except BaseException:
         _client().set_terminated(tracking.run_id, status="FAILED")
         raise
-    training.finish(_client(), journal_storage(storage_path), tracking)
+    training.finish(_client(), study_storage(), tracking)
     return {
         "experiment": spec.name,
         "run_id": tracking.run_id,

