@@ -45,7 +45,6 @@ import traceback
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,6 +52,7 @@ for path in (ROOT, ROOT / "tests"):  # the project, and tests/network.py
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
+from machine import load_average, package_version, usable_cores  # noqa: E402
 from network import free_ports  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -186,13 +186,6 @@ def error_entry(figure: str, error: BaseException) -> dict:
     }
 
 
-def load_average() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
-
-
 def run_figure(figure: str, fn: Callable[[], dict]) -> dict:
     note(f"[bold]{figure}[/bold] ...")
     started = time.perf_counter()
@@ -211,20 +204,6 @@ def run_figure(figure: str, fn: Callable[[], dict]) -> dict:
     result["bench_seconds"] = round(time.perf_counter() - started, 2)
     note(f"{figure} done in {result['bench_seconds']:.1f} s")
     return result
-
-
-def package_version(name: str) -> str | None:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def machine_info() -> dict:

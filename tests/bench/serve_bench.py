@@ -56,7 +56,6 @@ import time
 import traceback
 import urllib.error
 import urllib.request
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,6 +63,7 @@ for path in (ROOT, ROOT / "tests"):  # the project, and tests/network.py
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
+from machine import load_average, package_version, usable_cores  # noqa: E402
 from network import free_ports  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -80,27 +80,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 def note(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
-
-
-def load_average() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def package_version(name: str) -> str | None:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
 
 
 def venv_bin(name: str) -> str:
