@@ -165,6 +165,13 @@ def _infer_column(series: pd.Series, name: str) -> ColumnContract:
     )
 
 
+def count_unseen(series: pd.Series, column: ColumnContract) -> int:
+    """Values of a categorical column that training never saw (nulls are not counted)."""
+    if column.categories is None:
+        return 0
+    return int((~series.dropna().astype(str).isin(set(column.categories))).sum())
+
+
 def check_against_contract(frame: pd.DataFrame, contract: DataContract) -> ContractReport:
     """Compare later data (live or a batch to score) with the training contract."""
     present = {str(c) for c in frame.columns}
@@ -194,8 +201,7 @@ def check_against_contract(frame: pd.DataFrame, contract: DataContract) -> Contr
             if n_out:
                 out_of_range[column.name] = n_out
         elif column.categories is not None:
-            known = set(column.categories)
-            n_unseen = int((~series.dropna().astype(str).isin(known)).sum())
+            n_unseen = count_unseen(series, column)
             if n_unseen:
                 unseen[column.name] = n_unseen
     extra = present - expected - {contract.target}

@@ -13,7 +13,7 @@ from itertools import chain
 import numpy as np
 import pandas as pd
 
-from experiments.contract import ColumnContract, DataContract
+from experiments.contract import ColumnContract, DataContract, count_unseen
 from experiments.pipelines import feature_frame
 
 _NUMBER_TYPES = (int, float, type(None))
@@ -81,15 +81,8 @@ def check_batch(requests: Sequence[list], contract: DataContract) -> BatchCheck:
 
 def unseen_categories(features: pd.DataFrame, contract: DataContract) -> dict[str, int]:
     """Per categorical column, how many values training never saw (nulls are not counted)."""
-    counts = {}
-    for column in contract.columns:
-        if column.kind != "categorical" or column.categories is None:
-            continue
-        values = features[column.name]
-        n = int((values.notna() & ~values.isin(column.categories)).sum())
-        if n:
-            counts[column.name] = n
-    return counts
+    counts = {c.name: count_unseen(features[c.name], c) for c in contract.columns if c.kind == "categorical"}
+    return {name: n for name, n in counts.items() if n}
 
 
 def _field_problem(index: int, record, names: list[str]) -> Problem:
