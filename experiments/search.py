@@ -33,10 +33,6 @@ def database_storage(url: str, heartbeat_s: int = 5, grace_s: int = 20) -> RDBSt
         )
 
 
-def has_heartbeat(storage) -> bool:
-    return is_heartbeat_enabled(storage)
-
-
 def open_study(
     storage, name: str, greater_is_better: bool, seed: int
 ) -> optuna.Study:
@@ -58,7 +54,7 @@ def open_study(
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
         load_if_exists=True,
     )
-    if has_heartbeat(storage):
+    if is_heartbeat_enabled(storage):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             fail_stale_trials(study)

@@ -349,16 +349,15 @@ def _require_champion(model: str) -> None:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from infra.services import is_healthy
+    from infra.platform import require_running
     from registry.champion import get_champion
     from serving.store import MODEL_NAME
 
     if not MODEL_NAME.fullmatch(model):
         raise InputError(f"'{model}' is not a model name (letters, digits, '.', '_', '-')")
     tracking = os.environ["MLFLOW_TRACKING_URI"]
-    if tracking.startswith("http") and not is_healthy(f"{tracking.rstrip('/')}/health"):
-        raise PlatformError(f"the platform is not running: MLflow does not answer at {tracking}; "
-                            "start it with `mlops up`")
+    if tracking.startswith("http"):  # serving needs MLflow only, not Prefect
+        require_running(tracking)
     client = MlflowClient()
     try:
         client.get_registered_model(model)

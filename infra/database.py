@@ -33,8 +33,7 @@ def _connect(server_url: str):
     try:
         connection = psycopg2.connect(database_uri(server_url, "postgres"), connect_timeout=5)
     except psycopg2.OperationalError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise PlatformError(f"PostgreSQL at {redact(server_url)} refused: {first}") from error
+        raise PlatformError(f"PostgreSQL at {redact(server_url)} refused: {_reason(error)}") from error
     # CREATE DATABASE cannot run in a transaction (nor in `with connection:`, which opens one)
     connection.autocommit = True
     return connection
@@ -48,8 +47,13 @@ def require_reachable(database_url: str) -> None:
     try:
         psycopg2.connect(dsn, connect_timeout=5).close()
     except psycopg2.OperationalError as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise PlatformError(f"the platform's database at {redact(dsn)} does not answer: {first}") from error
+        raise PlatformError(f"the platform's database at {redact(dsn)} does not answer: "
+                            f"{_reason(error)}") from error
+
+
+def _reason(error: Exception) -> str:
+    """The first line of a driver's error: the rest repeats it or shows the query."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def ensure_databases(server_url: str, names: list[str]) -> list[str]:

@@ -2,10 +2,9 @@
 live traffic; authentication on every service; a work pool for scale-out."""
 
 from collections.abc import Mapping
-from pathlib import Path
 
 from infra import database, objectstore
-from infra.platform import PROJECT_ROOT, Platform, runner_service
+from infra.platform import Platform, runner_service
 from infra.secrets import SECRET_NAMES, write_private
 from infra.services import Service, venv_bin
 from infra.settings import Settings
@@ -136,7 +135,3 @@ def _auth_config(database_uri: str) -> str:
 
 def worker_argv(pool: str) -> list[str]:
     return [venv_bin("prefect"), "worker", "start", "--pool", pool, "--type", "process"]
-
-
-def project_root() -> Path:
-    return PROJECT_ROOT

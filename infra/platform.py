@@ -164,14 +164,14 @@ def platform_from_settings(
     raise PlatformError(f"unknown profile '{chosen}'; use local or full")
 
 
-def require_running(mlflow_tracking_uri: str, prefect_api_url: str) -> None:
-    """Fail with one actionable line unless both servers answer."""
+def require_running(mlflow_tracking_uri: str, prefect_api_url: str | None = None) -> None:
+    """Fail with one actionable line unless MLflow (and Prefect, when given) answers."""
     if not is_healthy(f"{mlflow_tracking_uri.rstrip('/')}/health"):
         raise PlatformError(
             f"the platform is not running: MLflow does not answer at {mlflow_tracking_uri}; "
             "start it with `mlops up`"
         )
-    if not is_healthy(f"{prefect_api_url.rstrip('/')}/health"):
+    if prefect_api_url is not None and not is_healthy(f"{prefect_api_url.rstrip('/')}/health"):
         raise PlatformError(
             f"the platform is not running: Prefect does not answer at {prefect_api_url}; "
             "start it with `mlops up`"
