@@ -36,7 +36,7 @@ test: $(STAMP) chromium ## Run every test (unit, integration and browser, agains
 	$(BIN)/python -m pytest -p no:cacheprovider
 
 test-unit: $(STAMP) ## Run the unit tests only (no servers)
-	$(BIN)/python -m pytest -p no:cacheprovider tests/unit
+	$(BIN)/python -m pytest -p no:cacheprovider -m "not integration"
 
 bench: $(STAMP) wrk ## Measure the speed figures; prints them, writes bench-*.json
 	$(BIN)/python tests/bench/run.py --out bench-results.json

@@ -6,7 +6,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
 import pytest
+from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # for the `synthetic` and `network` modules
@@ -15,6 +17,21 @@ from environment import clients_pointed_at, patched_environ, without_client_vari
 from network import free_port, free_s3_port  # noqa: E402
 
 MLOPS = str(Path(sys.executable).parent / "mlops")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """OpenMP/BLAS thread start-up dominates fitting tiny data; one thread keeps tests fast."""
+    with threadpool_limits(1):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def quiet_optuna():
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    yield
+    optuna.logging.set_verbosity(before)
 
 
 @pytest.fixture(scope="session")
