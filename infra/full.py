@@ -2,111 +2,130 @@
 live traffic; authentication on every service; a work pool for scale-out."""
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from infra import database, objectstore
-from infra.platform import Platform, runner_service
-from infra.secrets import SECRET_NAMES, write_private
+from infra.platform import (
+    Platform,
+    ServerOptions,
+    mlflow_service,
+    prefect_service,
+    runner_service,
+)
 from infra.services import Service, venv_bin
-from infra.settings import Settings
+from infra.settings import SECRET_NAMES, Settings
+
+
+@dataclass(frozen=True)
+class Stores:
+    """Where the full profile keeps everything: databases, the S3 endpoint and bucket."""
+
+    server: str  # the PostgreSQL server URL, naming no database
+    databases: Mapping[str, str]  # store -> database name
+    s3_endpoint: str
+    bucket: str
+
+    def uri(self, store: str, driver: str) -> str:
+        return database.database_uri(self.server, self.databases[store], driver=driver)
+
+    @property
+    def artifact_root(self) -> str:
+        return f"s3://{self.bucket}/mlflow"
 
 
 def full_platform(settings: Settings, ports: Mapping[str, int], secrets: Mapping[str, str]) -> Platform:
-    home = settings.home.resolve()
-    host = settings.host
-    mlflow_url = f"http://{host}:{ports['mlflow']}"
-    prefect_url = f"http://{host}:{ports['prefect']}"
-    # SQLAlchemy 2.1 takes a bare postgresql:// to mean psycopg 3; we ship psycopg2.
-    names = {store: database.database_name(settings.database_prefix, store) for store in database.STORES}
-    server = settings.database_url
-    s3_endpoint = settings.s3_endpoint or f"http://{host}:{ports['s3']}"
+    home, host = settings.home.resolve(), settings.host
+    stores = Stores(
+        server=settings.database_url,
+        databases={s: database.database_name(settings.database_prefix, s) for s in database.STORES},
+        s3_endpoint=settings.s3_endpoint or f"http://{host}:{ports['s3']}",
+        bucket=settings.bucket,
+    )
     keys = {k: secrets[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    artifact_root = f"s3://{settings.bucket}/mlflow"
-    auth_config = home / "mlflow" / "basic_auth.ini"
-
     services: list[Service] = []
     if not settings.s3_endpoint:
         services.append(objectstore.seaweedfs_service(
             home, host, ports["s3"], keys["AWS_ACCESS_KEY_ID"], keys["AWS_SECRET_ACCESS_KEY"]))
-    services.append(Service(
-        name="mlflow",
-        argv=(
-            venv_bin("mlflow"), "server", "--app-name", "basic-auth",
-            "--host", host, "--port", str(ports["mlflow"]),
-            "--workers", "1",  # more add ~40 ms to every request on a reused connection
-            "--serve-artifacts",
-        ),
-        host=host, port=ports["mlflow"], url=mlflow_url, health_url=f"{mlflow_url}/health",
-        port_variable="MLOPS_MLFLOW_PORT",
+    mlflow = mlflow_service(host, ports["mlflow"], _mlflow_options(settings, stores, secrets))
+    prefect = prefect_service(home, host, ports["prefect"], _prefect_options(stores, secrets))
+    client_env = _client_env(settings, stores, secrets, mlflow.url, prefect.url)
+    services += [mlflow, prefect, runner_service(home, host, ports["runner"], client_env, wave=2)]
+
+    def before_wave(wave: int) -> None:
+        if wave == 0:  # before anything starts: a database that does not answer stops `up` here
+            database.ensure_databases(stores.server, list(stores.databases.values()))
+        elif wave == 1:  # S3 answers by now; MLflow writes artifacts into the bucket
+            objectstore.ensure_bucket(stores.s3_endpoint, stores.bucket, keys["AWS_ACCESS_KEY_ID"],
+                                      keys["AWS_SECRET_ACCESS_KEY"])
+
+    return Platform("full", home, mlflow.url, prefect.url, tuple(services),
+                    client_env=client_env, details=_details(settings, stores), before_wave=before_wave)
+
+
+def _mlflow_options(settings: Settings, stores: Stores, secrets: Mapping[str, str]) -> ServerOptions:
+    auth_config = settings.home.resolve() / "mlflow" / "basic_auth.ini"
+    return ServerOptions(
+        argv=("--app-name", "basic-auth"),
         env={
             # Through the environment, not argv: a database password stays out of `ps`.
-            "MLFLOW_BACKEND_STORE_URI": database.database_uri(server, names["mlflow"], driver="psycopg2"),
-            "MLFLOW_ARTIFACTS_DESTINATION": artifact_root,
-            "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
-            **keys,
+            "MLFLOW_BACKEND_STORE_URI": stores.uri("mlflow", "psycopg2"),
+            "MLFLOW_ARTIFACTS_DESTINATION": stores.artifact_root,
+            "MLFLOW_S3_ENDPOINT_URL": stores.s3_endpoint,
+            **{k: secrets[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")},
             "MLFLOW_AUTH_CONFIG_PATH": str(auth_config),
             "MLFLOW_AUTH_ADMIN_USERNAME": secrets["MLFLOW_TRACKING_USERNAME"],
             "MLFLOW_AUTH_ADMIN_PASSWORD": secrets["MLFLOW_TRACKING_PASSWORD"],
             "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.get("MLFLOW_FLASK_SERVER_SECRET_KEY", ""),
-            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         },
-        unset_env=("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"),
+        unset_env=("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"),
+        files=((auth_config, _auth_config(stores.uri("mlflow_auth", "psycopg2"))),),
         wave=1,
-    ))
-    services.append(Service(
-        name="prefect",
-        argv=(venv_bin("prefect"), "server", "start", "--host", host, "--port", str(ports["prefect"])),
-        host=host, port=ports["prefect"], url=prefect_url, health_url=f"{prefect_url}/api/health",
-        port_variable="MLOPS_PREFECT_PORT",
+    )
+
+
+def _prefect_options(stores: Stores, secrets: Mapping[str, str]) -> ServerOptions:
+    return ServerOptions(
         env={
-            "PREFECT_HOME": str(home / "prefect"),
-            "PREFECT_API_DATABASE_CONNECTION_URL": database.database_uri(
-                server, names["prefect"], driver="asyncpg"),
+            # SQLAlchemy 2.1 takes a bare postgresql:// to mean psycopg 3; Prefect wants asyncpg.
+            "PREFECT_API_DATABASE_CONNECTION_URL": stores.uri("prefect", "asyncpg"),
             "PREFECT_SERVER_API_AUTH_STRING": secrets["PREFECT_API_AUTH_STRING"],
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
-            "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
-            "PREFECT_UI_API_URL": f"{prefect_url}/api",
         },
-        unset_env=("PREFECT_API_URL", "PREFECT_PROFILE", "PREFECT_API_AUTH_STRING"),
+        unset_env=("PREFECT_API_AUTH_STRING",),
         wave=1,
-    ))
-    client_env = {
+    )
+
+
+def _client_env(settings: Settings, stores: Stores, secrets: Mapping[str, str],
+                mlflow_url: str, prefect_url: str) -> dict[str, str]:
+    """What the runner, workers and `mlops` commands need to use this platform."""
+    return {
         "MLFLOW_TRACKING_URI": mlflow_url,
         "PREFECT_API_URL": f"{prefect_url}/api",
         **{name: secrets[name] for name in SECRET_NAMES},
-        "AWS_ENDPOINT_URL": s3_endpoint,  # boto3 reads it natively
-        "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
+        "AWS_ENDPOINT_URL": stores.s3_endpoint,  # boto3 reads it natively
+        "MLFLOW_S3_ENDPOINT_URL": stores.s3_endpoint,
         "AWS_DEFAULT_REGION": "us-east-1",
-        "MLOPS_OPTUNA_STORAGE": database.database_uri(server, names["optuna"], driver="psycopg2"),
-        "MLOPS_TRAFFIC_URI": f"s3://{settings.bucket}/traffic",
+        "MLOPS_PROFILE": "full",
+        "MLOPS_OPTUNA_STORAGE": stores.uri("optuna", "psycopg2"),
+        "MLOPS_TRAFFIC_URI": f"s3://{stores.bucket}/traffic",
         "MLOPS_WORK_POOL": settings.work_pool,
     }
-    services.append(runner_service(home, host, ports["runner"], client_env, wave=2))
 
-    def before_wave(wave: int) -> None:
-        if wave == 0:  # before anything starts: a database that does not answer stops `up` here
-            database.ensure_databases(server, list(names.values()))
-            auth_database = database.database_uri(server, names["mlflow_auth"], driver="psycopg2")
-            write_private(auth_config, _auth_config(auth_database))
-        elif wave == 1:  # S3 answers by now; MLflow writes artifacts into the bucket
-            objectstore.ensure_bucket(s3_endpoint, settings.bucket, keys["AWS_ACCESS_KEY_ID"],
-                                      keys["AWS_SECRET_ACCESS_KEY"])
 
-    details = {
-        "artifact_root": artifact_root,
-        "s3_endpoint": s3_endpoint,
-        "database": database.redact(server),
+def _details(settings: Settings, stores: Stores) -> dict[str, object]:
+    return {
+        "artifact_root": stores.artifact_root,
+        "s3_endpoint": stores.s3_endpoint,
+        "database": database.redact(stores.server),
         # What later commands need to find the same stores, whatever their own settings say.
         "settings": {
-            "database_url": database.redact(server),
+            "database_url": database.redact(stores.server),
             "database_prefix": settings.database_prefix,
             "s3_endpoint": settings.s3_endpoint,
             "bucket": settings.bucket,
             "work_pool": settings.work_pool,
         },
     }
-    return Platform("full", home, mlflow_url, prefect_url, tuple(services),
-                    client_env=client_env, details=details, before_wave=before_wave)
 
 
 def settings_from_state(settings: Settings, state: Mapping) -> Settings:
@@ -133,5 +152,8 @@ def _auth_config(database_uri: str) -> str:
     )
 
 
-def worker_argv(pool: str) -> list[str]:
-    return [venv_bin("prefect"), "worker", "start", "--pool", pool, "--type", "process"]
+def worker_command(pool: str) -> tuple[list[str], dict[str, str]]:
+    """A process worker on the pool, and what it adds to its environment."""
+    argv = [venv_bin("prefect"), "worker", "start", "--pool", pool, "--type", "process"]
+    # Ask for work every 2 s rather than 10: a search batch waits for a worker to pick it up.
+    return argv, {"PREFECT_WORKER_QUERY_SECONDS": "2"}

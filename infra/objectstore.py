@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 from infra.errors import PlatformError
-from infra.secrets import write_private
 from infra.services import Service, venv_bin
 
 # SeaweedFS runs a master, a volume server and a filer behind its S3 gateway; they take
@@ -17,13 +16,12 @@ _INTERNAL = ("master", "volume", "filer")
 
 def seaweedfs_service(home: Path, host: str, port: int, access_key: str, secret_key: str) -> Service:
     folder = home / "s3"
-    (folder / "data").mkdir(parents=True, exist_ok=True)
     identities = folder / "identities.json"
-    write_private(identities, json.dumps({"identities": [{
+    known = json.dumps({"identities": [{
         "name": "mlops",
         "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-    }]}))
+    }]})
     internal = []
     for offset, role in enumerate(_INTERNAL, start=1):
         internal += [f"-{role}.port={port + offset}", f"-{role}.port.grpc={port + offset + 10000}"]
@@ -46,6 +44,8 @@ def seaweedfs_service(home: Path, host: str, port: int, access_key: str, secret_
         health_url=f"{url}/healthz",
         port_variable="MLOPS_S3_PORT",
         marker="weed",
+        folders=(folder / "data",),
+        files=((identities, known),),
     )
 
 

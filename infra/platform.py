@@ -1,4 +1,9 @@
-"""The platform as a whole: which services a profile runs and where clients find them."""
+"""The platform as data: which services a profile runs and where clients find them.
+
+Both profiles run the same MLflow, Prefect and runner services; what differs (stores,
+authentication, extra services) is passed in as data. Describing a platform touches no
+disk: the folders and files a service needs are listed on it, and `up` makes them.
+"""
 
 import sys
 from collections.abc import Callable, Mapping
@@ -6,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.errors import PlatformError
-from infra.services import Service, is_healthy, read_state, venv_bin
-from infra.settings import Settings
+from infra.services import Service, is_healthy, venv_bin
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -20,8 +26,8 @@ class Platform:
     # What clients need beyond the two addresses (full profile: secrets, S3, study storage).
     client_env: Mapping[str, str] = field(default_factory=dict)
     # Shown by `mlops status`: artifact root, S3 endpoint, database server (no secrets).
-    details: Mapping[str, str] = field(default_factory=dict)
-    # Called before each wave of services starts (databases, configs, the bucket).
+    details: Mapping[str, object] = field(default_factory=dict)
+    # Called by `up` before each wave of services starts (databases, the bucket).
     before_wave: Callable[[int], None] | None = None
 
     @property
@@ -29,7 +35,7 @@ class Platform:
         return f"{self.prefect_url}/api"
 
     def client_environment(self) -> dict[str, str]:
-        """The native variables MLflow, Prefect and boto3 clients read to use this platform."""
+        """The variables MLflow, Prefect and boto3 clients (and our flows) read to use it."""
         return {"MLFLOW_TRACKING_URI": self.mlflow_url, "PREFECT_API_URL": self.prefect_api_url,
                 **self.client_env}
 
@@ -43,7 +49,58 @@ class Platform:
         }
 
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+@dataclass(frozen=True)
+class ServerOptions:
+    """What a profile adds to a shared server description."""
+
+    env: Mapping[str, str] = field(default_factory=dict)
+    argv: tuple[str, ...] = ()
+    unset_env: tuple[str, ...] = ()
+    files: tuple[tuple[Path, str], ...] = ()
+    folders: tuple[Path, ...] = ()
+    wave: int = 0
+
+
+def mlflow_service(host: str, port: int, options: ServerOptions) -> Service:
+    """The tracking server and registry; its stores come through `options.env`
+    (MLFLOW_BACKEND_STORE_URI, MLFLOW_ARTIFACTS_DESTINATION), so no secret is in argv."""
+    url = f"http://{host}:{port}"
+    return Service(
+        name="mlflow",
+        argv=(
+            venv_bin("mlflow"), "server", *options.argv,
+            "--host", host, "--port", str(port),
+            "--workers", "1",  # more add ~40 ms to every request on a reused connection
+            "--serve-artifacts",
+        ),
+        host=host, port=port, url=url, health_url=f"{url}/health",
+        port_variable="MLOPS_MLFLOW_PORT",
+        # The job runner serves GenAI features we do not use; it starts 8 processes.
+        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **options.env},
+        unset_env=("MLFLOW_TRACKING_URI", *options.unset_env),
+        files=options.files, folders=options.folders, wave=options.wave,
+    )
+
+
+def prefect_service(home: Path, host: str, port: int, options: ServerOptions) -> Service:
+    url = f"http://{host}:{port}"
+    return Service(
+        name="prefect",
+        argv=(venv_bin("prefect"), "server", "start", "--host", host, "--port", str(port)),
+        host=host, port=port, url=url, health_url=f"{url}/api/health",
+        port_variable="MLOPS_PREFECT_PORT",
+        env={
+            "PREFECT_HOME": str(home / "prefect"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
+            "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+            # The UI calls the API from the browser: without this it calls port 4200.
+            "PREFECT_UI_API_URL": f"{url}/api",
+            **options.env,
+        },
+        unset_env=("PREFECT_API_URL", "PREFECT_PROFILE", *options.unset_env),
+        wave=options.wave,
+    )
 
 
 def runner_service(home: Path, host: str, port: int, client_env: Mapping[str, str],
@@ -74,94 +131,6 @@ def runner_service(home: Path, host: str, port: int, client_env: Mapping[str, st
             "PREFECT_RUNNER_SERVER_PORT": str(port),
         },
     )
-
-
-def local_platform(
-    home: Path, host: str, mlflow_port: int, prefect_port: int, runner_port: int | None = None
-) -> Platform:
-    """SQLite backends and local artifacts, everything under `home`."""
-    home = home.resolve()
-    mlflow_url = f"http://{host}:{mlflow_port}"
-    prefect_url = f"http://{host}:{prefect_port}"
-    mlflow = Service(
-        name="mlflow",
-        argv=(
-            venv_bin("mlflow"), "server",
-            "--host", host, "--port", str(mlflow_port),
-            # One worker: more add ~40 ms to every request on a reused connection.
-            "--workers", "1",
-            "--backend-store-uri", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
-            "--artifacts-destination", str(home / "mlflow" / "artifacts"),
-            "--serve-artifacts",
-        ),
-        host=host,
-        port=mlflow_port,
-        url=mlflow_url,
-        health_url=f"{mlflow_url}/health",
-        port_variable="MLOPS_MLFLOW_PORT",
-        # The job runner serves GenAI features we do not use; it starts 8 processes.
-        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        unset_env=("MLFLOW_TRACKING_URI",),
-    )
-    prefect = Service(
-        name="prefect",
-        argv=(venv_bin("prefect"), "server", "start", "--host", host, "--port", str(prefect_port)),
-        host=host,
-        port=prefect_port,
-        url=prefect_url,
-        health_url=f"{prefect_url}/api/health",
-        port_variable="MLOPS_PREFECT_PORT",
-        env={
-            "PREFECT_HOME": str(home / "prefect"),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
-            "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
-            # The UI calls the API from the browser: without this it calls port 4200.
-            "PREFECT_UI_API_URL": f"{prefect_url}/api",
-        },
-        unset_env=("PREFECT_API_URL", "PREFECT_PROFILE"),
-    )
-    (home / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
-    services = (mlflow, prefect)
-    if runner_port is not None:
-        client_env = {"MLFLOW_TRACKING_URI": mlflow_url, "PREFECT_API_URL": f"{prefect_url}/api"}
-        services += (runner_service(home, host, runner_port, client_env),)
-    return Platform("local", home, mlflow_url, prefect_url, services)
-
-
-def platform_from_settings(
-    settings: Settings, profile: str | None = None, generate_secrets: bool = False
-) -> Platform:
-    """The platform `up` would start, or the one a previous `up` recorded in MLOPS_HOME."""
-    state = read_state(settings.home) or {}
-    chosen = profile or state.get("profile") or settings.profile
-    recorded = {name: svc.get("port") for name, svc in state.get("services", {}).items()}
-    ports = {
-        "mlflow": recorded.get("mlflow") or settings.mlflow_port,
-        "prefect": recorded.get("prefect") or settings.prefect_port,
-        "runner": recorded.get("runner") or settings.runner_port,
-        "s3": recorded.get("s3") or settings.s3_port,
-    }
-    if chosen == "local":
-        return local_platform(settings.home, settings.host, ports["mlflow"], ports["prefect"],
-                              ports["runner"])
-    if chosen == "full":
-        from infra import secrets
-        from infra.full import full_platform, settings_from_state
-
-        settings = settings_from_state(settings, state) if state.get("profile") == "full" else settings
-        if generate_secrets:
-            found = secrets.ensure(settings.home)
-        else:
-            found = secrets.resolve(settings.home)
-            missing = [n for n in secrets.SECRET_NAMES if n not in found]
-            if missing:
-                raise PlatformError(
-                    f"the full profile's secrets ({', '.join(missing)}) are not in the environment, "
-                    f".env or {secrets.secrets_file(settings.home)}; start it with `mlops up --profile full`"
-                )
-        return full_platform(settings, ports, found)
-    raise PlatformError(f"unknown profile '{chosen}'; use local or full")
 
 
 def require_running(mlflow_tracking_uri: str, prefect_api_url: str | None = None) -> None:

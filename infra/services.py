@@ -37,7 +37,10 @@ class Service:
     marker: str = ""  # text in the process's command line that proves it is ours
     cwd: Path | None = None
     wave: int = 0  # services of a later wave start once the earlier ones are healthy
-
+    # Made just before the process starts (a description writes nothing): folders, and
+    # files only their owner can read (configs that hold a key).
+    folders: tuple[Path, ...] = ()
+    files: tuple[tuple[Path, str], ...] = ()
 
     @property
     def command_marker(self) -> str:
@@ -106,12 +109,34 @@ def _last_lines(path: Path, count: int = 3) -> str:
     return " | ".join(lines[-count:])
 
 
+def write_private(path: Path, text: str) -> None:
+    """A file only its owner can read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)
+
+
+def child_environment(env: Mapping[str, str], unset: Sequence[str] = ()) -> dict[str, str]:
+    """This process's environment without `unset`, with `env` on top: what a child gets."""
+    inherited = {k: v for k, v in os.environ.items() if k not in unset}
+    return {**inherited, **env}
+
+
+def _prepare(service: Service) -> None:
+    for folder in service.folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    for path, text in service.files:
+        write_private(path, text)
+
+
 def _spawn(service: Service, home: Path) -> subprocess.Popen:
     log_path = _log_file(home, service.name)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     _pid_file(home, service.name).parent.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k not in service.unset_env}
-    env.update(service.env)
+    _prepare(service)
+    env = child_environment(service.env, service.unset_env)
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             list(service.argv),

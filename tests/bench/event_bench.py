@@ -63,7 +63,7 @@ def _measure_once(client, index: int, timeout_s: float = 120) -> dict[str, float
 
 
 def run(quick: bool) -> dict:
-    from infra.platform import local_platform
+    from infra.local import local_platform
     from infra.services import start_services, stop_services
 
     repeats = 2 if quick else 5

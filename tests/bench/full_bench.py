@@ -115,7 +115,7 @@ def main() -> None:
     calls, seconds, pairs = (100, 20.0, 1) if args.quick else (500, 40.0, 3)
 
     from infra.database import STORES, database_name, database_uri, drop_databases
-    from infra.platform import local_platform
+    from infra.local import local_platform
     from infra.services import start_services, stop_services
 
     home = Path(tempfile.mkdtemp(prefix="mlops-full-bench-"))
@@ -139,9 +139,11 @@ def main() -> None:
         start_services(local_mlflow, local.home, timeout_s=180)
         status = json.loads(subprocess.run([MLOPS, "status", "--json"], env=env, capture_output=True,
                                            text=True, timeout=60).stdout)
-        from infra.secrets import read_env_file, secrets_file
+        from dotenv import dotenv_values
 
-        keys = read_env_file(secrets_file(home / "full"))
+        from infra.settings import secrets_file
+
+        keys = dotenv_values(secrets_file(home / "full"))
         auth = {"MLFLOW_TRACKING_USERNAME": keys["MLFLOW_TRACKING_USERNAME"],
                 "MLFLOW_TRACKING_PASSWORD": keys["MLFLOW_TRACKING_PASSWORD"]}
         full_ms = _log_metric_ms(status["mlflow_url"], auth, calls)

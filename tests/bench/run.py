@@ -265,7 +265,7 @@ def stop_platform(platform) -> float:
 
 def figure_cold_start(ctx: Context) -> dict:
     """`mlops up` from cold: start_services on a fresh, empty home with its own ports."""
-    from infra.platform import local_platform
+    from infra.local import local_platform
     from infra.services import is_healthy
 
     home = ctx.tmp / "cold-home"
@@ -708,7 +708,7 @@ def drain_prefect() -> None:
 
 def run_on_platform(ctx: Context, cfg: Config, results: dict) -> None:
     """Figures 1 and 2 need a running platform: start it, measure, always stop it."""
-    from infra.platform import local_platform
+    from infra.local import local_platform
 
     home = ctx.tmp / "mlops-home"
     mlflow_port, prefect_port = free_ports(2)

@@ -608,7 +608,7 @@ def serve_options(env: dict[str, str]) -> str:
 
 
 def run(args, report: dict) -> None:
-    from infra.platform import local_platform
+    from infra.local import local_platform
     from infra.services import start_services, stop_services, write_state
 
     options = serve_options(dict(os.environ))

@@ -1,6 +1,7 @@
 """infra/compose.yaml, the full profile as containers: parsed and checked against the code
 that `mlops up --profile full` runs. There is no Docker engine here, so `docker compose
-config` cannot run: the file is read with PyYAML and `${VAR}` interpolation is done below."""
+config` cannot run: the file is read with PyYAML, and `${VAR}` references are filled in
+below so the values can be compared with what the code runs."""
 
 import configparser
 import glob
@@ -192,26 +193,6 @@ def lock_versions() -> dict[str, str]:
     return {name.strip().lower(): version.strip() for name, sep, version in pins if sep}
 
 
-# --- The interpolation helper itself.
-
-@pytest.mark.parametrize("text, env, expected", [
-    ("${A}", {"A": "1"}, "1"),
-    ("${A}", {}, ""),
-    ("${A:-d}", {"A": ""}, "d"),
-    ("${A-d}", {"A": ""}, ""),
-    ("${A:-x${B:-y}z}", {}, "xyz"),
-    ("${A:+set}", {"A": "1"}, "set"),
-    ("$$A ${A:?why}", {"A": "1"}, "$A 1"),
-])
-def test_interpolation_follows_compose(text, env, expected):
-    assert interpolate(text, env) == expected
-
-
-def test_interpolation_stops_on_a_missing_required_variable():
-    with pytest.raises(MissingVariable, match="A: set it"):
-        interpolate("${A:?set it}", {"A": ""})
-
-
 # --- The compose file.
 
 def test_every_service_exists(raw):
@@ -279,10 +260,11 @@ def test_env_example_lists_exactly_the_variables_compose_reads(raw, env_example)
 
 
 @pytest.mark.parametrize("secret", SECRETS)
-def test_a_missing_secret_stops_compose_with_its_name(raw, secret):
-    """Given a .env without one secret, then compose refuses to start and names it."""
-    with pytest.raises(MissingVariable, match=secret):
-        resolve(raw, {k: v for k, v in FAKE.items() if k != secret})
+def test_every_use_of_a_secret_stops_compose_when_it_is_empty(raw, secret):
+    """Given the file, then each reference to a secret is `${NAME:?message}`, which compose
+    documents as refusing to start, with the message, when NAME is unset or empty."""
+    uses = [m for s in strings(raw) for m in re.findall(rf"\$\{{{secret}(:?[-?+]?)", s.replace("$$", ""))]
+    assert uses and set(uses) == {":?"}, f"{secret}: {uses}"
 
 
 def test_only_secrets_are_required(raw):
@@ -362,7 +344,8 @@ def test_s3_knows_only_the_platforms_keys(compose, tmp_path):
     target = next(arg.partition("=")[2] for arg in spec["command"] if arg.startswith("-s3.config="))
     source = next(c["source"] for c in spec["configs"] if c["target"] == target)
     identities = json.loads(compose["configs"][source]["content"])
-    assert identities == json.loads((tmp_path / "s3" / "identities.json").read_text())
+    written = dict(local.files)[tmp_path / "s3" / "identities.json"]
+    assert identities == json.loads(written)
     assert [i["name"] for i in identities["identities"]] == ["mlops"]
 
     def options(argv):

@@ -18,7 +18,8 @@ import pytest
 
 from infra import services as services_module
 from infra.errors import PlatformError
-from infra.platform import local_platform, platform_from_settings
+from infra.local import local_platform
+from infra.profiles import platform_from_settings
 from infra.services import (
     Service,
     is_healthy,

@@ -1,0 +1,25 @@
+"""The local profile: SQLite backends and local artifacts, everything under MLOPS_HOME."""
+
+from pathlib import Path
+
+from infra.platform import Platform, ServerOptions, mlflow_service, prefect_service, runner_service
+
+
+def local_platform(
+    home: Path, host: str, mlflow_port: int, prefect_port: int, runner_port: int | None = None
+) -> Platform:
+    """MLflow and Prefect (and the deployment runner, given its port) on this machine."""
+    home = home.resolve()
+    artifacts = home / "mlflow" / "artifacts"
+    mlflow = mlflow_service(host, mlflow_port, ServerOptions(
+        env={"MLFLOW_BACKEND_STORE_URI": f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+             "MLFLOW_ARTIFACTS_DESTINATION": str(artifacts)},
+        folders=(artifacts,),
+    ))
+    prefect = prefect_service(home, host, prefect_port, ServerOptions())
+    services = (mlflow, prefect)
+    if runner_port is not None:
+        client_env = {"MLFLOW_TRACKING_URI": mlflow.url, "PREFECT_API_URL": f"{prefect.url}/api",
+                      "MLOPS_PROFILE": "local"}
+        services += (runner_service(home, host, runner_port, client_env),)
+    return Platform("local", home, mlflow.url, prefect.url, services)

@@ -1,0 +1,42 @@
+"""Which platform a command means: the one a previous `up` recorded, else the settings'."""
+
+from collections.abc import Mapping
+
+from infra.errors import PlatformError
+from infra.full import full_platform, settings_from_state
+from infra.local import local_platform
+from infra.platform import Platform
+from infra.secrets import require
+from infra.services import read_state
+from infra.settings import Settings
+
+PROFILES = ("local", "full")
+
+
+def chosen_profile(settings: Settings, profile: str | None = None) -> str:
+    state = read_state(settings.home) or {}
+    chosen = profile or state.get("profile") or settings.profile
+    if chosen not in PROFILES:
+        raise PlatformError(f"unknown profile '{chosen}'; use local or full")
+    return chosen
+
+
+def platform_from_settings(settings: Settings, profile: str | None = None,
+                           secrets: Mapping[str, str] | None = None) -> Platform:
+    """The platform `up` would start, or the one a previous `up` recorded in MLOPS_HOME.
+    The full profile needs its secrets: given, or else from the settings."""
+    state = read_state(settings.home) or {}
+    chosen = chosen_profile(settings, profile)
+    recorded = {name: svc.get("port") for name, svc in state.get("services", {}).items()}
+    ports = {
+        "mlflow": recorded.get("mlflow") or settings.mlflow_port,
+        "prefect": recorded.get("prefect") or settings.prefect_port,
+        "runner": recorded.get("runner") or settings.runner_port,
+        "s3": recorded.get("s3") or settings.s3_port,
+    }
+    if chosen == "local":
+        return local_platform(settings.home, settings.host, ports["mlflow"], ports["prefect"],
+                              ports["runner"])
+    if state.get("profile") == "full":
+        settings = settings_from_state(settings, state)
+    return full_platform(settings, ports, secrets if secrets is not None else require(settings))
