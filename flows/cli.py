@@ -30,31 +30,43 @@ def fail(message: str) -> None:
     raise typer.Exit(1)
 
 
-def _platform(profile: str | None = None, generate_secrets: bool = False):
-    from infra.platform import platform_from_settings
-    from infra.settings import Settings
+def _settings():
+    from infra.settings import process_settings
 
-    return platform_from_settings(Settings(), profile, generate_secrets)
-
-
-def _connect(platform) -> None:
-    """Point MLflow, Prefect and boto3 clients at the platform (and, in the full profile, give
-    them its secrets), unless their own variables are already set."""
-    for name, value in platform.client_environment().items():
-        os.environ.setdefault(name, value)
-    # Our own progress names the run once; MLflow would print a link per trial run.
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    return process_settings()
 
 
-def _quiet_prefect_errors() -> None:
+def _platform(settings, profile: str | None = None, secrets=None):
+    from infra.profiles import platform_from_settings
+
+    return platform_from_settings(settings, profile, secrets)
+
+
+def _connect(settings, prefect: bool = True):
+    """Find the platform, point this process's clients at it, and fail in one line unless
+    it answers (Prefect too, unless `prefect` is False)."""
+    from infra.clients import connect, connection
+    from infra.platform import require_running
+
+    conn = connection(_platform(settings), settings)
+    settings = connect(conn, settings)
+    require_running(conn.mlflow_url, conn.prefect_api_url if prefect else None)
+    return conn, settings
+
+
+def _quiet_prefect_errors(below_warning: bool = False) -> None:
     # A failed flow is reported once by this CLI (one line for a user's mistake, a
     # traceback for a bug); Prefect still sends the full record to its server and UI.
+    # A drift check prints its own table: only its warnings are worth showing on the way.
     from prefect.logging.handlers import PrefectConsoleHandler
 
-    for handler in logging.getLogger("prefect").handlers:
-        if isinstance(handler, PrefectConsoleHandler):
-            handler.addFilter(lambda record: record.levelno < logging.ERROR)
+    # Prefect puts its console handler on the root logger when it configures logging,
+    # which importing a flow does: call this after that import.
+    lowest = logging.WARNING if below_warning else logging.NOTSET
+    for logger in (logging.getLogger(), logging.getLogger("prefect")):
+        for handler in logger.handlers:
+            if isinstance(handler, PrefectConsoleHandler):
+                handler.addFilter(lambda record: lowest <= record.levelno < logging.ERROR)
 
 
 @app.command()
@@ -66,14 +78,17 @@ def up(
     json_output: JsonOption = False,
 ) -> None:
     """Start the platform in the background and wait until every service is healthy."""
+    from infra.profiles import chosen_profile
+    from infra.secrets import ensure
     from infra.services import start_services, write_state
-    from infra.settings import Settings
 
     try:
-        platform = _platform(profile, generate_secrets=True)
+        settings = _settings()
+        chosen = chosen_profile(settings, profile)
+        platform = _platform(settings, chosen, ensure(settings) if chosen == "full" else None)
         # Recorded first, so that `mlops down` can stop what a failed start left running.
         write_state(platform.home, platform.state())
-        notes = start_services(platform.services, platform.home, Settings().start_timeout_s,
+        notes = start_services(platform.services, platform.home, settings.start_timeout_s,
                                before_wave=platform.before_wave)
         write_state(platform.home, platform.state())
     except (PlatformError, InputError) as error:
@@ -105,7 +120,7 @@ def _status_object(platform) -> dict:
 def status(json_output: JsonOption = False) -> None:
     """Show each service: running or not, and its address."""
     try:
-        status = _status_object(_platform())
+        status = _status_object(_platform(_settings()))
     except PlatformError as error:
         fail(str(error))
     if json_output:
@@ -129,7 +144,7 @@ def down() -> None:
     from infra.services import stop_services
 
     try:
-        platform = _platform()
+        platform = _platform(_settings())
     except PlatformError as error:
         fail(str(error))
     for note in stop_services(platform.services, platform.home):
@@ -153,37 +168,26 @@ def train(
 
 
 def _run_training(experiment: str, data: str | None, trials: int | None, workers: int) -> dict:
-    from infra.platform import require_running
-
     try:
         # A bad spec or unusable data fails here, in a second, before any run exists
-        # (after _connect, which only sets variables: s3:// data needs the platform's keys).
+        # (after connecting: s3:// data needs the platform's keys).
         from experiments.spec import load_spec, with_overrides
-        from experiments.validation import load_dataset
+        from flows.preflight import require_fan_out, require_study_storage, require_training_data
 
-        platform = _platform()
-        _connect(platform)
-        load_dataset(with_overrides(load_spec(experiment), data, trials))
-        if workers > 1 and platform.profile != "full":
-            fail("--workers needs the full profile (a study in PostgreSQL and a work pool); "
-                 "start it with `mlops up --profile full`")
-        require_running(os.environ["MLFLOW_TRACKING_URI"], os.environ["PREFECT_API_URL"])
-        if os.environ.get("MLOPS_OPTUNA_STORAGE"):
-            from infra.database import require_reachable
-
-            require_reachable(os.environ["MLOPS_OPTUNA_STORAGE"])
-        if workers > 1:
-            from flows.pool import require_worker
-
-            require_worker(os.environ.get("MLOPS_WORK_POOL", "mlops"))
-        _quiet_prefect_errors()
+        conn, settings = _connect(_settings())
+        require_training_data(with_overrides(load_spec(experiment), data, trials))
+        require_fan_out(settings, workers)
+        require_study_storage(settings)
         from flows.train import TrainParameters
         from flows.train import train as train_flow
 
-        return train_flow(TrainParameters(experiment=experiment, data=data, trials=trials,
-                                          workers=workers))
+        _quiet_prefect_errors()
+
+        result = train_flow(TrainParameters(experiment=experiment, data=data, trials=trials,
+                                            workers=workers))
     except (InputError, PlatformError) as error:
         fail(str(error))
+    return {**result, "mlflow_ui": conn.mlflow_url, "prefect_ui": conn.prefect_ui_url}
 
 
 @app.command()
@@ -191,22 +195,20 @@ def worker(
     pool: Annotated[str | None, typer.Option(help="The work pool to take flow runs from")] = None,
 ) -> None:
     """A Prefect worker that runs flow runs (search batches) from the platform's work pool."""
-    from infra.full import worker_argv
-    from infra.platform import require_running
+    from infra.full import worker_command
+    from infra.services import child_environment
 
     try:
-        platform = _platform()
-        if platform.profile != "full":
+        settings = _settings()
+        if _platform(settings).profile != "full":
             fail("workers serve the full profile's work pool; start it with `mlops up --profile full`")
-        _connect(platform)
-        require_running(os.environ["MLFLOW_TRACKING_URI"], os.environ["PREFECT_API_URL"])
+        _, settings = _connect(settings)
     except PlatformError as error:
         fail(str(error))
-    # Ask for work every 2 s rather than 10: a search batch waits for a worker to pick it up.
-    os.environ.setdefault("PREFECT_WORKER_QUERY_SECONDS", "2")
-    argv = worker_argv(pool or os.environ.get("MLOPS_WORK_POOL", "mlops"))
+    argv, env = worker_command(pool or settings.work_pool)
     sys.stdout.flush()
-    os.execv(argv[0], argv)  # the worker takes this process: a signal to it reaches Prefect's
+    # The worker takes this process: a signal to it reaches Prefect's.
+    os.execve(argv[0], argv, child_environment(env))
 
 
 @app.command()
@@ -224,57 +226,26 @@ def monitor(
 
 
 def _run_monitoring(model: str, current: str | None) -> dict:
-    from infra.platform import require_running
-
+    """The flow reads the data once and checks it before any check is recorded; a bad batch
+    or too little live traffic ends it in one line."""
     try:
-        from experiments.data import load_table
-
-        _connect(_platform())  # sets variables only; s3:// data needs the platform's keys
-        # A bad path or unreadable file fails before any run exists.
-        frame = load_table(current) if current is not None else None
-        require_running(os.environ["MLFLOW_TRACKING_URI"], os.environ["PREFECT_API_URL"])
-        import mlflow
         from mlflow.tracking import MlflowClient
 
-        from experiments.contract import DataContract, check_against_contract
-        from registry.champion import get_champion
+        from flows.preflight import require_champion
 
-        client = MlflowClient()
-        champion = get_champion(client, model)
-        if champion is None:
-            raise InputError(f"model '{model}' has no champion to monitor; train it first")
-        info = mlflow.models.get_model_info(f"models:/{model}/{champion.version}")
-        contract = DataContract.from_dict(info.metadata["mlops_contract"])
-        if frame is None:
-            frame, where = _live_window(client, model, champion.run_id)
-        else:
-            where = f"current data {current}"
-        missing = check_against_contract(frame, contract).missing_columns
-        if missing:
-            raise InputError(f"{where} lacks columns of {model}'s contract: {', '.join(missing)}")
-        _quiet_prefect_errors()
+        _connect(_settings())
+        require_champion(MlflowClient(), model)
         from flows.monitor import MonitorParameters
         from flows.monitor import monitor as monitor_flow
+
+        _quiet_prefect_errors(below_warning=True)
 
         result = monitor_flow(MonitorParameters(model=model, current=current))
     except (InputError, PlatformError) as error:
         fail(str(error))
-    if result.get("skipped"):  # the window emptied between the check above and the flow
+    if result.get("skipped"):
         fail(f"{model}: {result['reason']}")
     return result
-
-
-def _live_window(client, model: str, run_id: str):
-    """The latest window of MODEL's live traffic; InputError when it is too small to check."""
-    from flows.monitor import live_traffic, too_little_traffic
-    from monitoring.champion import load_run_spec
-
-    policy = load_run_spec(client, run_id).monitoring
-    traffic, store = live_traffic(model, policy.window_minutes)
-    if len(traffic) < policy.min_rows:
-        raise InputError(f"{model}: {too_little_traffic(len(traffic), policy)} in {store}; "
-                         f"serve it with `mlops serve {model}` or give --current PATH")
-    return traffic, f"live traffic in {store}"
 
 
 def _print_monitoring(result: dict) -> None:
@@ -304,9 +275,8 @@ def _print_training(result: dict) -> None:
     table.add_row("why", result["reason"])
     table.add_row("champion", f"version {result['champion_version']}")
     table.add_row("MLflow run", result["run_url"])
-    table.add_row("MLflow UI", os.environ.get("MLFLOW_TRACKING_URI", ""))
-    prefect_ui = os.environ.get("PREFECT_API_URL", "").removesuffix("/api")
-    table.add_row("Prefect UI", f"{prefect_ui}/runs/flow-run/{result['flow_run_id']}")
+    table.add_row("MLflow UI", result["mlflow_ui"])
+    table.add_row("Prefect UI", f"{result['prefect_ui']}/runs/flow-run/{result['flow_run_id']}")
     out.print(table)
 
 
@@ -322,14 +292,16 @@ def serve(
 ) -> None:
     """Serve MODEL's champion over HTTP and record live traffic for monitoring."""
     from serving.runner import listen, run
-    from serving.settings import ServingSettings
 
     try:
-        _connect(_platform())  # may set MLOPS_TRAFFIC_URI (the full profile's bucket)
-        settings = ServingSettings()
+        from mlflow.tracking import MlflowClient
+
+        from flows.preflight import require_champion
+
+        _, settings = _connect(_settings(), prefect=False)  # serving needs MLflow only
         host = host or settings.serve_host
         port = port if port is not None else settings.serve_port
-        _require_champion(model)
+        require_champion(MlflowClient(), model, purpose="serve")
     except (InputError, PlatformError) as error:
         fail(str(error))
     try:
@@ -342,32 +314,6 @@ def serve(
         run(model, settings, sock)
     except KeyboardInterrupt:  # Ctrl-C: uvicorn has shut down cleanly and raises it again
         raise typer.Exit(130) from None
-
-
-def _require_champion(model: str) -> None:
-    """One line unless MLflow answers and MODEL is registered with a champion."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    from infra.platform import require_running
-    from registry.champion import get_champion
-    from serving.store import MODEL_NAME
-
-    if not MODEL_NAME.fullmatch(model):
-        raise InputError(f"'{model}' is not a model name (letters, digits, '.', '_', '-')")
-    tracking = os.environ["MLFLOW_TRACKING_URI"]
-    if tracking.startswith("http"):  # serving needs MLflow only, not Prefect
-        require_running(tracking)
-    client = MlflowClient()
-    try:
-        client.get_registered_model(model)
-    except MlflowException as error:
-        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
-        raise InputError(f"unknown model '{model}': nothing is registered under that name; "
-                         "train it with `mlops train`") from error
-    if get_champion(client, model) is None:
-        raise InputError(f"model '{model}' has no champion to serve; train it first")
 
 
 @app.command()
@@ -384,7 +330,7 @@ def demo(
     from flows.demo import wait_for_retraining, write_batches
 
     spec = load_spec("penguins")
-    stationary, drifted = write_batches(load_table(spec.data.source), _platform().home / "demo")
+    stationary, drifted = write_batches(load_table(spec.data.source), _settings().home.resolve() / "demo")
     out.print(f"\n[bold]A stationary batch[/bold] ({stationary})")
     _print_monitoring(_run_monitoring("penguins", str(stationary)))
     out.print(f"\n[bold]A drifted batch[/bold] ({drifted})")
@@ -397,9 +343,8 @@ def demo(
         done = wait_for_retraining(MlflowClient(), "penguins", check["monitoring_run_id"])
         out.print(_chain(check, done))
     out.print(
-        f"\nThe platform keeps running. MLflow UI: {os.environ['MLFLOW_TRACKING_URI']}  "
-        f"Prefect UI: {os.environ['PREFECT_API_URL'].removesuffix('/api')}\n"
-        "Stop it with `mlops down`."
+        f"\nThe platform keeps running. MLflow UI: {result['mlflow_ui']}  "
+        f"Prefect UI: {result['prefect_ui']}\nStop it with `mlops down`."
     )
 
 

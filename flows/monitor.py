@@ -18,15 +18,15 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from pydantic import BaseModel, Field
 
-from experiments.contract import check_against_contract
 from experiments.data import data_digest, load_table
 from experiments.errors import InputError
 from experiments.spec import MonitoringSection
+from flows.preflight import require_columns
+from infra.settings import process_settings
 from monitoring.champion import ChampionData, load_champion_data
 from monitoring.drift import DriftSummary, compute_drift
 from monitoring.policy import RetrainDecision, decide_retraining, is_drift
 from monitoring.record import last_triggered_at, recent_drift_flags, record_check, start_check
-from serving.settings import ServingSettings
 from serving.store import open_files, read_window
 
 DRIFT_EVENT = "mlops.drift.detected"
@@ -55,7 +55,7 @@ def load_champion(model: str) -> ChampionData:
 
 def live_traffic(model: str, minutes: float) -> tuple[pd.DataFrame, str]:
     """Records served in the last `minutes`, and where the store is."""
-    base = ServingSettings().traffic_base
+    base = process_settings().traffic_base
     return read_window(open_files(base), model, minutes), f"{base.rstrip('/')}/{model}"
 
 
@@ -75,15 +75,8 @@ def load_live(champion: ChampionData) -> tuple[pd.DataFrame, str]:
 
 def checked(current: pd.DataFrame, uri: str, champion: ChampionData):
     """The batch and how it differs from the contract; InputError if it cannot be checked."""
-    report = check_against_contract(current, champion.contract)
-    if report.missing_columns:
-        raise InputError(
-            f"current data {uri} lacks columns of {champion.name}'s contract: "
-            f"{', '.join(report.missing_columns)}"
-        )
-    if not report.usable:
-        problems = "; ".join(f"{k}: {v}" for k, v in report.type_mismatches.items())
-        raise InputError(f"current data {uri} breaks {champion.name}'s contract: {problems}")
+    where = uri if uri.startswith("live traffic") else f"current data {uri}"
+    report = require_columns(current, champion.contract, champion.name, where)
     logger = get_run_logger()
     for kind, counts in (("unseen categories", report.unseen_categories),
                          ("out-of-range values", report.out_of_range)):

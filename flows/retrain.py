@@ -17,9 +17,8 @@ from pydantic import BaseModel, Field
 from experiments.data import load_table
 from experiments.errors import InputError
 from flows.train import TrainParameters, train
-from infra.settings import Settings
+from infra.settings import process_settings
 from monitoring.champion import load_champion_data
-from serving.settings import ServingSettings
 from serving.store import open_files, read_labelled
 
 
@@ -39,7 +38,7 @@ def prepare(params: RetrainParameters) -> TrainParameters:
     if champion is None:
         raise InputError(f"model '{params.model}' has no champion to retrain")
     spec = champion.spec
-    folder = Settings().home.resolve() / "retrain"
+    folder = process_settings().home.resolve() / "retrain"
     folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     logger = get_run_logger()
@@ -76,7 +75,7 @@ def prepare(params: RetrainParameters) -> TrainParameters:
 
 def labelled_live_rows(model: str, target: str) -> pd.DataFrame:
     """Served records that got feedback, with the true label as `target`."""
-    return read_labelled(open_files(ServingSettings().traffic_base), model, target)
+    return read_labelled(open_files(process_settings().traffic_base), model, target)
 
 
 def _like(rows: pd.DataFrame, original: pd.DataFrame, target: str) -> pd.DataFrame:

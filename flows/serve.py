@@ -4,8 +4,6 @@
 time: a second event while a retraining runs is cancelled rather than queued.
 """
 
-import os
-
 from prefect import serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.events import DeploymentEventTrigger
@@ -13,6 +11,7 @@ from prefect.events import DeploymentEventTrigger
 from flows.monitor import DRIFT_EVENT, monitor
 from flows.retrain import retrain
 from flows.train import train
+from infra.settings import process_settings
 
 
 def deployments(monitor_interval_minutes: float | None):
@@ -47,13 +46,12 @@ def deployments(monitor_interval_minutes: float | None):
 
 
 def main() -> None:
-    pool = os.environ.get("MLOPS_WORK_POOL")
-    if pool:  # the full profile: searches can fan out over the pool's workers
+    settings = process_settings()
+    if settings.profile == "full":  # searches can fan out over the pool's workers
         from flows.pool import register_batch_deployment
 
-        register_batch_deployment(pool)
-    interval = os.environ.get("MLOPS_MONITOR_INTERVAL_MINUTES")
-    serve(*deployments(float(interval) if interval else None))
+        register_batch_deployment(settings.work_pool)
+    serve(*deployments(settings.monitor_interval_minutes))
 
 
 if __name__ == "__main__":

@@ -1,15 +1,20 @@
 """Where this process keeps Optuna studies, from the platform's settings."""
 
 import functools
+from pathlib import Path
 
 from experiments.search import database_storage, journal_storage
-from infra.settings import Settings
+from infra.settings import process_settings
 
 
-@functools.cache
 def study_storage():
     """The platform's database (full profile: shared by every worker) or a journal file."""
-    settings = Settings()
-    if settings.optuna_storage:
-        return database_storage(settings.optuna_storage)
-    return journal_storage(settings.home.resolve() / "optuna" / "studies.journal")
+    settings = process_settings()
+    return _storage(settings.optuna_storage, settings.home.resolve())
+
+
+@functools.cache  # one storage (and database engine) per place, for the process's life
+def _storage(database_url: str, home: Path):
+    if database_url:
+        return database_storage(database_url)
+    return journal_storage(home / "optuna" / "studies.journal")

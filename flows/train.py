@@ -3,7 +3,6 @@
 Each task is a thin adapter over a plain function in `experiments/` or `registry/`.
 """
 
-import os
 from typing import Literal
 
 import numpy as np
@@ -61,7 +60,7 @@ def _client() -> MlflowClient:
 
 
 def _run_url(experiment_id: str, run_id: str) -> str:
-    base = os.environ.get("MLFLOW_TRACKING_URI", "").rstrip("/")
+    base = _client().tracking_uri.rstrip("/")
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 
 

@@ -1,22 +1,47 @@
-"""The project's own knobs, read once where the program is assembled (the CLI)."""
+"""The project's knobs, read once per process: the environment, then `.env`, then
+MLOPS_HOME/secrets.env (the first that has a value wins).
 
+Entry points (the CLI, a flow Prefect starts, `python -m serving`) call `process_settings()`
+once and pass the result down; nothing else reads the environment.
+"""
+
+import io
 from pathlib import Path
 from typing import Literal
 
+from dotenv.parser import parse_stream
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from infra.errors import PlatformError
+
+DOTENV = Path(".env")
+# The full profile's secrets, under the names each client already reads.
+SECRET_NAMES = (
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "PREFECT_API_AUTH_STRING",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+)
+# Only the MLflow server reads this one (CSRF protection of its auth pages); never exported.
+SERVER_SECRET_NAMES = ("MLFLOW_FLASK_SERVER_SECRET_KEY",)
+
+
+def _native(name: str):
+    """A field read from a client's own variable (no MLOPS_ prefix); settable by field name."""
+    return Field("", validation_alias=AliasChoices(name, name.lower()))
+
+
+def _secret(name: str):
+    return Field(SecretStr(""), validation_alias=AliasChoices(name, name.lower()))
 
 
 class Settings(BaseSettings):
-    """Where the platform keeps its state, which ports it binds, and (full profile) which
-    PostgreSQL server and S3 endpoint it uses.
+    """Where the platform keeps its state, which ports it binds, (full profile) which
+    PostgreSQL server and S3 endpoint it uses, and how `mlops serve` behaves."""
 
-    MLflow, Prefect and boto3 keep reading their own variables (MLFLOW_TRACKING_URI,
-    PREFECT_API_URL, AWS_*); these settings only say where *our* services live.
-    """
-
-    model_config = SettingsConfigDict(
-        env_prefix="MLOPS_", env_file=".env", extra="ignore", frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore", frozen=True)
 
     home: Path = Path(".mlops")
     host: str = "127.0.0.1"
@@ -35,3 +60,82 @@ class Settings(BaseSettings):
     # Where Optuna keeps studies: a database URL (the full profile sets it); empty means a
     # journal file under home.
     optuna_storage: str = ""
+    # The runner's interval schedule for the `monitor` deployment; empty: none.
+    monitor_interval_minutes: float | None = None
+
+    # `mlops serve` and the live-traffic store.
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 8080
+    serve_reload_s: float = 5.0
+    serve_max_records: int = 10_000
+    serve_max_body_bytes: int = 1 << 20
+    serve_batch_wait_ms: float = 1.0
+    serve_feedback_ids: int = 100_000
+    traffic_uri: str | None = None
+    traffic_flush_s: float = 5.0
+    traffic_flush_rows: int = 50_000
+
+    # Clients' own variables: when set, they win over the addresses `mlops up` recorded.
+    mlflow_tracking_uri: str = _native("MLFLOW_TRACKING_URI")
+    prefect_api_url: str = _native("PREFECT_API_URL")
+    mlflow_tracking_username: SecretStr = _secret("MLFLOW_TRACKING_USERNAME")
+    mlflow_tracking_password: SecretStr = _secret("MLFLOW_TRACKING_PASSWORD")
+    prefect_api_auth_string: SecretStr = _secret("PREFECT_API_AUTH_STRING")
+    aws_access_key_id: SecretStr = _secret("AWS_ACCESS_KEY_ID")
+    aws_secret_access_key: SecretStr = _secret("AWS_SECRET_ACCESS_KEY")
+    mlflow_flask_server_secret_key: SecretStr = _secret("MLFLOW_FLASK_SERVER_SECRET_KEY")
+
+    @property
+    def traffic_base(self) -> str:
+        """MLOPS_TRAFFIC_URI (a path or s3://bucket/prefix), else <MLOPS_HOME>/traffic."""
+        return self.traffic_uri or str(Path(self.home, "traffic").resolve())
+
+    def secrets(self) -> dict[str, str]:
+        """The secrets that are set, by their native names."""
+        found = {}
+        for name in SECRET_NAMES + SERVER_SECRET_NAMES:
+            value = getattr(self, name.lower()).get_secret_value()
+            if value:
+                found[name] = value
+        return found
+
+
+def secrets_file(home: Path) -> Path:
+    return home / "secrets.env"
+
+
+def load_settings(dotenv: Path = DOTENV, **overrides) -> Settings:
+    """Settings from the environment, then `dotenv`, then MLOPS_HOME/secrets.env."""
+    home = Settings(_env_file=_checked(dotenv), **overrides).home
+    stored = secrets_file(home)
+    # pydantic-settings lets a later file win; the environment wins over both.
+    return Settings(_env_file=(_checked(stored), _checked(dotenv)), **overrides)
+
+
+def _checked(path: Path) -> Path:
+    """The path of a KEY=VALUE file, once every line of it parses (dotenv skips bad ones)."""
+    try:
+        text = path.read_text()
+    except (FileNotFoundError, IsADirectoryError):
+        return path
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            raise PlatformError(f"{path}:{binding.original.line} is not a KEY=VALUE line")
+    return path
+
+
+_current: Settings | None = None
+
+
+def process_settings() -> Settings:
+    """This process's settings, read at the first call; an entry point may `use` others."""
+    global _current
+    if _current is None:
+        _current = load_settings()
+    return _current
+
+
+def use(settings: Settings | None) -> None:
+    """Make `settings` this process's (None: read them again at the next call)."""
+    global _current
+    _current = settings

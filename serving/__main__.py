@@ -3,12 +3,14 @@
 
 import argparse
 
+from infra.clients import quiet
+from infra.settings import process_settings
 from serving.runner import listen, run
-from serving.settings import ServingSettings
 
 
 def main() -> None:
-    settings = ServingSettings()
+    settings = process_settings()
+    quiet()  # MLflow would draw a progress bar at every reload
     parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__)
     parser.add_argument("model")
     parser.add_argument("--host", default=settings.serve_host)

@@ -1,20 +1,19 @@
 """Assemble the server for one model and run it with uvicorn until SIGTERM or SIGINT."""
 
 import logging
-import os
 import socket
 
 import uvicorn
 from mlflow.tracking import MlflowClient
 
+from infra.settings import Settings
 from serving.app import Limits, create_app
 from serving.batching import Batcher
 from serving.model import ChampionWatcher
-from serving.settings import ServingSettings
 from serving.store import TrafficWriter, open_files
 
 
-def build_app(model: str, settings: ServingSettings):
+def build_app(model: str, settings: Settings):
     writer = TrafficWriter(open_files(settings.traffic_base), model,
                            settings.traffic_flush_s, settings.traffic_flush_rows)
     watcher = ChampionWatcher(MlflowClient(), model, settings.serve_reload_s)
@@ -37,10 +36,9 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run(model: str, settings: ServingSettings, sock: socket.socket) -> None:
+def run(model: str, settings: Settings, sock: socket.socket) -> None:
     """Serve until SIGTERM/SIGINT; uvicorn then finishes open requests and the app's
     lifespan writes the buffered traffic."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per reload
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = uvicorn.Config(build_app(model, settings), loop="uvloop", http="httptools",
                             lifespan="on", access_log=False, log_level="info",

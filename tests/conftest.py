@@ -37,7 +37,7 @@ def quiet_optuna():
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory):
     """A running local platform (MLflow, Prefect, the deployment runner) for the whole session."""
-    from infra.platform import local_platform
+    from infra.local import local_platform
     from infra.services import start_services, stop_services, write_state
 
     home = tmp_path_factory.mktemp("mlops-home")
@@ -123,9 +123,11 @@ class FullPlatform:
                               cwd=cwd or self.home, timeout=timeout, **popen)
 
     def secrets(self) -> dict[str, str]:
-        from infra.secrets import read_env_file, secrets_file
+        from dotenv import dotenv_values
 
-        return read_env_file(secrets_file(self.home))
+        from infra.settings import secrets_file
+
+        return dotenv_values(secrets_file(self.home))
 
     def status(self) -> dict:
         import json
@@ -133,11 +135,11 @@ class FullPlatform:
         return json.loads(self.run("status", "--json").stdout)
 
     def client_environment(self) -> dict[str, str]:
-        from infra.platform import platform_from_settings
-        from infra.settings import Settings
+        from infra.profiles import platform_from_settings
+        from infra.settings import load_settings
 
         with patched_environ(self.env):
-            return platform_from_settings(Settings()).client_environment()
+            return platform_from_settings(load_settings()).client_environment()
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""Pointing this test process's clients at a platform for a block, and putting them back after."""
+"""Pointing this test process's clients (and its settings) at a platform for a block, and
+putting them back after."""
 
 import os
 from collections.abc import Iterator, Mapping
@@ -38,7 +39,13 @@ def clients_pointed_at(values: Mapping[str, str]) -> Iterator[None]:
     so in-process flows and clients would otherwise go to a temporary server of their own."""
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
+    from infra.settings import use
+
     updates = {setting: values[setting.name] for setting in (PREFECT_API_URL, PREFECT_API_AUTH_STRING)
                if setting.name in values}
     with patched_environ(values), temporary_settings(updates=updates):
-        yield
+        use(None)  # this process's settings are read again, from these variables
+        try:
+            yield
+        finally:
+            use(None)

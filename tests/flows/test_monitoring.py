@@ -118,7 +118,7 @@ def test_two_drift_events_at_once_give_one_retraining(trained):
     ("case", "fragment"),
     [("missing column", "lacks columns of it-drift's contract: x2"),
      ("missing file", "data file not found"),
-     ("unknown model", "model 'no-such-model' has no champion")],
+     ("unknown model", "unknown model 'no-such-model': nothing is registered")],
 )
 def test_monitor_bad_input_is_one_line_and_records_nothing(trained, mlops, case, fragment):
     """Given a batch without a contract column, a missing file or an unknown model, `mlops

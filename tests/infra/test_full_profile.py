@@ -287,7 +287,8 @@ def test_a_search_survives_a_worker_killed_mid_search(full_platform, tmp_path, c
         training = subprocess.Popen([MLOPS, "train", str(spec), "--workers", "2", "--json"],
                                     env=full_platform.env, cwd=tmp_path, text=True,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        storage = client_env["MLOPS_OPTUNA_STORAGE"]
+        # One storage for the whole wait: each URL given to Optuna opens a connection pool.
+        storage = optuna.storages.RDBStorage(client_env["MLOPS_OPTUNA_STORAGE"])
         deadline = time.monotonic() + 300
         study = None
         while time.monotonic() < deadline:  # wait until a batch is mid-trial, one trial done

@@ -5,15 +5,16 @@ import os
 import stat
 
 import pytest
+from dotenv import dotenv_values
 
 from infra import secrets
 from infra.database import database_uri, redact
 from infra.errors import PlatformError
 from infra.full import settings_from_state
-from infra.platform import platform_from_settings
-from infra.settings import Settings
+from infra.profiles import platform_from_settings
+from infra.settings import SECRET_NAMES, SERVER_SECRET_NAMES, Settings, load_settings, secrets_file
 
-ALL = secrets.SECRET_NAMES + secrets.SERVER_SECRET_NAMES
+ALL = SECRET_NAMES + SERVER_SECRET_NAMES
 
 
 @pytest.fixture
@@ -29,11 +30,11 @@ def test_secrets_are_generated_once_into_a_private_file(clean_env):
     second call returns the same values."""
     home = clean_env / "home"
 
-    first = secrets.ensure(home)
-    second = secrets.ensure(home)
+    first = secrets.ensure(load_settings(home=home))
+    second = secrets.ensure(load_settings(home=home))
 
     assert set(first) == set(ALL) and first == second
-    mode = stat.S_IMODE(os.stat(secrets.secrets_file(home)).st_mode)
+    mode = stat.S_IMODE(os.stat(secrets_file(home)).st_mode)
     assert mode == 0o600
     assert len(first["MLFLOW_TRACKING_PASSWORD"]) >= 12  # MLflow refuses shorter admin passwords
     assert first["PREFECT_API_AUTH_STRING"].count(":") == 1
@@ -42,42 +43,63 @@ def test_secrets_are_generated_once_into_a_private_file(clean_env):
 def test_environment_then_dotenv_then_secrets_file(clean_env, monkeypatch):
     """Given a secret in all three places, the environment wins, then .env, then the file."""
     home = clean_env / "home"
-    secrets.ensure(home)
+    secrets.ensure(load_settings(home=home))
     (clean_env / ".env").write_text("AWS_ACCESS_KEY_ID=from-dotenv\nAWS_SECRET_ACCESS_KEY='quoted'\n")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-env")
 
-    found = secrets.resolve(home)
+    found = load_settings(home=home).secrets()
 
     assert found["AWS_ACCESS_KEY_ID"] == "from-env"
     assert found["AWS_SECRET_ACCESS_KEY"] == "quoted"
-    assert found["MLFLOW_TRACKING_PASSWORD"] == secrets.read_env_file(
-        secrets.secrets_file(home))["MLFLOW_TRACKING_PASSWORD"]
+    assert found["MLFLOW_TRACKING_PASSWORD"] == dotenv_values(secrets_file(home))["MLFLOW_TRACKING_PASSWORD"]
 
 
-def test_a_malformed_env_file_names_its_line(tmp_path):
-    path = tmp_path / "secrets.env"
+def test_the_home_named_in_dotenv_is_where_secrets_are_read(clean_env):
+    """Given MLOPS_HOME only in .env, the secrets file under that home is read."""
+    home = clean_env / "elsewhere"
+    (clean_env / ".env").write_text(f"MLOPS_HOME={home}\n")
+    home.mkdir()
+    secrets_file(home).write_text("PREFECT_API_AUTH_STRING=a:b\n")
+
+    assert load_settings().secrets()["PREFECT_API_AUTH_STRING"] == "a:b"
+
+
+@pytest.mark.parametrize("name", ["secrets.env", ".env"])
+def test_a_malformed_env_file_names_its_line(clean_env, name):
+    home = clean_env / "home"
+    home.mkdir()
+    path = home / "secrets.env" if name == "secrets.env" else clean_env / ".env"
     path.write_text("# comment\nGOOD=1\nthis is not an assignment\n")
 
-    with pytest.raises(PlatformError, match=r"secrets.env:3 is not a KEY=VALUE line"):
-        secrets.read_env_file(path)
+    with pytest.raises(PlatformError, match=rf"{name}:3 is not a KEY=VALUE line"):
+        load_settings(home=home)
+
+
+def test_settings_never_show_a_secret(clean_env, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "hunter2-hunter2")
+
+    settings = load_settings()
+
+    assert settings.secrets()["MLFLOW_TRACKING_PASSWORD"] == "hunter2-hunter2"
+    assert "hunter2" not in repr(settings) and "hunter2" not in str(settings.model_dump())
 
 
 def test_full_profile_without_secrets_says_how_to_start_it(clean_env):
     with pytest.raises(PlatformError, match="mlops up --profile full"):
-        platform_from_settings(Settings(home=clean_env / "home"), profile="full")
+        platform_from_settings(load_settings(home=clean_env / "home"), profile="full")
 
 
 def test_full_platform_services_and_client_environment(clean_env):
     """Given generated secrets, the platform runs s3, mlflow, prefect and the runner; clients
     get the secrets, S3 endpoint and study database; no secret is in argv or the state."""
     home = clean_env / "home"
-    platform = platform_from_settings(Settings(home=home), profile="full", generate_secrets=True)
-    values = secrets.resolve(home)
+    values = secrets.ensure(load_settings(home=home))
+    platform = platform_from_settings(load_settings(home=home), profile="full")
 
     assert [s.name for s in platform.services] == ["s3", "mlflow", "prefect", "runner"]
     assert [s.wave for s in platform.services] == [0, 1, 1, 2]
     env = platform.client_environment()
-    for name in secrets.SECRET_NAMES:
+    for name in SECRET_NAMES:
         assert env[name] == values[name]
     assert "MLFLOW_FLASK_SERVER_SECRET_KEY" not in env
     assert env["MLOPS_OPTUNA_STORAGE"] == "postgresql+psycopg2://postgres@127.0.0.1:5432/mlops_optuna"
@@ -91,8 +113,8 @@ def test_full_platform_services_and_client_environment(clean_env):
 
 
 def test_an_external_s3_endpoint_starts_no_seaweedfs(clean_env):
-    settings = Settings(home=clean_env / "home", s3_endpoint="http://s3.internal:9000")
-    platform = platform_from_settings(settings, profile="full", generate_secrets=True)
+    settings = load_settings(home=clean_env / "home", s3_endpoint="http://s3.internal:9000")
+    platform = platform_from_settings(settings, profile="full", secrets=secrets.ensure(settings))
 
     assert "s3" not in [s.name for s in platform.services]
     assert platform.details["s3_endpoint"] == "http://s3.internal:9000"
@@ -127,3 +149,17 @@ def test_the_auth_config_survives_a_percent_encoded_password():
     parser.read_string(_auth_config(url))
 
     assert parser["mlflow"]["database_uri"] == url
+
+
+def test_describing_a_platform_writes_nothing(clean_env):
+    """Given an empty home, describing either profile (as `mlops status` does) creates no
+    file or folder; the files the services need are listed for `up` to write."""
+    home = clean_env / "home"
+    keys = secrets.generate()
+
+    for profile in ("local", "full"):
+        platform = platform_from_settings(Settings(home=home), profile=profile, secrets=keys)
+
+        assert not home.exists()
+    written = {path.name for service in platform.services for path, _ in service.files}
+    assert written == {"identities.json", "basic_auth.ini"}

@@ -269,6 +269,7 @@ def test_too_little_live_traffic_is_one_line_and_a_skipped_flow(mlops, trained, 
     """Given an empty traffic store, `mlops monitor` says so in one line and records no check;
     the flow (as the schedule runs it) completes and says it skipped."""
     from flows.monitor import MonitorParameters, monitor
+    from infra.settings import load_settings, use
 
     def checks() -> int:
         experiment = MlflowClient().get_experiment_by_name(f"{NAME}-monitoring")
@@ -278,7 +279,11 @@ def test_too_little_live_traffic_is_one_line_and_a_skipped_flow(mlops, trained, 
 
     done = mlops("monitor", NAME, "--json", env_overrides={"MLOPS_TRAFFIC_URI": str(tmp_path)})
     monkeypatch.setenv("MLOPS_TRAFFIC_URI", str(tmp_path))
-    result = monitor(MonitorParameters(model=NAME))
+    use(load_settings())  # as a flow run's process reads them
+    try:
+        result = monitor(MonitorParameters(model=NAME))
+    finally:
+        use(None)
 
     assert done.returncode == 1 and done.stdout == ""
     assert "too little live traffic: 0 records in the last 60 minutes" in done.stderr

@@ -1,0 +1,57 @@
+"""Pointing this process's clients at a platform.
+
+MLflow, Prefect and boto3 read their own variables (and MLflow's basic-auth credentials
+and boto3's keys have no other way in), so `connect` exports them: the one place this
+process's environment is written. Our own code takes the addresses from `Connection`.
+"""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from infra.platform import Platform
+from infra.settings import Settings, use
+
+# Our own progress names the run once; MLflow would print a link per trial run, and a
+# progress bar per artifact.
+QUIET = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+
+
+def quiet() -> None:
+    """No link or progress bar from MLflow unless the user asked for them."""
+    for name, value in QUIET.items():
+        os.environ.setdefault(name, value)
+
+
+@dataclass(frozen=True)
+class Connection:
+    mlflow_url: str
+    prefect_api_url: str
+    variables: Mapping[str, str]  # what the clients read, by their native names
+
+    @property
+    def prefect_ui_url(self) -> str:
+        return self.prefect_api_url.removesuffix("/api")
+
+
+def connection(platform: Platform, settings: Settings) -> Connection:
+    """The platform's addresses, unless the user set the clients' own variables."""
+    variables = {**QUIET, **platform.client_environment()}
+    if settings.mlflow_tracking_uri:
+        variables["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
+    if settings.prefect_api_url:
+        variables["PREFECT_API_URL"] = settings.prefect_api_url
+    return Connection(variables["MLFLOW_TRACKING_URI"], variables["PREFECT_API_URL"], variables)
+
+
+def connect(connection: Connection, settings: Settings) -> Settings:
+    """Export the clients' variables (those already set win) and make the platform's own
+    settings (study storage, traffic store, pool) this process's; returns those settings."""
+    for name, value in connection.variables.items():
+        os.environ.setdefault(name, value)
+    given = {name.removeprefix("MLOPS_").lower(): value for name, value in connection.variables.items()
+             if name.startswith("MLOPS_")}
+    chosen = settings.model_copy(update={
+        k: v for k, v in given.items() if k in Settings.model_fields and k not in settings.model_fields_set})
+    use(chosen)
+    return chosen
