@@ -55,7 +55,6 @@ class Tracking:
     experiment_id: str
     run_id: str
     study_name: str
-    resumed: bool
 
 
 @dataclass(frozen=True)
@@ -119,7 +118,7 @@ def start_tracking(
         name, run_id = resumable
         client.update_run(run_id, status="RUNNING")
         log.info("resuming the interrupted search %s (MLflow run %s)", name, run_id)
-        return Tracking(experiment_id, run_id, name, resumed=True)
+        return Tracking(experiment_id, run_id, name)
     name = f"{base}-{_next_attempt(storage, base)}"
     tags = {
         "mlops.flow_run_id": flow_run_id or "",
@@ -163,7 +162,7 @@ def start_tracking(
                                 direction="maximize" if spec.greater_is_better else "minimize")
     study.set_user_attr("mlflow_run_id", run_id)
     study.set_user_attr("finished", False)
-    return Tracking(experiment_id, run_id, name, resumed=False)
+    return Tracking(experiment_id, run_id, name)
 
 
 def _studies_of(storage, base: str) -> list:

@@ -41,8 +41,7 @@ def search_batch(params: BatchParameters) -> dict:
             f"{spec.data.source} changed since the search started (digest {dataset.digest}, "
             f"the run recorded {tags.get('mlops.data_digest')})"
         )
-    tracking = training.Tracking(run.info.experiment_id, run.info.run_id,
-                                 tags["mlops.study_name"], resumed=True)
+    tracking = training.Tracking(run.info.experiment_id, run.info.run_id, tags["mlops.study_name"])
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     batch = str(flow_run.get_id())
     get_run_logger().info("joining study %s for MLflow run %s", tracking.study_name, run.info.run_id)

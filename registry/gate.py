@@ -16,7 +16,6 @@ class GateResult:
     version: str
     promoted: bool
     champion_version: str | None
-    previous_champion: str | None
     decision: PromotionDecision
 
 
@@ -69,6 +68,5 @@ def run_gate(
         version=version.version,
         promoted=decision.promote,
         champion_version=champion_version,
-        previous_champion=previous.version if previous else None,
         decision=decision,
     )
