@@ -337,3 +337,14 @@ def finish(client: MlflowClient, storage, tracking: Tracking) -> None:
 def holdout_score_fn(spec: ExperimentSpec, classes):
     """score(y, output) in the spec's metric, for the promotion test."""
     return lambda y, output: score(spec.metric, y, output, classes)
+
+
+def holdout_output_fn(features: pd.DataFrame, task: str, classes: tuple | None):
+    """output(model) on the holdout, for the champion; ValueError if it knows other classes."""
+
+    def output(model) -> np.ndarray:
+        if classes is not None and tuple(model.classes_) != classes:
+            raise ValueError(f"its classes {tuple(model.classes_)} differ from {classes}")
+        return model_output(model, features, task)
+
+    return output

@@ -6,7 +6,6 @@ Each task is a thin adapter over a plain function in `experiments/` or `registry
 import os
 from typing import Literal
 
-import numpy as np
 import optuna
 from mlflow.tracking import MlflowClient
 from prefect import flow, get_run_logger, task
@@ -17,11 +16,11 @@ from pydantic import BaseModel, Field
 
 from experiments import training
 from experiments.data import Split
-from experiments.metrics import model_output
 from experiments.spec import ExperimentSpec, load_spec, with_overrides
 from experiments.validation import Dataset, load_dataset
 from flows.studies import study_storage
-from registry.gate import GateResult, run_gate
+from registry.gate import GateResult, apply_gate, decide_gate, score_champion
+from registry.promotion import HoldoutMetric
 
 
 class TrainParameters(BaseModel):
@@ -150,21 +149,17 @@ def register_and_promote(
 ) -> GateResult:
     holdout_x, holdout_y = training.features_and_target(data.holdout, dataset.contract)
     classes = evaluation.classes
-
-    def champion_output(model) -> np.ndarray:
-        if classes is not None and tuple(model.classes_) != classes:
-            raise ValueError(f"its classes {tuple(model.classes_)} differ from {classes}")
-        return model_output(model, holdout_x, spec.task)
-
-    result = run_gate(
-        _client(), spec.name, model_uri, tracking.run_id,
-        holdout_y.to_numpy(), evaluation.output, champion_output,
-        training.holdout_score_fn(spec, classes),
-        metric=spec.metric, greater_is_better=spec.greater_is_better,
-        tags={"mlops.trigger": params.trigger, "mlops.data_digest": dataset.digest,
-              "mlops.flow_run_id": flow_run.get_id() or ""},
-        seed=spec.tuning.seed,
+    champion = score_champion(
+        _client(), spec.name, training.holdout_output_fn(holdout_x, spec.task, classes)
     )
+    metric = HoldoutMetric(spec.metric, spec.greater_is_better,
+                           training.holdout_score_fn(spec, classes))
+    decision = decide_gate(holdout_y.to_numpy(), evaluation.output, champion, metric,
+                           seed=spec.tuning.seed)
+    tags = {"mlops.trigger": params.trigger, "mlops.data_digest": dataset.digest,
+            "mlops.flow_run_id": flow_run.get_id() or ""}
+    result = apply_gate(_client(), spec.name, model_uri, tracking.run_id, tags, decision,
+                        None if champion is None else champion.version)
     _client().set_tag(tracking.run_id, "mlops.model_version", result.version)
     get_run_logger().info(
         "version %s %s: %s", result.version,
