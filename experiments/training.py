@@ -120,11 +120,23 @@ def start_tracking(
         log.info("resuming the interrupted search %s (MLflow run %s)", name, run_id)
         return Tracking(experiment_id, run_id, name)
     name = f"{base}-{_next_attempt(storage, base)}"
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    tags = _run_tags(dataset, name, trigger, flow_run_id, extra_tags)
+    run_id = client.create_run(experiment_id, run_name=f"{trigger}-{stamp}", tags=tags).info.run_id
+    _log_inputs(client, run_id, spec, dataset)
+    _create_study(storage, name, spec, run_id)
+    return Tracking(experiment_id, run_id, name)
+
+
+def _run_tags(
+    dataset: Dataset, study_name: str, trigger: str, flow_run_id: str | None, extra_tags: dict[str, str]
+) -> dict[str, str]:
+    """Why the run exists, on what data and contract, from which commit."""
     tags = {
         "mlops.flow_run_id": flow_run_id or "",
         "mlops.trigger": trigger,
         "mlops.data_digest": dataset.digest,
-        "mlops.study_name": name,
+        "mlops.study_name": study_name,
         "mlops.contract.columns": ",".join(dataset.contract.feature_names)[:5000],
         "mlops.contract.target": dataset.contract.target,
         "mlops.contract.numeric": str(len(dataset.contract.numeric)),
@@ -134,9 +146,11 @@ def start_tracking(
     commit = git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    run = client.create_run(experiment_id, run_name=f"{trigger}-{stamp}", tags=tags)
-    run_id = run.info.run_id
+    return tags
+
+
+def _log_inputs(client: MlflowClient, run_id: str, spec: ExperimentSpec, dataset: Dataset) -> None:
+    """The search's settings as params, the data as a dataset input, the contract and spec."""
     log_batch(
         client,
         run_id,
@@ -158,11 +172,14 @@ def start_tracking(
     # Monitoring and retraining read the spec back from the champion's run.
     client.log_text(run_id, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False),
                     SPEC_ARTIFACT)
+
+
+def _create_study(storage, name: str, spec: ExperimentSpec, run_id: str) -> None:
+    """The study, marked unfinished and tied to its run, so an interruption can resume it."""
     study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
                                 direction="maximize" if spec.greater_is_better else "minimize")
     study.set_user_attr("mlflow_run_id", run_id)
     study.set_user_attr("finished", False)
-    return Tracking(experiment_id, run_id, name)
 
 
 def _studies_of(storage, base: str) -> list:
