@@ -58,6 +58,20 @@ class Tracking:
 
 
 @dataclass(frozen=True)
+class TrainingContext:
+    """What every step after the split works on: the spec, the data, its split, the MLflow run."""
+
+    spec: ExperimentSpec
+    dataset: Dataset
+    data: Split
+    tracking: Tracking
+
+    @property
+    def contract(self) -> DataContract:
+        return self.dataset.contract
+
+
+@dataclass(frozen=True)
 class SearchResult:
     family: str
     params: dict
@@ -201,30 +215,10 @@ def _next_attempt(storage, base: str) -> int:
     return max(attempts, default=0) + 1
 
 
-def tune(
+def run_trials(
     client: MlflowClient,
     storage,
-    spec: ExperimentSpec,
-    data: Split,
-    contract: DataContract,
-    tracking: Tracking,
-    *,
-    warm_start: Sequence[dict] = (),
-    progress=None,
-) -> SearchResult:
-    """Run (or finish) the Optuna search, one nested MLflow run per trial."""
-    search_batch(client, storage, spec, data, contract, tracking,
-                 warm_start=warm_start, progress=progress)
-    return summarize_search(client, storage, spec, tracking)
-
-
-def search_batch(
-    client: MlflowClient,
-    storage,
-    spec: ExperimentSpec,
-    data: Split,
-    contract: DataContract,
-    tracking: Tracking,
+    context: TrainingContext,
     *,
     warm_start: Sequence[dict] = (),
     progress=None,
@@ -233,11 +227,13 @@ def search_batch(
 ) -> None:
     """Run trials of the study until it holds the spec's number of finished trials.
 
-    Several batches may run this on one study at once (scale-out), each in its own process;
+    The in-process search runs this once, then summarises; a fanned-out search runs it in
+    several batches on one study at once, each in its own process;
     `trial_attrs` marks the trials a batch ran; each batch needs its own `sampler_seed`, or
     they would all propose the same parameters.
     """
-    features, y = features_and_target(data.train, contract)
+    spec, contract, tracking = context.spec, context.contract, context.tracking
+    features, y = features_and_target(context.data.train, contract)
     objective = make_objective(
         features, y,
         task=spec.task, metric=spec.metric, families=spec.models,
@@ -264,10 +260,9 @@ def search_batch(
         recorder.close()
 
 
-def summarize_search(
-    client: MlflowClient, storage, spec: ExperimentSpec, tracking: Tracking
-) -> SearchResult:
+def summarize_search(client: MlflowClient, storage, context: TrainingContext) -> SearchResult:
     """The best trial, logged on the parent run with the search's plots."""
+    spec, tracking = context.spec, context.tracking
     study = optuna.load_study(study_name=tracking.study_name, storage=storage)
     best = best_trial(study)
     family, params = split_params(best.params)
@@ -284,15 +279,9 @@ def summarize_search(
     return SearchResult(family, params, float(best.value), finished_trials(study))
 
 
-def fit_and_evaluate(
-    client: MlflowClient,
-    spec: ExperimentSpec,
-    data: Split,
-    contract: DataContract,
-    search: SearchResult,
-    run_id: str,
-) -> Evaluation:
+def fit_and_evaluate(client: MlflowClient, context: TrainingContext, search: SearchResult) -> Evaluation:
     """Refit the best pipeline on the whole training split and score it on the holdout."""
+    spec, data, contract, run_id = context.spec, context.data, context.contract, context.tracking.run_id
     features, y = features_and_target(data.train, contract)
     pipeline = build_pipeline(spec.task, search.family, search.params,
                               contract.numeric, contract.categorical, spec.tuning.seed)
@@ -323,11 +312,9 @@ def fit_and_evaluate(
     return Evaluation(pipeline, metrics, output, classes)
 
 
-def log_model(
-    client: MlflowClient, spec: ExperimentSpec, data: Split, contract: DataContract,
-    evaluation: Evaluation, run_id: str,
-) -> str:
+def log_model(client: MlflowClient, context: TrainingContext, evaluation: Evaluation) -> str:
     """The model (signature, example, pinned requirements, contract) and its reference data."""
+    spec, data, contract, run_id = context.spec, context.data, context.contract, context.tracking.run_id
     features, _ = features_and_target(data.train, contract)
     complete = features.dropna()
     example = (complete if len(complete) else features).head(5)
