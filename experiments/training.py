@@ -1,7 +1,8 @@
 """The training stages as plain functions; the Prefect flow wires them as tasks.
 
-Every stage takes what it needs (spec, data, an MlflowClient, a storage) and returns a
-small value; none reads the environment or global state.
+Every stage after the split takes the TrainingContext (spec, data, split, MLflow run) plus
+an MlflowClient or a storage and what is its own, and returns a small value; none reads
+the environment or global state.
 """
 
 import hashlib
