@@ -46,6 +46,8 @@ def sqlite_mlflow(tmp_path, monkeypatch):
     # Setting the URI also writes MLFLOW_TRACKING_URI: monkeypatch puts the variable back.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    # MLflow's own context manager puts back exactly the URI that was set before, or none:
+    # setting back the resolved URI would pin it against a later MLFLOW_TRACKING_URI.
     with _use_tracking_uri(uri):
         yield MlflowClient(tracking_uri=uri)
 
