@@ -1,7 +1,8 @@
 """The training stages as plain functions; the Prefect flow wires them as tasks.
 
-Every stage takes what it needs (spec, data, an MlflowClient, a storage) and returns a
-small value; none reads the environment or global state.
+Every stage after the split takes the TrainingContext (spec, data, split, MLflow run) plus
+an MlflowClient or a storage and what is its own, and returns a small value; none reads
+the environment or global state.
 """
 
 import hashlib
@@ -55,7 +56,20 @@ class Tracking:
     experiment_id: str
     run_id: str
     study_name: str
-    resumed: bool
+
+
+@dataclass(frozen=True)
+class TrainingContext:
+    """What every step after the split works on: the spec, the data, its split, the MLflow run."""
+
+    spec: ExperimentSpec
+    dataset: Dataset
+    data: Split
+    tracking: Tracking
+
+    @property
+    def contract(self) -> DataContract:
+        return self.dataset.contract
 
 
 @dataclass(frozen=True)
@@ -119,13 +133,25 @@ def start_tracking(
         name, run_id = resumable
         client.update_run(run_id, status="RUNNING")
         log.info("resuming the interrupted search %s (MLflow run %s)", name, run_id)
-        return Tracking(experiment_id, run_id, name, resumed=True)
+        return Tracking(experiment_id, run_id, name)
     name = f"{base}-{_next_attempt(storage, base)}"
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    tags = _run_tags(dataset, name, trigger, flow_run_id, extra_tags)
+    run_id = client.create_run(experiment_id, run_name=f"{trigger}-{stamp}", tags=tags).info.run_id
+    _log_inputs(client, run_id, spec, dataset)
+    _create_study(storage, name, spec, run_id)
+    return Tracking(experiment_id, run_id, name)
+
+
+def _run_tags(
+    dataset: Dataset, study_name: str, trigger: str, flow_run_id: str | None, extra_tags: dict[str, str]
+) -> dict[str, str]:
+    """Why the run exists, on what data and contract, from which commit."""
     tags = {
         "mlops.flow_run_id": flow_run_id or "",
         "mlops.trigger": trigger,
         "mlops.data_digest": dataset.digest,
-        "mlops.study_name": name,
+        "mlops.study_name": study_name,
         "mlops.contract.columns": ",".join(dataset.contract.feature_names)[:5000],
         "mlops.contract.target": dataset.contract.target,
         "mlops.contract.numeric": str(len(dataset.contract.numeric)),
@@ -135,9 +161,11 @@ def start_tracking(
     commit = git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    run = client.create_run(experiment_id, run_name=f"{trigger}-{stamp}", tags=tags)
-    run_id = run.info.run_id
+    return tags
+
+
+def _log_inputs(client: MlflowClient, run_id: str, spec: ExperimentSpec, dataset: Dataset) -> None:
+    """The search's settings as params, the data as a dataset input, the contract and spec."""
     log_batch(
         client,
         run_id,
@@ -159,11 +187,14 @@ def start_tracking(
     # Monitoring and retraining read the spec back from the champion's run.
     client.log_text(run_id, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False),
                     SPEC_ARTIFACT)
+
+
+def _create_study(storage, name: str, spec: ExperimentSpec, run_id: str) -> None:
+    """The study, marked unfinished and tied to its run, so an interruption can resume it."""
     study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
                                 direction="maximize" if spec.greater_is_better else "minimize")
     study.set_user_attr("mlflow_run_id", run_id)
     study.set_user_attr("finished", False)
-    return Tracking(experiment_id, run_id, name, resumed=False)
 
 
 def _studies_of(storage, base: str) -> list:
@@ -185,30 +216,10 @@ def _next_attempt(storage, base: str) -> int:
     return max(attempts, default=0) + 1
 
 
-def tune(
+def run_trials(
     client: MlflowClient,
     storage,
-    spec: ExperimentSpec,
-    data: Split,
-    contract: DataContract,
-    tracking: Tracking,
-    *,
-    warm_start: Sequence[dict] = (),
-    progress=None,
-) -> SearchResult:
-    """Run (or finish) the Optuna search, one nested MLflow run per trial."""
-    search_batch(client, storage, spec, data, contract, tracking,
-                 warm_start=warm_start, progress=progress)
-    return summarize_search(client, storage, spec, tracking)
-
-
-def search_batch(
-    client: MlflowClient,
-    storage,
-    spec: ExperimentSpec,
-    data: Split,
-    contract: DataContract,
-    tracking: Tracking,
+    context: TrainingContext,
     *,
     warm_start: Sequence[dict] = (),
     progress=None,
@@ -217,11 +228,13 @@ def search_batch(
 ) -> None:
     """Run trials of the study until it holds the spec's number of finished trials.
 
-    Several batches may run this on one study at once (scale-out), each in its own process;
+    The in-process search runs this once, then summarises; a fanned-out search runs it in
+    several batches on one study at once, each in its own process;
     `trial_attrs` marks the trials a batch ran; each batch needs its own `sampler_seed`, or
     they would all propose the same parameters.
     """
-    features, y = features_and_target(data.train, contract)
+    spec, contract, tracking = context.spec, context.contract, context.tracking
+    features, y = features_and_target(context.data.train, contract)
     objective = make_objective(
         features, y,
         task=spec.task, metric=spec.metric, families=spec.models,
@@ -248,10 +261,9 @@ def search_batch(
         recorder.close()
 
 
-def summarize_search(
-    client: MlflowClient, storage, spec: ExperimentSpec, tracking: Tracking
-) -> SearchResult:
+def summarize_search(client: MlflowClient, storage, context: TrainingContext) -> SearchResult:
     """The best trial, logged on the parent run with the search's plots."""
+    spec, tracking = context.spec, context.tracking
     study = optuna.load_study(study_name=tracking.study_name, storage=storage)
     best = best_trial(study)
     family, params = split_params(best.params)
@@ -268,15 +280,9 @@ def summarize_search(
     return SearchResult(family, params, float(best.value), finished_trials(study))
 
 
-def fit_and_evaluate(
-    client: MlflowClient,
-    spec: ExperimentSpec,
-    data: Split,
-    contract: DataContract,
-    search: SearchResult,
-    run_id: str,
-) -> Evaluation:
+def fit_and_evaluate(client: MlflowClient, context: TrainingContext, search: SearchResult) -> Evaluation:
     """Refit the best pipeline on the whole training split and score it on the holdout."""
+    spec, data, contract, run_id = context.spec, context.data, context.contract, context.tracking.run_id
     features, y = features_and_target(data.train, contract)
     pipeline = build_pipeline(spec.task, search.family, search.params,
                               contract.numeric, contract.categorical, spec.tuning.seed)
@@ -307,11 +313,9 @@ def fit_and_evaluate(
     return Evaluation(pipeline, metrics, output, classes)
 
 
-def log_model(
-    client: MlflowClient, spec: ExperimentSpec, data: Split, contract: DataContract,
-    evaluation: Evaluation, run_id: str,
-) -> str:
+def log_model(client: MlflowClient, context: TrainingContext, evaluation: Evaluation) -> str:
     """The model (signature, example, pinned requirements, contract) and its reference data."""
+    spec, data, contract, run_id = context.spec, context.data, context.contract, context.tracking.run_id
     features, _ = features_and_target(data.train, contract)
     complete = features.dropna()
     example = (complete if len(complete) else features).head(5)
@@ -338,3 +342,14 @@ def finish(client: MlflowClient, storage, tracking: Tracking) -> None:
 def holdout_score_fn(spec: ExperimentSpec, classes):
     """score(y, output) in the spec's metric, for the promotion test."""
     return lambda y, output: score(spec.metric, y, output, classes)
+
+
+def holdout_output_fn(features: pd.DataFrame, task: str, classes: tuple | None):
+    """output(model) on the holdout, for the champion; ValueError if it knows other classes."""
+
+    def output(model) -> np.ndarray:
+        if classes is not None and tuple(model.classes_) != classes:
+            raise ValueError(f"its classes {tuple(model.classes_)} differ from {classes}")
+        return model_output(model, features, task)
+
+    return output

@@ -18,6 +18,7 @@ from prefect.deployments import run_deployment
 from prefect.states import Cancelled, Crashed
 
 from experiments.search import finished_trials, open_study
+from experiments.training import TrainingContext
 from flows.search_batch import BATCH_DEPLOYMENT
 
 
@@ -44,56 +45,70 @@ def is_lost(batch: Batch, now: float, idle_grace_s: float, startup_grace_s: floa
     return now - batch.submitted_at > startup_grace_s
 
 
+@dataclass(frozen=True)
+class FanOutSettings:
+    """How many batches run at once, and how long the parent waits on a batch or the search."""
+
+    workers: int
+    timeout_s: float = 3600.0
+    idle_grace_s: float = 40.0
+    startup_grace_s: float = 240.0
+    poll_s: float = 2.0
+
+
 def fan_out(
     storage,
-    study_name: str,
-    greater_is_better: bool,
-    seed: int,
-    parent_run_id: str,
-    trials: int,
-    workers: int,
+    context: TrainingContext,
+    settings: FanOutSettings,
     warm_start: list[dict],
     log: Callable[..., None],
-    *,
-    idle_grace_s: float = 40.0,
-    startup_grace_s: float = 240.0,
-    poll_s: float = 2.0,
-    timeout_s: float = 3600.0,
 ) -> dict:
-    study = open_study(storage, study_name, greater_is_better, seed)
+    """Run the context's search as batches on the work pool until its study holds the trials."""
+    spec, trials = context.spec, context.spec.tuning.trials
+    study = open_study(storage, context.tracking.study_name, spec.greater_is_better, spec.tuning.seed)
     for params in warm_start:
         study.enqueue_trial(params, skip_if_exists=True)
     batches: list[Batch] = []
-    max_launches = workers * 3
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + settings.timeout_s
     with get_client(sync_client=True) as client:
         while finished_trials(study) < trials:
             _refresh(client, study, batches)
-            now = datetime.now(UTC).timestamp()
-            for batch in batches:
-                if not batch.lost and is_lost(batch, now, idle_grace_s, startup_grace_s):
-                    batch.lost = True
-                    log("batch %s stopped responding (its worker died?); starting another",
-                        batch.flow_run_id)
-                    _mark_crashed(client, batch)
-            live = [b for b in batches if not b.final and not b.lost]
-            while len(live) < workers and len(batches) < max_launches:
-                run = run_deployment(BATCH_DEPLOYMENT, parameters={
-                    "params": {"parent_run_id": parent_run_id}}, timeout=0, as_subflow=True)
-                batch = Batch(str(run.id), datetime.now(UTC).timestamp())
-                batches.append(batch)
-                live.append(batch)
-                log("started search batch %s (%d of %d live)", run.id, len(live), workers)
+            _give_up_on_lost(client, batches, settings, log)
+            live = _launch(batches, settings.workers, context.tracking.run_id, log)
             if not live:
                 raise RuntimeError(
                     f"the search stopped at {finished_trials(study)} of {trials} trials: "
                     f"{len(batches)} batches ended or were lost ({_summary(batches)})"
                 )
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the search did not reach {trials} trials in {timeout_s:.0f} s")
-            time.sleep(poll_s)
-        _wait_for_batches(client, study, batches, idle_grace_s, poll_s)
+                raise RuntimeError(
+                    f"the search did not reach {trials} trials in {settings.timeout_s:.0f} s")
+            time.sleep(settings.poll_s)
+        _wait_for_batches(client, study, batches, settings.idle_grace_s, settings.poll_s)
     return {"batches": len(batches), "lost": sum(b.lost for b in batches), "summary": _summary(batches)}
+
+
+def _give_up_on_lost(client, batches: list[Batch], settings: FanOutSettings, log) -> None:
+    now = datetime.now(UTC).timestamp()
+    for batch in batches:
+        if not batch.lost and is_lost(batch, now, settings.idle_grace_s, settings.startup_grace_s):
+            batch.lost = True
+            log("batch %s stopped responding (its worker died?); starting another",
+                batch.flow_run_id)
+            _mark_crashed(client, batch)
+
+
+def _launch(batches: list[Batch], workers: int, parent_run_id: str, log) -> list[Batch]:
+    """Start batches until `workers` are live, at most three launches a worker; the live ones."""
+    live = [b for b in batches if not b.final and not b.lost]
+    while len(live) < workers and len(batches) < workers * 3:
+        run = run_deployment(BATCH_DEPLOYMENT, parameters={
+            "params": {"parent_run_id": parent_run_id}}, timeout=0, as_subflow=True)
+        batch = Batch(str(run.id), datetime.now(UTC).timestamp())
+        batches.append(batch)
+        live.append(batch)
+        log("started search batch %s (%d of %d live)", run.id, len(live), workers)
+    return live
 
 
 def _refresh(client, study: optuna.Study, batches: list[Batch]) -> None:

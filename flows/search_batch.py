@@ -41,12 +41,11 @@ def search_batch(params: BatchParameters) -> dict:
             f"{spec.data.source} changed since the search started (digest {dataset.digest}, "
             f"the run recorded {tags.get('mlops.data_digest')})"
         )
-    tracking = training.Tracking(run.info.experiment_id, run.info.run_id,
-                                 tags["mlops.study_name"], resumed=True)
+    tracking = training.Tracking(run.info.experiment_id, run.info.run_id, tags["mlops.study_name"])
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     batch = str(flow_run.get_id())
     get_run_logger().info("joining study %s for MLflow run %s", tracking.study_name, run.info.run_id)
-    training.search_batch(client, study_storage(), spec, training.split(spec, dataset),
-                          dataset.contract, tracking, trial_attrs={"batch": batch},
-                          sampler_seed=spec.tuning.seed + zlib.crc32(batch.encode()))
+    context = training.TrainingContext(spec, dataset, training.split(spec, dataset), tracking)
+    training.run_trials(client, study_storage(), context, trial_attrs={"batch": batch},
+                        sampler_seed=spec.tuning.seed + zlib.crc32(batch.encode()))
     return {"study": tracking.study_name, "batch": batch}

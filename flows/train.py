@@ -5,7 +5,6 @@ Each task is a thin adapter over a plain function in `experiments/` or `registry
 
 from typing import Literal
 
-import numpy as np
 import optuna
 from mlflow.tracking import MlflowClient
 from prefect import flow, get_run_logger, task
@@ -16,11 +15,11 @@ from pydantic import BaseModel, Field
 
 from experiments import training
 from experiments.data import Split
-from experiments.metrics import model_output
 from experiments.spec import ExperimentSpec, load_spec, with_overrides
 from experiments.validation import Dataset, load_dataset
 from flows.studies import study_storage
-from registry.gate import GateResult, run_gate
+from registry.gate import GateResult, apply_gate, decide_gate, score_champion
+from registry.promotion import HoldoutMetric
 
 
 class TrainParameters(BaseModel):
@@ -93,12 +92,8 @@ def start_tracking(
     return tracking
 
 
-@task(cache_policy=NO_CACHE)
-def tune(
-    spec: ExperimentSpec, data: Split, dataset: Dataset,
-    tracking: training.Tracking, warm_start: dict | None, workers: int = 1,
-) -> training.SearchResult:
-    logger = get_run_logger()
+def _progress(logger, spec: ExperimentSpec):
+    """An Optuna callback logging each finished trial against the best so far."""
     total = spec.tuning.trials
 
     def progress(study, trial) -> None:
@@ -108,63 +103,59 @@ def tune(
         logger.info("trial %d/%d %s%s | best %.4f", trial.number + 1, total,
                     trial.state.name.lower(), value, best)
 
-    if workers > 1:
-        from flows.fanout import fan_out
+    return progress
 
-        outcome = fan_out(
-            study_storage(), tracking.study_name, spec.greater_is_better, spec.tuning.seed,
-            tracking.run_id, spec.tuning.trials, workers, [warm_start] if warm_start else [],
-            logger.info, timeout_s=spec.tuning.timeout_s + 600,
-        )
+
+@task(cache_policy=NO_CACHE)
+def tune(
+    context: training.TrainingContext, warm_start: dict | None, workers: int = 1
+) -> training.SearchResult:
+    logger = get_run_logger()
+    warm = [warm_start] if warm_start else []
+    if workers > 1:
+        from flows.fanout import FanOutSettings, fan_out
+
+        settings = FanOutSettings(workers, timeout_s=context.spec.tuning.timeout_s + 600)
+        outcome = fan_out(study_storage(), context, settings, warm, logger.info)
         logger.info("search batches: %s", outcome["summary"])
-        _client().set_tag(tracking.run_id, "mlops.search_batches", outcome["summary"])
-        return training.summarize_search(_client(), study_storage(), spec, tracking)
-    return training.tune(
-        _client(), study_storage(), spec, data, dataset.contract, tracking,
-        progress=progress, warm_start=[warm_start] if warm_start else (),
-    )
+        _client().set_tag(context.tracking.run_id, "mlops.search_batches", outcome["summary"])
+    else:
+        training.run_trials(_client(), study_storage(), context,
+                            progress=_progress(logger, context.spec), warm_start=warm)
+    return training.summarize_search(_client(), study_storage(), context)
 
 
 @task(cache_policy=NO_CACHE)
 def fit_and_evaluate(
-    spec: ExperimentSpec, data: Split, dataset: Dataset,
-    search: training.SearchResult, tracking: training.Tracking,
+    context: training.TrainingContext, search: training.SearchResult
 ) -> training.Evaluation:
-    return training.fit_and_evaluate(_client(), spec, data, dataset.contract, search, tracking.run_id)
+    return training.fit_and_evaluate(_client(), context, search)
 
 
 @task(cache_policy=NO_CACHE)
-def log_model(
-    spec: ExperimentSpec, data: Split, dataset: Dataset,
-    evaluation: training.Evaluation, tracking: training.Tracking,
-) -> str:
-    return training.log_model(_client(), spec, data, dataset.contract, evaluation, tracking.run_id)
+def log_model(context: training.TrainingContext, evaluation: training.Evaluation) -> str:
+    return training.log_model(_client(), context, evaluation)
 
 
 @task(cache_policy=NO_CACHE)
 def register_and_promote(
-    spec: ExperimentSpec, data: Split, dataset: Dataset,
-    evaluation: training.Evaluation, tracking: training.Tracking, model_uri: str,
+    context: training.TrainingContext, evaluation: training.Evaluation, model_uri: str,
     params: TrainParameters,
 ) -> GateResult:
-    holdout_x, holdout_y = training.features_and_target(data.holdout, dataset.contract)
-    classes = evaluation.classes
-
-    def champion_output(model) -> np.ndarray:
-        if classes is not None and tuple(model.classes_) != classes:
-            raise ValueError(f"its classes {tuple(model.classes_)} differ from {classes}")
-        return model_output(model, holdout_x, spec.task)
-
-    result = run_gate(
-        _client(), spec.name, model_uri, tracking.run_id,
-        holdout_y.to_numpy(), evaluation.output, champion_output,
-        training.holdout_score_fn(spec, classes),
-        metric=spec.metric, greater_is_better=spec.greater_is_better,
-        tags={"mlops.trigger": params.trigger, "mlops.data_digest": dataset.digest,
-              "mlops.flow_run_id": flow_run.get_id() or ""},
-        seed=spec.tuning.seed,
+    spec, classes = context.spec, evaluation.classes
+    holdout_x, holdout_y = training.features_and_target(context.data.holdout, context.contract)
+    champion = score_champion(
+        _client(), spec.name, training.holdout_output_fn(holdout_x, spec.task, classes)
     )
-    _client().set_tag(tracking.run_id, "mlops.model_version", result.version)
+    metric = HoldoutMetric(spec.metric, spec.greater_is_better,
+                           training.holdout_score_fn(spec, classes))
+    decision = decide_gate(holdout_y.to_numpy(), evaluation.output, champion, metric,
+                           seed=spec.tuning.seed)
+    tags = {"mlops.trigger": params.trigger, "mlops.data_digest": context.dataset.digest,
+            "mlops.flow_run_id": flow_run.get_id() or ""}
+    result = apply_gate(_client(), spec.name, model_uri, context.tracking.run_id, tags, decision,
+                        None if champion is None else champion.version)
+    _client().set_tag(context.tracking.run_id, "mlops.model_version", result.version)
     get_run_logger().info(
         "version %s %s: %s", result.version,
         "is the new champion" if result.promoted else "is a challenger", result.decision.reason,
@@ -173,8 +164,9 @@ def register_and_promote(
 
 
 @task(cache_policy=NO_CACHE)
-def link(spec: ExperimentSpec, tracking: training.Tracking, evaluation: training.Evaluation,
+def link(context: training.TrainingContext, evaluation: training.Evaluation,
          search: training.SearchResult, gate: GateResult) -> None:
+    spec, tracking = context.spec, context.tracking
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in evaluation.metrics.items())
     markdown = (
         f"# {spec.name}: version {gate.version}\n\n"
@@ -199,12 +191,13 @@ def train(params: TrainParameters) -> dict:
     dataset = load_and_validate(spec)
     data = split(spec, dataset)
     tracking = start_tracking(spec, dataset, params)
+    context = training.TrainingContext(spec, dataset, data, tracking)
     try:
-        search = tune(spec, data, dataset, tracking, params.warm_start, params.workers)
-        evaluation = fit_and_evaluate(spec, data, dataset, search, tracking)
-        model_uri = log_model(spec, data, dataset, evaluation, tracking)
-        gate = register_and_promote(spec, data, dataset, evaluation, tracking, model_uri, params)
-        link(spec, tracking, evaluation, search, gate)
+        search = tune(context, params.warm_start, params.workers)
+        evaluation = fit_and_evaluate(context, search)
+        model_uri = log_model(context, evaluation)
+        gate = register_and_promote(context, evaluation, model_uri, params)
+        link(context, evaluation, search, gate)
     except BaseException:
         _client().set_terminated(tracking.run_id, status="FAILED")
         raise

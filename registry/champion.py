@@ -46,7 +46,7 @@ def register(client: MlflowClient, name: str, model_uri: str, run_id: str, tags:
 
 def apply_decision(
     client: MlflowClient, name: str, version: str, decision: PromotionDecision,
-    previous: ModelVersion | None,
+    previous_version: str | None,
 ) -> None:
     """Move `champion` (recording when) or mark the version `challenger`, tagging why."""
     now = datetime.now(UTC).isoformat(timespec="seconds")
@@ -54,8 +54,8 @@ def apply_decision(
     if decision.promote:
         client.set_registered_model_alias(name, CHAMPION, version)
         client.set_model_version_tag(name, version, "mlops.champion_from", now)
-        if previous is not None:
-            client.set_model_version_tag(name, previous.version, "mlops.champion_until", now)
+        if previous_version is not None:
+            client.set_model_version_tag(name, previous_version, "mlops.champion_until", now)
         return
     client.set_registered_model_alias(name, CHALLENGER, version)
 

@@ -1,14 +1,28 @@
-"""The champion/challenger gate: score the champion on the new holdout, decide, record."""
+"""The champion/challenger gate: score the champion on the new holdout, decide, record.
+
+Three steps, so the decision can be tested without MLflow: `score_champion` loads the
+champion and computes its output, `decide_gate` decides, `apply_gate` registers the new
+version and moves the aliases.
+"""
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import mlflow
 import numpy as np
 from mlflow.tracking import MlflowClient
 
 from registry.champion import apply_decision, get_champion, register
-from registry.promotion import PromotionDecision, ScoreFn, decide_promotion
+from registry.promotion import HoldoutMetric, PromotionDecision, decide_promotion
+
+
+@dataclass(frozen=True)
+class ChampionOutput:
+    """The champion's output on the new holdout, or why it could not produce one."""
+
+    version: str
+    output: np.ndarray | None = field(default=None, repr=False)
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -16,59 +30,64 @@ class GateResult:
     version: str
     promoted: bool
     champion_version: str | None
-    previous_champion: str | None
     decision: PromotionDecision
 
 
-def run_gate(
+def score_champion(
+    client: MlflowClient, name: str, output_fn: Callable[[object], np.ndarray]
+) -> ChampionOutput | None:
+    """The champion's output_fn(model), or None when there is no champion.
+
+    output_fn raises ValueError or KeyError when the champion cannot score these data (other
+    columns or classes); the reason is kept for the decision.
+    """
+    current = get_champion(client, name)
+    if current is None:
+        return None
+    try:
+        model = mlflow.sklearn.load_model(f"models:/{name}/{current.version}")
+        return ChampionOutput(current.version, output=output_fn(model))
+    except (ValueError, KeyError) as error:
+        return ChampionOutput(current.version, error=str(error))
+
+
+def decide_gate(
+    y_holdout: np.ndarray,
+    candidate_output: np.ndarray,
+    champion: ChampionOutput | None,
+    metric: HoldoutMetric,
+    seed: int = 0,
+) -> PromotionDecision:
+    """Promote only a version that beats the champion; one the champion cannot be compared
+    with stays a challenger for a person to judge."""
+    if champion is not None and champion.output is None:
+        return PromotionDecision(
+            False,
+            f"champion v{champion.version} cannot score this holdout ({champion.error}); "
+            "compare by hand and move the alias if the new version should serve",
+            metric.score(y_holdout, candidate_output),
+        )
+    return decide_promotion(
+        y_holdout, candidate_output, None if champion is None else champion.output, metric,
+        seed=seed,
+    )
+
+
+def apply_gate(
     client: MlflowClient,
     name: str,
     model_uri: str,
     run_id: str,
-    y_holdout: np.ndarray,
-    candidate_output: np.ndarray,
-    champion_output_fn: Callable[[object], np.ndarray],
-    score_fn: ScoreFn,
-    *,
-    metric: str,
-    greater_is_better: bool,
     tags: dict[str, str],
-    seed: int = 0,
+    decision: PromotionDecision,
+    champion_version: str | None,
 ) -> GateResult:
-    """Register the new version; it takes `champion` only if it beats the current one.
-
-    champion_output_fn(model) gives the champion's output on this run's holdout; it raises
-    ValueError or KeyError when the champion cannot score these data (other columns or
-    classes), and then the new version stays a challenger for a person to judge.
-    """
-    previous = get_champion(client, name)
-    champion_output = None
-    decision = None
-    if previous is not None:
-        try:
-            champion = mlflow.sklearn.load_model(f"models:/{name}/{previous.version}")
-            champion_output = champion_output_fn(champion)
-        except (ValueError, KeyError) as error:
-            decision = PromotionDecision(
-                False,
-                f"champion v{previous.version} cannot score this holdout ({error}); "
-                "compare by hand and move the alias if the new version should serve",
-                score_fn(y_holdout, candidate_output),
-            )
-    if decision is None:
-        decision = decide_promotion(
-            y_holdout, candidate_output, champion_output, score_fn,
-            metric=metric, greater_is_better=greater_is_better, seed=seed,
-        )
-    version = register(client, name, model_uri, run_id, tags)
-    apply_decision(client, name, version.version, decision, previous)
-    champion_version = version.version if decision.promote else (
-        previous.version if previous else None
-    )
+    """Register the new version, then give it `champion` or `challenger` as decided."""
+    version = register(client, name, model_uri, run_id, tags).version
+    apply_decision(client, name, version, decision, champion_version)
     return GateResult(
-        version=version.version,
+        version=version,
         promoted=decision.promote,
-        champion_version=champion_version,
-        previous_champion=previous.version if previous else None,
+        champion_version=version if decision.promote else champion_version,
         decision=decision,
     )

@@ -14,6 +14,15 @@ ScoreFn = Callable[[np.ndarray, np.ndarray], float]
 
 
 @dataclass(frozen=True)
+class HoldoutMetric:
+    """The metric both versions are compared on: its name, its direction, score(y, output)."""
+
+    name: str
+    greater_is_better: bool
+    score: ScoreFn
+
+
+@dataclass(frozen=True)
 class PromotionDecision:
     promote: bool
     reason: str
@@ -27,21 +36,20 @@ def decide_promotion(
     y_true: np.ndarray,
     candidate_output: np.ndarray,
     champion_output: np.ndarray | None,
-    score_fn: ScoreFn,
+    metric: HoldoutMetric,
     *,
-    metric: str,
-    greater_is_better: bool,
     n_resamples: int = 1000,
     alpha: float = 0.05,
     seed: int = 0,
 ) -> PromotionDecision:
-    """score_fn(y, output) -> score; `delta` is oriented so that positive means better."""
+    """`delta` is oriented so that positive means better."""
     y_true = np.asarray(y_true)
+    score_fn = metric.score
     candidate = score_fn(y_true, candidate_output)
     if champion_output is None:
         return PromotionDecision(True, "no champion yet", candidate)
     champion = score_fn(y_true, champion_output)
-    sign = 1.0 if greater_is_better else -1.0
+    sign = 1.0 if metric.greater_is_better else -1.0
     delta = sign * (candidate - champion)
     rng = np.random.default_rng(seed)
     deltas = []
@@ -61,7 +69,7 @@ def decide_promotion(
         )
     p_value = float(np.mean(np.asarray(deltas) <= 0))
     comparison = (
-        f"{metric} {candidate:.4f} vs champion {champion:.4f} "
+        f"{metric.name} {candidate:.4f} vs champion {champion:.4f} "
         f"(delta {delta:+.4f}, p={p_value:.3f}, paired bootstrap n={len(deltas)}, alpha={alpha})"
     )
     if delta > 0 and p_value < alpha:

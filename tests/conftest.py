@@ -34,6 +34,24 @@ def quiet_optuna():
     optuna.logging.set_verbosity(before)
 
 
+@pytest.fixture
+def sqlite_mlflow(tmp_path, monkeypatch):
+    """MLflow in a SQLite file of this test's own, no server: a client on it, and the same
+    address for MLflow's global functions (model logging, registering) until the test ends."""
+    from mlflow.tracking import MlflowClient
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.chdir(tmp_path)  # MLflow puts its Default experiment's ./mlruns in the working directory
+    # Setting the URI also writes MLFLOW_TRACKING_URI: monkeypatch puts the variable back.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    # MLflow's own context manager puts back exactly the URI that was set before, or none:
+    # setting back the resolved URI would pin it against a later MLFLOW_TRACKING_URI.
+    with _use_tracking_uri(uri):
+        yield MlflowClient(tracking_uri=uri)
+
+
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory):
     """A running local platform (MLflow, Prefect, the deployment runner) for the whole session."""

@@ -1,11 +1,16 @@
-"""When a fanned-out search calls a batch lost: the rule the parent applies every poll."""
+"""Fanning a search out: when the parent calls a batch lost, and the loop that starts batches."""
 
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 
+from experiments.search import finished_trials
+from experiments.spec import parse_spec
+from experiments.training import Tracking, TrainingContext
+from flows import fanout
 from flows.fanout import Batch, is_lost
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -36,3 +41,50 @@ def _batch(state="RUNNING", trials=(), submitted_seconds_ago=10.0, final=False):
 )
 def test_is_lost(batch, lost):
     assert is_lost(batch, NOW.timestamp(), idle_grace_s=40, startup_grace_s=240) is lost
+
+
+class FinishedRuns:
+    """Prefect's client as fan_out sees it when every batch has run to completion."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        return False
+
+    def read_flow_run(self, flow_run_id):
+        completed = SimpleNamespace(type=SimpleNamespace(value="COMPLETED"), is_final=lambda: True)
+        return SimpleNamespace(state=completed)
+
+
+def test_fan_out_starts_batches_until_the_study_holds_the_trials(monkeypatch):
+    """Given batches that each run two trials, when a 5-trial search fans out over 2 workers,
+    then batches for the parent run are started until 5 trials are finished, warm start first."""
+    storage = optuna.storages.InMemoryStorage()
+    spec = parse_spec("name: f\ntask: regression\ndata:\n  source: f.csv\n  target: y\n"
+                      "tuning:\n  trials: 5\n", "f.yaml")
+    context = TrainingContext(spec, None, None, Tracking("1", "parent", "study"))
+    started = []
+
+    def run_batch(name, parameters, timeout, as_subflow):
+        batch = f"batch-{len(started)}"
+        started.append(parameters["params"]["parent_run_id"])
+
+        def objective(trial):
+            trial.set_user_attr("batch", batch)
+            return trial.suggest_float("x", 0, 1)
+
+        optuna.load_study(study_name="study", storage=storage).optimize(objective, n_trials=2)
+        return SimpleNamespace(id=batch)
+
+    monkeypatch.setattr(fanout, "run_deployment", run_batch)
+    monkeypatch.setattr(fanout, "get_client", lambda sync_client: FinishedRuns())
+
+    outcome = fanout.fan_out(storage, context, fanout.FanOutSettings(2, poll_s=0.01),
+                             [{"x": 0.5}], lambda *args: None)
+
+    study = optuna.load_study(study_name="study", storage=storage)
+    assert finished_trials(study) >= 5
+    assert study.trials[0].params == {"x": 0.5}
+    assert set(started) == {"parent"}
+    assert outcome == {"batches": len(started), "lost": 0, "summary": f"{len(started)} completed"}

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from registry.promotion import decide_promotion
+from registry.promotion import HoldoutMetric, decide_promotion
 
 N = 300
 RNG = np.random.default_rng(0)
@@ -17,6 +17,10 @@ def accuracy(y, predicted) -> float:
 
 def rmse(y, predicted) -> float:
     return float(np.sqrt(np.mean((y - predicted) ** 2)))
+
+
+ACCURACY = HoldoutMetric("accuracy", True, accuracy)
+RMSE = HoldoutMetric("rmse", False, rmse)
 
 
 def labels_with_errors(n_wrong: int, seed: int) -> np.ndarray:
@@ -80,8 +84,8 @@ def test_decide_promotion(y, candidate, champion, score_fn, greater_is_better, p
     """Given a holdout, both models' outputs and the metric's orientation, when deciding, then
     the candidate is promoted only when it wins by more than noise, with the reason said."""
     decision = decide_promotion(
-        y, candidate, champion, score_fn, metric=score_fn.__name__,
-        greater_is_better=greater_is_better, n_resamples=500,
+        y, candidate, champion, HoldoutMetric(score_fn.__name__, greater_is_better, score_fn),
+        n_resamples=500,
     )
 
     assert decision.promote is promote
@@ -92,9 +96,7 @@ def test_win_reports_scores_positive_delta_and_small_p_value():
     """Given a clearly better candidate, then the scores, delta and p-value are recorded."""
     candidate, champion = labels_with_errors(30, 1), labels_with_errors(120, 2)
 
-    decision = decide_promotion(
-        LABELS, candidate, champion, accuracy, metric="accuracy", greater_is_better=True
-    )
+    decision = decide_promotion(LABELS, candidate, champion, ACCURACY)
 
     assert decision.candidate_score == pytest.approx(0.9)
     assert decision.champion_score == pytest.approx(0.6)
@@ -106,9 +108,7 @@ def test_delta_is_positive_when_a_minimised_metric_goes_down():
     """Given rmse falling from the champion's to the candidate's, then delta = champion - cand."""
     candidate, champion = values_with_noise(1.0, 1), values_with_noise(10.0, 2)
 
-    decision = decide_promotion(
-        VALUES, candidate, champion, rmse, metric="rmse", greater_is_better=False
-    )
+    decision = decide_promotion(VALUES, candidate, champion, RMSE)
 
     assert decision.delta == pytest.approx(rmse(VALUES, champion) - rmse(VALUES, candidate))
     assert decision.delta > 0
@@ -118,9 +118,7 @@ def test_within_noise_gain_has_a_large_p_value():
     """Given a candidate right on one more row of 300, then p is far above alpha."""
     candidate, champion = one_more_right()
 
-    decision = decide_promotion(
-        LABELS, candidate, champion, accuracy, metric="accuracy", greater_is_better=True
-    )
+    decision = decide_promotion(LABELS, candidate, champion, ACCURACY)
 
     assert decision.delta == pytest.approx(1 / N)
     assert decision.p_value > 0.2
@@ -129,8 +127,8 @@ def test_within_noise_gain_has_a_large_p_value():
 def test_no_resample_scores_leaves_p_value_unset():
     """Given a metric that fails on every resample, then there is no p-value."""
     decision = decide_promotion(
-        np.arange(30), np.zeros(30), np.ones(30), only_the_full_holdout,
-        metric="m", greater_is_better=True, n_resamples=50,
+        np.arange(30), np.zeros(30), np.ones(30), HoldoutMetric("m", True, only_the_full_holdout),
+        n_resamples=50,
     )
 
     assert decision.p_value is None
@@ -141,9 +139,6 @@ def test_decision_is_deterministic_for_a_seed():
     candidate, champion = one_more_right()
 
     def decide():
-        return decide_promotion(
-            LABELS, candidate, champion, accuracy, metric="accuracy", greater_is_better=True,
-            n_resamples=200, seed=5,
-        )
+        return decide_promotion(LABELS, candidate, champion, ACCURACY, n_resamples=200, seed=5)
 
     assert decide() == decide()

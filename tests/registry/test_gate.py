@@ -1,0 +1,125 @@
+"""The gate on a real registry (MLflow in SQLite, no server): who holds `champion`, and why."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments.metrics import score
+from experiments.pipelines import build_pipeline, feature_frame
+from experiments.tracking import log_sklearn_model
+from experiments.training import holdout_output_fn
+from registry.gate import ChampionOutput, apply_gate, decide_gate, score_champion
+from registry.promotion import HoldoutMetric
+
+NAME = "gate-test"
+
+
+def labelled(n: int, classes: tuple[str, ...], seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """Two features; the label is the class whose band x1 falls in (x2 is noise)."""
+    rng = np.random.default_rng(seed)
+    x1 = rng.uniform(0, len(classes), n)
+    features = feature_frame(pd.DataFrame({"x1": x1, "x2": rng.normal(size=n)}), ["x1", "x2"], [])
+    return features, np.asarray(classes)[x1.astype(int)]
+
+
+HOLDOUT_X, HOLDOUT_Y = labelled(200, ("no", "yes"), seed=1)
+
+
+def fitted(classes=("no", "yes"), shuffled=False):
+    """A small logistic regression pipeline; with shuffled labels it learns nothing."""
+    features, y = labelled(200, classes, seed=0)
+    if shuffled:
+        y = np.random.default_rng(0).permutation(y)
+    return build_pipeline("classification", "logistic_regression", {}, ["x1", "x2"], [], 0).fit(features, y)
+
+
+@pytest.fixture
+def gate(sqlite_mlflow, tmp_path):
+    """Log a model in a run of its own and put it through the gate, wired as the flow does."""
+    client = sqlite_mlflow
+    experiment = client.create_experiment(NAME, artifact_location=(tmp_path / "artifacts").as_uri())
+
+    def run(model, holdout=(HOLDOUT_X, HOLDOUT_Y)):
+        features, y = holdout
+        run_id = client.create_run(experiment).info.run_id
+        model_uri = log_sklearn_model(run_id, model, features.head(5), metadata={})
+        classes = tuple(model.classes_)
+        metric = HoldoutMetric("roc_auc", True, lambda y, output: score("roc_auc", y, output, classes))
+        champion = score_champion(client, NAME, holdout_output_fn(features, "classification", classes))
+        decision = decide_gate(y, model.predict_proba(features), champion, metric)
+        return apply_gate(client, NAME, model_uri, run_id, {"mlops.trigger": "manual"}, decision,
+                          None if champion is None else champion.version)
+
+    return run
+
+
+def version(client, number: str):
+    return client.get_model_version(NAME, number)
+
+
+def holding(client, alias: str) -> str:
+    # The SQLite store numbers versions with ints where the REST client gives text.
+    return str(client.get_model_version_by_alias(NAME, alias).version)
+
+
+def test_first_version_becomes_champion(gate, sqlite_mlflow):
+    """Given no registered model, when a version passes the gate, then it is champion since now."""
+    result = gate(fitted())
+
+    assert result.promoted and str(result.champion_version) == str(result.version) == "1"
+    assert holding(sqlite_mlflow, "champion") == "1"
+    assert version(sqlite_mlflow, "1").tags["mlops.champion_from"]
+    assert version(sqlite_mlflow, "1").tags["mlops.promotion"] == "no champion yet"
+
+
+def test_worse_version_becomes_challenger_with_the_reason(gate, sqlite_mlflow):
+    """Given a good champion, when a model that learnt nothing arrives, then it waits as
+    challenger, tagged with why, and the champion keeps serving."""
+    gate(fitted())
+
+    result = gate(fitted(shuffled=True))
+
+    assert not result.promoted and str(result.champion_version) == "1"
+    assert holding(sqlite_mlflow, "champion") == "1"
+    assert holding(sqlite_mlflow, "challenger") == "2"
+    assert version(sqlite_mlflow, "2").tags["mlops.promotion"].startswith("not better: roc_auc")
+    assert "mlops.champion_until" not in version(sqlite_mlflow, "1").tags
+
+
+def test_better_version_takes_champion_and_closes_the_old_reign(gate, sqlite_mlflow):
+    """Given a champion that learnt nothing, when a good model arrives, then it takes
+    `champion` and the old one records until when it served."""
+    gate(fitted(shuffled=True))
+
+    result = gate(fitted())
+
+    assert result.promoted and result.decision.reason.startswith("wins: roc_auc")
+    assert holding(sqlite_mlflow, "champion") == "2"
+    assert version(sqlite_mlflow, "2").tags["mlops.champion_from"]
+    assert version(sqlite_mlflow, "1").tags["mlops.champion_until"]
+
+
+def test_champion_that_cannot_score_the_holdout_keeps_serving(gate, sqlite_mlflow):
+    """Given a champion that knows three classes, when a two-class version arrives, then the
+    new version waits as challenger with the reason, for a person to compare."""
+    gate(fitted(classes=("maybe", "no", "yes")), holdout=labelled(200, ("maybe", "no", "yes"), seed=1))
+
+    result = gate(fitted())
+
+    assert not result.promoted and str(result.champion_version) == "1"
+    assert holding(sqlite_mlflow, "champion") == "1"
+    reason = version(sqlite_mlflow, "2").tags["mlops.promotion"]
+    assert reason.startswith("champion v1 cannot score this holdout (its classes")
+    assert holding(sqlite_mlflow, "challenger") == "2"
+
+
+def test_decision_without_a_champion_output_names_the_error():
+    """Given a champion that failed to score, when deciding, then no promotion, and the
+    reason carries the champion's version and its error."""
+    metric = HoldoutMetric("accuracy", True, lambda y, output: float(np.mean(y == output)))
+
+    decision = decide_gate(np.array([1, 0]), np.array([1, 0]), ChampionOutput("4", error="boom"), metric)
+
+    assert not decision.promote
+    assert decision.reason.startswith("champion v4 cannot score this holdout (boom)")
+    assert decision.candidate_score == 1.0
