@@ -350,8 +350,8 @@ def _require_champion(model: str) -> None:
     from mlflow.tracking import MlflowClient
 
     from infra.platform import require_running
+    from monitoring.traffic import MODEL_NAME
     from registry.champion import get_champion
-    from serving.store import MODEL_NAME
 
     if not MODEL_NAME.fullmatch(model):
         raise InputError(f"'{model}' is not a model name (letters, digits, '.', '_', '-')")

@@ -26,8 +26,8 @@ from monitoring.champion import ChampionData, load_champion_data
 from monitoring.drift import DriftSummary, compute_drift
 from monitoring.policy import RetrainDecision, decide_retraining, is_drift
 from monitoring.record import last_triggered_at, recent_drift_flags, record_check, start_check
+from monitoring.traffic import open_files, read_window
 from serving.settings import ServingSettings
-from serving.store import open_files, read_window
 
 DRIFT_EVENT = "mlops.drift.detected"
 

@@ -19,8 +19,8 @@ from experiments.errors import InputError
 from flows.train import TrainParameters, train
 from infra.settings import Settings
 from monitoring.champion import load_champion_data
+from monitoring.traffic import open_files, read_labelled
 from serving.settings import ServingSettings
-from serving.store import open_files, read_labelled
 
 
 class RetrainParameters(BaseModel):

@@ -15,10 +15,10 @@ from fastapi import FastAPI
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from monitoring.traffic import FEEDBACK, LABEL, TrafficWriter, hour_of
 from serving.batching import Answer, Batcher, NoModel
 from serving.model import ChampionWatcher
 from serving.records import check_labels
-from serving.store import FEEDBACK, LABEL, TrafficWriter, hour_of
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,11 @@ import socket
 import uvicorn
 from mlflow.tracking import MlflowClient
 
+from monitoring.traffic import TrafficWriter, open_files
 from serving.app import Limits, create_app
 from serving.batching import Batcher
 from serving.model import ChampionWatcher
 from serving.settings import ServingSettings
-from serving.store import TrafficWriter, open_files
 
 
 def build_app(model: str, settings: ServingSettings):

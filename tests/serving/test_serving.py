@@ -207,7 +207,7 @@ def test_champion_moves_under_load_without_a_failed_request(server, trained):
 def test_sigterm_writes_every_answered_record(platform, trained, tmp_path):
     """Given a server that would flush only hourly, the records of every request it answered
     before SIGTERM (some sent while it was stopping) are in the store after it exits."""
-    from serving.store import TRAFFIC, LocalFiles, read_parts
+    from monitoring.traffic import TRAFFIC, LocalFiles, read_parts
 
     _, folder = trained
     traffic = tmp_path / "traffic"

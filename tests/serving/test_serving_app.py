@@ -10,11 +10,11 @@ from synthetic import binary_frame
 
 from experiments.contract import infer_contract
 from experiments.pipelines import build_pipeline, feature_frame
+from monitoring.traffic import FEEDBACK, TRAFFIC, LocalFiles, TrafficWriter, read_labelled, read_parts
 from serving.app import Limits, create_app
 from serving.batching import Answer, Batcher
 from serving.model import ServedModel
 from serving.records import Problem
-from serving.store import FEEDBACK, TRAFFIC, LocalFiles, TrafficWriter, read_labelled, read_parts
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # Starlette would rather use httpx2, which is not installed

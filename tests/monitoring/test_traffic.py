@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from serving.store import (
+from monitoring.traffic import (
     FEEDBACK,
     LABEL,
     TRAFFIC,
@@ -111,7 +111,7 @@ def test_close_writes_everything_buffered(tmp_path):
 def test_a_failed_write_leaves_no_file_and_keeps_the_rows(tmp_path, monkeypatch):
     """Given a rename that fails once, no part (and no temporary file) is left, the rows stay
     buffered, and the next flush writes them."""
-    import serving.store as store
+    import monitoring.traffic as store
 
     real_replace = store.os.replace
     calls = []
