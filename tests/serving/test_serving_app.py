@@ -137,6 +137,25 @@ def test_health_is_503_until_a_model_is_loaded(serve, model):
     assert client.get("/model").json()["run_id"] == "run-1"
 
 
+def test_a_failing_model_is_a_500_in_json_and_the_server_goes_on(serve, model, monkeypatch):
+    """Given a model whose predict raises, the request gets a 500 naming the error's type, and
+    the next request is answered once the model works again."""
+    real_predict = ServedModel.predict
+
+    def broken(self, features):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(ServedModel, "predict", broken)
+    client, _ = serve()
+
+    answer = client.post("/predict", json={"records": records(2)})
+
+    assert answer.status_code == 500
+    assert answer.json() == {"detail": "prediction failed: RuntimeError"}
+    monkeypatch.setattr(ServedModel, "predict", real_predict)
+    assert client.post("/predict", json={"records": records(2)}).status_code == 200
+
+
 def test_feedback_is_checked_and_joined(serve, tmp_path):
     client, _ = serve()
     request_id = client.post("/predict", json={"records": records(2)}).json()["request_id"]
