@@ -23,7 +23,7 @@ from experiments.data import data_digest, load_table
 from experiments.errors import InputError
 from experiments.spec import MonitoringSection
 from monitoring.champion import ChampionData, load_champion_data
-from monitoring.drift import DriftSummary, compute_drift
+from monitoring.drift import DriftColumns, DriftSummary, compute_drift
 from monitoring.policy import RetrainDecision, decide_retraining, is_drift
 from monitoring.record import DriftCheck, last_triggered_at, recent_drift_flags, record_check, start_check
 from monitoring.traffic import open_files, read_window
@@ -97,8 +97,9 @@ def check_drift(champion: ChampionData, current, html_path: Path) -> DriftSummar
     contract = champion.contract
     target = contract.target if contract.target in current.columns else None
     return compute_drift(
-        champion.reference, current, numeric=contract.numeric, categorical=contract.categorical,
-        target=target, target_kind="categorical" if contract.task == "classification" else "numeric",
+        champion.reference, current, DriftColumns(
+            contract.numeric, contract.categorical, target=target,
+            target_kind="categorical" if contract.task == "classification" else "numeric"),
         seed=champion.spec.tuning.seed, html_path=html_path,
     )
 

@@ -11,6 +11,7 @@ from monitoring.drift import (
     CATEGORICAL_THRESHOLD,
     NUMERIC_METHOD,
     NUMERIC_THRESHOLD,
+    DriftColumns,
     compute_drift,
     drift_threshold,
 )
@@ -42,7 +43,8 @@ def frame(
 
 
 def drift(reference, current, **kwargs):
-    return compute_drift(reference, current, numeric=NUMERIC, categorical=CATEGORICAL, **kwargs)
+    target = {k: kwargs.pop(k) for k in ("target", "target_kind") if k in kwargs}
+    return compute_drift(reference, current, DriftColumns(NUMERIC, CATEGORICAL, **target), **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -258,7 +260,7 @@ def test_integer_codes_match_when_missing_values_make_them_float():
     reference = pd.DataFrame({"x": rng.normal(size=800), "code": rng.integers(1, 4, 800)})
     current = pd.DataFrame({"x": rng.normal(size=800), "code": rng.integers(1, 4, 800).astype(float)})
     current.loc[:5, "code"] = np.nan
-    summary = compute_drift(reference, current, numeric=["x"], categorical=["code"])
+    summary = compute_drift(reference, current, DriftColumns(numeric=["x"], categorical=["code"]))
     assert summary.drifted_columns == ()
 
 
