@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from polling import wait_for
 
 from monitoring.traffic import (
     FEEDBACK,
@@ -49,15 +50,6 @@ def feedback(request_id: str, labels: list, served_at: datetime, received_at: da
 
 def parts(root) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
-
-
-def wait_for(condition, timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_rows_are_flushed_on_the_interval(tmp_path):
