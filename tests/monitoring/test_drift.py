@@ -199,6 +199,16 @@ def test_an_unknown_kind_is_refused():
         drift_threshold("text", 300, 200)
 
 
+def test_columns_keep_what_the_contract_listed_when_it_was_given():
+    """Given the contract's lists, the value holds a copy: changing a list later changes nothing."""
+    numeric, categorical = ["age"], ["colour"]
+    columns = DriftColumns(numeric, categorical, target="label")
+    numeric.append("income")
+
+    assert columns.features == ["age", "colour"]
+    assert columns == DriftColumns(("age",), ("colour",), target="label")
+
+
 def test_large_inputs_are_sampled_deterministically():
     reference, current = frame(1500, seed=6), frame(1200, seed=7)
     first = drift(reference, current, max_rows=1000, seed=3)

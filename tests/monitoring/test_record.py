@@ -2,6 +2,7 @@
 
 import os
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from monitoring.drift import ColumnDrift, DriftSummary
 from monitoring.policy import RetrainDecision
 from monitoring.record import (
     DriftCheck,
+    check_metrics,
+    check_tags,
     last_triggered_at,
     monitoring_experiment,
     recent_drift_flags,
@@ -51,15 +54,15 @@ def model(client, mlflow_db, request) -> str:
     return name
 
 
-def summary(*, drifted: bool) -> DriftSummary:
-    """Two feature columns (x drifted when `drifted`) and a target."""
+def summary(*, drifted: bool, labelled: bool = True) -> DriftSummary:
+    """Two feature columns (x drifted when `drifted`) and, when `labelled`, a target."""
     x = ColumnDrift("x", "numeric", "wasserstein", 0.12, 0.9 if drifted else 0.05, drifted)
     colour = ColumnDrift("colour", "categorical", "jensenshannon", 0.1, 0.02, False)
     target = ColumnDrift("label", "categorical", "jensenshannon", 0.1, 0.4, True)
     return DriftSummary(
         columns=(x, colour), drift_share=0.5 if drifted else 0.0,
         drifted_columns=("x",) if drifted else (), reference_rows=300, current_rows=200,
-        sampled=False, max_rows=20_000, target=target,
+        sampled=False, max_rows=20_000, target=target if labelled else None,
     )
 
 
@@ -147,3 +150,13 @@ def test_last_triggered_at_finds_only_triggered_checks(client, model, tmp_path):
     record(client, model, tmp_path, a_check(drifted=False, action="not_needed"))
 
     assert before <= last_triggered_at(client, model) <= after
+
+
+def test_a_check_without_labels_records_no_target_drift():
+    """Given live traffic whose labels have not arrived, neither a target score nor a target
+    verdict is recorded (rather than a made-up one)."""
+    check = replace(a_check(), summary=summary(drifted=True, labelled=False))
+
+    assert "target_drift_score" not in check_metrics(check)
+    assert "mlops.target_drifted" not in check_tags(check)
+    assert check_metrics(check)["drift_score.x"] == 0.9
