@@ -24,10 +24,10 @@ from experiments.spec import MonitoringSection
 from flows.preflight import require_columns
 from infra.settings import process_settings
 from monitoring.champion import ChampionData, load_champion_data
-from monitoring.drift import DriftSummary, compute_drift
+from monitoring.drift import DriftColumns, DriftSummary, compute_drift
 from monitoring.policy import RetrainDecision, decide_retraining, is_drift
-from monitoring.record import last_triggered_at, recent_drift_flags, record_check, start_check
-from serving.store import open_files, read_window
+from monitoring.record import DriftCheck, last_triggered_at, recent_drift_flags, record_check, start_check
+from monitoring.traffic import open_files, read_window
 
 DRIFT_EVENT = "mlops.drift.detected"
 
@@ -90,8 +90,9 @@ def check_drift(champion: ChampionData, current, html_path: Path) -> DriftSummar
     contract = champion.contract
     target = contract.target if contract.target in current.columns else None
     return compute_drift(
-        champion.reference, current, numeric=contract.numeric, categorical=contract.categorical,
-        target=target, target_kind="categorical" if contract.task == "classification" else "numeric",
+        champion.reference, current, DriftColumns(
+            contract.numeric, contract.categorical, target=target,
+            target_kind="categorical" if contract.task == "classification" else "numeric"),
         seed=champion.spec.tuning.seed, html_path=html_path,
     )
 
@@ -173,13 +174,13 @@ def monitor(params: MonitorParameters) -> dict:
             html = Path(tmp) / "drift_report.html"
             summary = check_drift(champion, current, html)
             decision = decide(champion, summary)
-            record_check(
-                client, run_id, summary, contract_report, decision,
+            record_check(client, run_id, DriftCheck(
+                summary, contract_report, decision,
                 drift_detected=is_drift(summary.drift_share, champion.spec.monitoring.drift_share),
                 threshold=champion.spec.monitoring.drift_share,
                 reference_digest=data_digest(champion.reference),
-                current_digest=data_digest(current), current_uri=source, report_html=html,
-            )
+                current_digest=data_digest(current), current_uri=source,
+            ), html)
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise

@@ -13,8 +13,8 @@ from experiments.spec import ExperimentSpec
 from experiments.validation import Dataset, load_dataset
 from infra.errors import PlatformError
 from infra.settings import Settings
+from monitoring.traffic import MODEL_NAME
 from registry.champion import get_champion
-from serving.store import MODEL_NAME
 
 
 def require_model_name(model: str) -> None:

@@ -19,7 +19,7 @@ from experiments.errors import InputError
 from flows.train import TrainParameters, train
 from infra.settings import process_settings
 from monitoring.champion import load_champion_data
-from serving.store import open_files, read_labelled
+from monitoring.traffic import open_files, read_labelled
 
 
 class RetrainParameters(BaseModel):

@@ -112,29 +112,41 @@ def drift_threshold(kind: str, reference_n: int, current_n: int, categories: int
     return max(floor, float(noise))
 
 
+@dataclass(frozen=True)
+class DriftColumns:
+    """Which columns to compare and as what: the contract's feature lists, and its target."""
+
+    numeric: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+    target: str | None = None
+    # Defaults to "numeric" for a numeric target and "categorical" otherwise; pass
+    # "categorical" for class labels stored as numbers.
+    target_kind: str | None = None
+
+    def __post_init__(self) -> None:
+        # A contract holds lists; the value keeps tuples so that it stays frozen.
+        object.__setattr__(self, "numeric", tuple(self.numeric))
+        object.__setattr__(self, "categorical", tuple(self.categorical))
+
+    @property
+    def features(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+
 def compute_drift(
     reference: pd.DataFrame,
     current: pd.DataFrame,
+    columns: DriftColumns,
     *,
-    numeric: list[str],
-    categorical: list[str],
-    target: str | None = None,
-    target_kind: str | None = None,
     max_rows: int = 20_000,
     seed: int = 0,
     html_path: Path | None = None,
 ) -> DriftSummary:
-    """Compare current with reference column by column; sample each side down to max_rows rows.
-
-    target_kind defaults to "numeric" for a numeric target and "categorical" otherwise; pass
-    "categorical" for class labels stored as numbers.
-    """
-    features = [*numeric, *categorical]
-    _check_inputs(reference, current, numeric, categorical, target, max_rows)
-    kinds = {**dict.fromkeys(numeric, "numeric"), **dict.fromkeys(categorical, "categorical")}
-    has_target = target is not None and target in reference.columns and target in current.columns
-    if has_target:
-        kinds[target] = _target_kind(reference[target], current[target], target, target_kind)
+    """Compare current with reference column by column; sample each side down to max_rows rows."""
+    features, target = columns.features, columns.target
+    _check_inputs(reference, current, columns, max_rows)
+    kinds = _column_kinds(reference, current, columns)
+    has_target = target is not None and target in kinds
 
     rng = np.random.default_rng(seed)
     ref = _sample(reference, max_rows, rng)
@@ -156,11 +168,11 @@ def compute_drift(
         snapshot.save_html(str(html_path))
     results = _read_snapshot(snapshot.dict(), kinds)
 
-    columns = tuple(results[c] for c in features)
-    drifted = tuple(c.column for c in columns if c.drifted)
+    found = tuple(results[c] for c in features)
+    drifted = tuple(c.column for c in found if c.drifted)
     return DriftSummary(
-        columns=columns,
-        drift_share=len(drifted) / len(columns),
+        columns=found,
+        drift_share=len(drifted) / len(found),
         drifted_columns=drifted,
         reference_rows=len(ref),
         current_rows=len(cur),
@@ -171,14 +183,9 @@ def compute_drift(
 
 
 def _check_inputs(
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
-    numeric: list[str],
-    categorical: list[str],
-    target: str | None,
-    max_rows: int,
+    reference: pd.DataFrame, current: pd.DataFrame, columns: DriftColumns, max_rows: int
 ) -> None:
-    features = [*numeric, *categorical]
+    features, target = columns.features, columns.target
     if not features:
         raise ValueError("no columns to compare: pass at least one numeric or categorical column")
     duplicated = sorted({c for c in features if features.count(c) > 1})
@@ -194,12 +201,21 @@ def _check_inputs(
         missing = [c for c in features if c not in frame.columns]
         if missing:
             raise ValueError(f"columns missing from the {name} data: {', '.join(missing)}")
-        not_numeric = [c for c in numeric if not _is_numeric(frame[c]) and not frame[c].isna().all()]
+        not_numeric = [c for c in columns.numeric if not _is_numeric(frame[c]) and not frame[c].isna().all()]
         if not_numeric:
             raise ValueError(
                 f"columns listed as numeric hold non-numeric values in the {name} data: "
                 f"{', '.join(not_numeric)}; list them as categorical or fix their type"
             )
+
+
+def _column_kinds(reference: pd.DataFrame, current: pd.DataFrame, columns: DriftColumns) -> dict[str, str]:
+    """Each compared column's kind: the features', and the target's when both frames have it."""
+    kinds = {**dict.fromkeys(columns.numeric, "numeric"), **dict.fromkeys(columns.categorical, "categorical")}
+    target = columns.target
+    if target is not None and target in reference.columns and target in current.columns:
+        kinds[target] = _target_kind(reference[target], current[target], target, columns.target_kind)
+    return kinds
 
 
 def _target_kind(reference: pd.Series, current: pd.Series, target: str, kind: str | None) -> str:

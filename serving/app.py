@@ -15,10 +15,11 @@ from fastapi import FastAPI
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from serving.batching import Answer, Batcher, NoModel
+from experiments.contract import DataContract
+from monitoring.traffic import FEEDBACK, LABEL, TrafficWriter, hour_of
+from serving.batching import Answer, Batcher, NoModel, Served
 from serving.model import ChampionWatcher
-from serving.records import check_labels
-from serving.store import FEEDBACK, LABEL, TrafficWriter, hour_of
+from serving.records import Problem, check_labels
 
 
 @dataclass(frozen=True)
@@ -42,37 +43,41 @@ def create_app(watcher: ChampionWatcher, writer: TrafficWriter, batcher: Batcher
                limits: Limits = Limits()) -> FastAPI:
     """The app; its lifespan starts the watcher, the writer and the batcher, and on
     shutdown answers what is queued, then writes every buffered record."""
+    api = Api(watcher, writer, batcher, limits)
+    app = FastAPI(title="mlops serve", lifespan=api.lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.add_route("/predict", api.predict, methods=["POST"])
+    app.add_route("/feedback", api.feedback, methods=["POST"])
+    app.add_route("/health", api.health, methods=["GET"])
+    app.add_route("/model", api.model_info, methods=["GET"])
+    return app
+
+
+@dataclass(frozen=True)
+class Api:
+    """The route handlers, over the parts they share."""
+
+    watcher: ChampionWatcher
+    writer: TrafficWriter
+    batcher: Batcher
+    limits: Limits
 
     @asynccontextmanager
-    async def lifespan(app):
-        writer.start()
-        watcher.start()
-        await batcher.start()
+    async def lifespan(self, app):
+        self.writer.start()
+        self.watcher.start()
+        await self.batcher.start()
         try:
             yield
         finally:
-            await batcher.stop()
-            watcher.stop()
-            writer.close()
+            await self.batcher.stop()
+            self.watcher.stop()
+            self.writer.close()
 
-    app = FastAPI(title="mlops serve", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
-
-    async def predict(request: Request) -> Response:
+    async def predict(self, request: Request) -> Response:
         try:
-            payload = await _read_json(request, limits.max_body_bytes)
-            records = _field(payload, "records", list, ("records",))
-            if not records:
-                raise Refused(422, "'records' must hold at least one record")
-            if len(records) > limits.max_records:
-                raise Refused(413, f"{len(records)} records in one request; at most "
-                              f"{limits.max_records} (MLOPS_SERVE_MAX_RECORDS)")
-            try:
-                outcome = await batcher.predict(records)
-            except NoModel as error:
-                raise Refused(503, str(error)) from error
-            except Exception as error:  # noqa: BLE001 - logged by the batcher; the client gets JSON
-                raise Refused(500, f"prediction failed: {type(error).__name__}") from error
+            records = await self._records(request)
+            outcome = await self._answer(records)
         except Refused as refused:
             return json_response(refused.body, refused.status)
         if not isinstance(outcome, Answer):
@@ -82,55 +87,80 @@ def create_app(watcher: ChampionWatcher, writer: TrafficWriter, batcher: Batcher
                               "model_version": outcome.model_version,
                               "request_id": outcome.request_id})
 
-    async def feedback(request: Request) -> Response:
+    async def feedback(self, request: Request) -> Response:
         try:
-            payload = await _read_json(request, limits.max_body_bytes)
-            request_id = _field(payload, "request_id", str, ("request_id", "labels"))
-            labels = _field(payload, "labels", list, ("request_id", "labels"))
-            served = batcher.served.get(request_id)
-            if served is None:
-                raise Refused(404, f"unknown request id '{request_id}' (too old, or never answered "
-                              "by this server)")
-            if len(labels) != served.records:
-                raise Refused(422, f"{len(labels)} labels for a request of {served.records} records")
-            contract = batcher.contracts[served.model_version]
-            problem = check_labels(labels, contract)
-            if problem is not None:
-                raise Refused(422, f"label {problem.record}: {problem.message}", label=problem.record)
+            request_id, labels, served, contract = await self._labels(request)
         except Refused as refused:
             return json_response(refused.body, refused.status)
         received_at = datetime.now(UTC)
-        n = len(labels)
-        writer.add(FEEDBACK, hour_of(received_at), {
-            "request_id": np.full(n, request_id, dtype=object),
-            "record_index": np.arange(n),
-            LABEL: (np.array([str(v) for v in labels], dtype=object)
-                    if contract.task == "classification" else np.array(labels, dtype="float64")),
-            "model_version": np.full(n, served.model_version, dtype=object),
-            "served_hour": np.full(n, served.hour, dtype=object),
-            "received_at": np.full(n, np.datetime64(received_at.replace(tzinfo=None), "us")),
-        })
+        self.writer.add(FEEDBACK, hour_of(received_at),
+                        feedback_columns(request_id, labels, served, contract.task, received_at))
         return json_response({"request_id": request_id, "labels": len(labels)})
 
-    async def health(request: Request) -> Response:
-        model = watcher.current
+    async def health(self, request: Request) -> Response:
+        model = self.watcher.current
         if model is None:
             return json_response({"status": "loading", "model": None, "model_version": None}, 503)
         return json_response({"status": "ok", "model": model.name, "model_version": model.version})
 
-    async def model_info(request: Request) -> Response:
-        model = watcher.current
+    async def model_info(self, request: Request) -> Response:
+        model = self.watcher.current
         if model is None:
             return json_response({"detail": "no model is loaded yet"}, 503)
-        return json_response({**model.describe(), "records_served": batcher.records_served,
-                              "unseen_categories": dict(batcher.unseen_categories),
-                              "traffic_rows_pending": writer.pending_rows})
+        return json_response({**model.describe(), "records_served": self.batcher.records_served,
+                              "unseen_categories": dict(self.batcher.unseen_categories),
+                              "traffic_rows_pending": self.writer.pending_rows})
 
-    app.add_route("/predict", predict, methods=["POST"])
-    app.add_route("/feedback", feedback, methods=["POST"])
-    app.add_route("/health", health, methods=["GET"])
-    app.add_route("/model", model_info, methods=["GET"])
-    return app
+    async def _records(self, request: Request) -> list:
+        """The records of a /predict body, within the limits."""
+        payload = await _read_json(request, self.limits.max_body_bytes)
+        records = _field(payload, "records", list, ("records",))
+        if not records:
+            raise Refused(422, "'records' must hold at least one record")
+        if len(records) > self.limits.max_records:
+            raise Refused(413, f"{len(records)} records in one request; at most "
+                          f"{self.limits.max_records} (MLOPS_SERVE_MAX_RECORDS)")
+        return records
+
+    async def _answer(self, records: list) -> Answer | Problem:
+        try:
+            return await self.batcher.predict(records)
+        except NoModel as error:
+            raise Refused(503, str(error)) from error
+        except Exception as error:  # noqa: BLE001 - logged by the batcher; the client gets JSON
+            raise Refused(500, f"prediction failed: {type(error).__name__}") from error
+
+    async def _labels(self, request: Request) -> tuple[str, list, Served, DataContract]:
+        """A /feedback body's request id and labels, checked against the request it answers."""
+        payload = await _read_json(request, self.limits.max_body_bytes)
+        request_id = _field(payload, "request_id", str, ("request_id", "labels"))
+        labels = _field(payload, "labels", list, ("request_id", "labels"))
+        served = self.batcher.served.get(request_id)
+        if served is None:
+            raise Refused(404, f"unknown request id '{request_id}' (too old, or never answered "
+                          "by this server)")
+        if len(labels) != served.records:
+            raise Refused(422, f"{len(labels)} labels for a request of {served.records} records")
+        contract = self.batcher.contracts[served.model_version]
+        problem = check_labels(labels, contract)
+        if problem is not None:
+            raise Refused(422, f"label {problem.record}: {problem.message}", label=problem.record)
+        return request_id, labels, served, contract
+
+
+def feedback_columns(request_id: str, labels: list, served: Served, task: str,
+                     received_at: datetime) -> dict:
+    """The feedback rows to store: class labels as text, regression targets as numbers."""
+    n = len(labels)
+    return {
+        "request_id": np.full(n, request_id, dtype=object),
+        "record_index": np.arange(n),
+        LABEL: (np.array([str(v) for v in labels], dtype=object)
+                if task == "classification" else np.array(labels, dtype="float64")),
+        "model_version": np.full(n, served.model_version, dtype=object),
+        "served_hour": np.full(n, served.hour, dtype=object),
+        "received_at": np.full(n, np.datetime64(received_at.replace(tzinfo=None), "us")),
+    }
 
 
 async def _read_json(request: Request, limit: int):

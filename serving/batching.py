@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from monitoring.traffic import TRAFFIC, hour_of
 from serving.model import ServedModel
 from serving.records import Problem, check_batch
-from serving.store import TRAFFIC, hour_of
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ import uvicorn
 from mlflow.tracking import MlflowClient
 
 from infra.settings import Settings
+from monitoring.traffic import TrafficWriter, open_files
 from serving.app import Limits, create_app
 from serving.batching import Batcher
 from serving.model import ChampionWatcher
-from serving.store import TrafficWriter, open_files
 
 
 def build_app(model: str, settings: Settings):

@@ -35,6 +35,7 @@ from monitoring.drift import (  # noqa: E402
     CATEGORICAL_THRESHOLD,
     NUMERIC_METHOD,
     NUMERIC_THRESHOLD,
+    DriftColumns,
     compute_drift,
 )
 
@@ -81,7 +82,7 @@ def ours(
     reference: pd.DataFrame, current: pd.DataFrame, html_path: Path | None = None
 ) -> tuple[float, tuple[str, ...], float]:
     started = time.perf_counter()
-    summary = compute_drift(reference, current, numeric=NUMERIC, categorical=CATEGORICAL, html_path=html_path)
+    summary = compute_drift(reference, current, DriftColumns(NUMERIC, CATEGORICAL), html_path=html_path)
     return time.perf_counter() - started, summary.drifted_columns, summary.drift_share
 
 
@@ -145,7 +146,7 @@ def measure(n: int, naive_stationary: bool) -> dict:
 
 def run(quick: bool) -> dict:
     """Figures for the main bench: drift_10k, drift_100k and (full run) drift_1M."""
-    compute_drift(make_frame(500, 1), make_frame(500, 2), numeric=NUMERIC, categorical=CATEGORICAL)  # warm-up
+    compute_drift(make_frame(500, 1), make_frame(500, 2), DriftColumns(NUMERIC, CATEGORICAL))  # warm-up
     figures: dict = {}
     for label, n in SIZES.items():
         if quick and n > 100_000:

@@ -18,7 +18,10 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from network import free_port
+from polling import wait_for
 from synthetic import binary_frame
+
+from monitoring.traffic import FEEDBACK, TRAFFIC, LocalFiles, read_parts
 
 pytestmark = pytest.mark.integration
 
@@ -149,6 +152,12 @@ def test_malformed_and_oversized_bodies_are_refused(server):
     assert server.client.get("/health").status_code == 200
 
 
+def stored_ids(files, kind: str) -> set[str]:
+    """The request ids in the traffic store, of served records or of feedback."""
+    frame = read_parts(files, NAME, kind)
+    return set(frame["request_id"]) if len(frame) else set()
+
+
 def add_version(client: MlflowClient, version):
     """Another version of the same logged model (MLflow 3 names it by its model id)."""
     model_id = getattr(version, "model_id", None) or version.source.removeprefix("models:/")
@@ -184,13 +193,14 @@ def test_champion_moves_under_load_without_a_failed_request(server, trained):
     for thread in threads:
         thread.start()
     try:
-        time.sleep(1)
+        # Answers under the old version first, so that the switch happens mid-stream.
+        wait_for(lambda: all(len(v) >= 20 for v in seen), timeout_s=60)
         new = add_version(client, old)
         client.set_registered_model_alias(NAME, "champion", new.version)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not all(v and v[-1] == new.version for v in seen):
-            time.sleep(0.2)
-        time.sleep(1)
+        wait_for(lambda: all(v and v[-1] == new.version for v in seen), timeout_s=60, interval_s=0.2)
+        # Then enough answers after the switch to see that they stay on the new version.
+        switched = [len(v) for v in seen]
+        wait_for(lambda: all(len(v) >= n + 50 for v, n in zip(seen, switched, strict=True)), timeout_s=60)
     finally:
         stop.set()
         for thread in threads:
@@ -207,8 +217,6 @@ def test_champion_moves_under_load_without_a_failed_request(server, trained):
 def test_sigterm_writes_every_answered_record(platform, trained, tmp_path):
     """Given a server that would flush only hourly, the records of every request it answered
     before SIGTERM (some sent while it was stopping) are in the store after it exits."""
-    from serving.store import TRAFFIC, LocalFiles, read_parts
-
     _, folder = trained
     traffic = tmp_path / "traffic"
     server = Server(platform.home, folder, {"MLOPS_TRAFFIC_URI": str(traffic),
@@ -232,7 +240,7 @@ def test_sigterm_writes_every_answered_record(platform, trained, tmp_path):
     threads = [threading.Thread(target=send, args=(seed,)) for seed in (1, 2, 3)]
     for thread in threads:
         thread.start()
-    time.sleep(3)
+    wait_for(lambda: len(answered) >= 100, timeout_s=60)
     assert not traffic.exists() or not any(traffic.rglob("*.parquet"))
 
     code = server.stop()
@@ -292,7 +300,7 @@ def test_too_little_live_traffic_is_one_line_and_a_skipped_flow(mlops, trained, 
     assert checks() == before
 
 
-def test_drifted_live_traffic_retrains_with_its_feedback(server, mlops, trained):
+def test_drifted_live_traffic_retrains_with_its_feedback(platform, server, mlops, trained):
     """Given live traffic with x1 moved by five standard deviations, and true labels sent back
     for it, `mlops monitor NAME` (no --current) triggers retraining, which trains a new
     version tagged mlops.trigger=drift on the spec's data plus the labelled live rows."""
@@ -302,14 +310,19 @@ def test_drifted_live_traffic_retrains_with_its_feedback(server, mlops, trained)
     shifted["x1"] = shifted["x1"] + 5.0
     truth = np.where((shifted["x1"] > 0) ^ (shifted["x2"] > 0), "yes", "no")
     labelled = 0
+    sent: set[str] = set()
     for start in range(0, len(shifted), 50):
         answer = server.predict(as_records(shifted.iloc[start:start + 50]))
         assert answer.status_code == 200
         feedback = server.client.post("/feedback", json={
             "request_id": answer.json()["request_id"], "labels": truth[start:start + 50].tolist()})
         assert feedback.status_code == 200, feedback.text
+        sent.add(answer.json()["request_id"])
         labelled += 50
-    time.sleep(6)  # one flush interval (MLOPS_TRAFFIC_FLUSH_S, 5 s by default)
+    # The server writes every MLOPS_TRAFFIC_FLUSH_S (5 s by default) to <MLOPS_HOME>/traffic.
+    store = LocalFiles(platform.home / "traffic")
+    assert wait_for(lambda: sent <= stored_ids(store, TRAFFIC) and sent <= stored_ids(store, FEEDBACK),
+                    timeout_s=60, interval_s=0.2), "the served records and their feedback were not written"
 
     done = mlops("monitor", NAME, "--json", timeout=300)
 

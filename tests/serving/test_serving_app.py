@@ -10,11 +10,11 @@ from synthetic import binary_frame
 
 from experiments.contract import infer_contract
 from experiments.pipelines import build_pipeline, feature_frame
+from monitoring.traffic import FEEDBACK, TRAFFIC, LocalFiles, TrafficWriter, read_labelled, read_parts
 from serving.app import Limits, create_app
 from serving.batching import Answer, Batcher
 from serving.model import ServedModel
 from serving.records import Problem
-from serving.store import FEEDBACK, TRAFFIC, LocalFiles, TrafficWriter, read_labelled, read_parts
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # Starlette would rather use httpx2, which is not installed
@@ -135,6 +135,25 @@ def test_health_is_503_until_a_model_is_loaded(serve, model):
     holder.current = model
     assert client.get("/health").json() == {"status": "ok", "model": "m", "model_version": "3"}
     assert client.get("/model").json()["run_id"] == "run-1"
+
+
+def test_a_failing_model_is_a_500_in_json_and_the_server_goes_on(serve, model, monkeypatch):
+    """Given a model whose predict raises, the request gets a 500 naming the error's type, and
+    the next request is answered once the model works again."""
+    real_predict = ServedModel.predict
+
+    def broken(self, features):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(ServedModel, "predict", broken)
+    client, _ = serve()
+
+    answer = client.post("/predict", json={"records": records(2)})
+
+    assert answer.status_code == 500
+    assert answer.json() == {"detail": "prediction failed: RuntimeError"}
+    monkeypatch.setattr(ServedModel, "predict", real_predict)
+    assert client.post("/predict", json={"records": records(2)}).status_code == 200
 
 
 def test_feedback_is_checked_and_joined(serve, tmp_path):

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from serving.store import (
+from monitoring.traffic import (
     FEEDBACK,
     LABEL,
     TRAFFIC,

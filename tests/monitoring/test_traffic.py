@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from polling import wait_for
 
-from serving.store import (
+from monitoring.traffic import (
     FEEDBACK,
     LABEL,
     TRAFFIC,
@@ -49,15 +50,6 @@ def feedback(request_id: str, labels: list, served_at: datetime, received_at: da
 
 def parts(root) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
-
-
-def wait_for(condition, timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_rows_are_flushed_on_the_interval(tmp_path):
@@ -111,7 +103,7 @@ def test_close_writes_everything_buffered(tmp_path):
 def test_a_failed_write_leaves_no_file_and_keeps_the_rows(tmp_path, monkeypatch):
     """Given a rename that fails once, no part (and no temporary file) is left, the rows stay
     buffered, and the next flush writes them."""
-    import serving.store as store
+    import monitoring.traffic as store
 
     real_replace = store.os.replace
     calls = []
