@@ -51,19 +51,23 @@ def regression_plots(y_true, predicted: np.ndarray) -> dict[str, Figure]:
     return {"residuals": residuals_fig, "predicted_vs_actual": fit_fig}
 
 
-def feature_importance(
-    model, features: pd.DataFrame, y, *, task: str, metric: str, greater_is_better: bool,
-    classes, seed: int,
-) -> tuple[dict[str, float], Figure]:
-    """Permutation importance on (a sample of) the holdout, in units of the search metric."""
-    if len(features) > MAX_IMPORTANCE_ROWS:
-        keep = np.random.default_rng(seed).choice(len(features), MAX_IMPORTANCE_ROWS, replace=False)
-        features, y = features.iloc[keep], pd.Series(np.asarray(y)[keep])
+def importance_scorer(task: str, metric: str, greater_is_better: bool, classes):
+    """scorer(estimator, x, y) in the search metric, oriented so that higher is better."""
     sign = 1.0 if greater_is_better else -1.0
 
     def scorer(estimator, x, y_true):
         return sign * score(metric, y_true, model_output(estimator, x, task), classes)
 
+    return scorer
+
+
+def feature_importance(
+    model, features: pd.DataFrame, y, scorer, *, metric: str, seed: int,
+) -> tuple[dict[str, float], Figure]:
+    """Permutation importance on (a sample of) the holdout, in units of the search metric."""
+    if len(features) > MAX_IMPORTANCE_ROWS:
+        keep = np.random.default_rng(seed).choice(len(features), MAX_IMPORTANCE_ROWS, replace=False)
+        features, y = features.iloc[keep], pd.Series(np.asarray(y)[keep])
     result = permutation_importance(
         model, features, y, scoring=scorer, n_repeats=5, random_state=seed, n_jobs=1
     )

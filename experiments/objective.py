@@ -2,7 +2,8 @@
 
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import optuna
@@ -24,23 +25,29 @@ def cv_folds(y: pd.Series, task: str, n_folds: int, seed: int) -> list[tuple[np.
     return list(splitter.split(np.zeros(len(y)), y))
 
 
+@dataclass(frozen=True)
+class Problem:
+    """What every trial fits and scores: the task, its metric, the model families to try and
+    the feature columns by kind."""
+
+    task: str
+    metric: str
+    families: tuple[str, ...]
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+    seed: int
+
+
 def make_objective(
-    features: pd.DataFrame,
-    y: pd.Series,
-    *,
-    task: str,
-    metric: str,
-    families: Sequence[str],
-    numeric: list[str],
-    categorical: list[str],
-    folds: list[tuple[np.ndarray, np.ndarray]],
-    seed: int,
+    features: pd.DataFrame, y: pd.Series, problem: Problem, folds: list[tuple[np.ndarray, np.ndarray]],
 ) -> Callable[[optuna.Trial], float]:
     """An objective over fixed folds; each trial records its fold scores and fit time."""
+    task, metric, seed = problem.task, problem.metric, problem.seed
+    numeric, categorical = list(problem.numeric), list(problem.categorical)
     classes = np.unique(y) if task == "classification" else None
 
     def objective(trial: optuna.Trial) -> float:
-        family = trial.suggest_categorical("model", list(families))
+        family = trial.suggest_categorical("model", list(problem.families))
         params = suggest_params(trial, family)
         started = time.perf_counter()
         scores: list[float] = []

@@ -28,11 +28,12 @@ from experiments.evaluation import (
     classification_plots,
     close_figures,
     feature_importance,
+    importance_scorer,
     regression_plots,
     search_plots,
 )
 from experiments.metrics import holdout_metrics, model_output, score
-from experiments.objective import cv_folds, make_objective
+from experiments.objective import Problem, cv_folds, make_objective
 from experiments.pipelines import build_pipeline, feature_frame
 from experiments.search import best_trial, finished_trials, open_study, run_search
 from experiments.spaces import split_params
@@ -216,6 +217,12 @@ def _next_attempt(storage, base: str) -> int:
     return max(attempts, default=0) + 1
 
 
+def problem_of(spec: ExperimentSpec, contract: DataContract) -> Problem:
+    """What the spec's search fits and scores, on the contract's columns."""
+    return Problem(spec.task, spec.metric, tuple(spec.models), tuple(contract.numeric),
+                   tuple(contract.categorical), spec.tuning.seed)
+
+
 def run_trials(
     client: MlflowClient,
     storage,
@@ -236,11 +243,8 @@ def run_trials(
     spec, contract, tracking = context.spec, context.contract, context.tracking
     features, y = features_and_target(context.data.train, contract)
     objective = make_objective(
-        features, y,
-        task=spec.task, metric=spec.metric, families=spec.models,
-        numeric=contract.numeric, categorical=contract.categorical,
-        folds=cv_folds(y, spec.task, spec.tuning.cv_folds, spec.tuning.seed),
-        seed=spec.tuning.seed,
+        features, y, problem_of(spec, contract),
+        cv_folds(y, spec.task, spec.tuning.cv_folds, spec.tuning.seed),
     )
     if trial_attrs:
         inner = objective
@@ -296,10 +300,9 @@ def fit_and_evaluate(client: MlflowClient, context: TrainingContext, search: Sea
         if spec.task == "classification"
         else regression_plots(holdout_y, output)
     )
+    scorer = importance_scorer(spec.task, spec.metric, spec.greater_is_better, classes)
     importances, figures["feature_importance"] = feature_importance(
-        pipeline, holdout_x, holdout_y, task=spec.task, metric=spec.metric,
-        greater_is_better=spec.greater_is_better, classes=classes, seed=spec.tuning.seed,
-    )
+        pipeline, holdout_x, holdout_y, scorer, metric=spec.metric, seed=spec.tuning.seed)
     log_batch(
         client, run_id,
         metrics={

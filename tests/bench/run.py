@@ -370,11 +370,8 @@ def figure_tracking_overhead(ctx: Context, cfg: Config) -> dict:
         started, cpu_started = time.perf_counter(), time.process_time()
         features, y = training.features_and_target(data.train, dataset.contract)
         objective = make_objective(
-            features, y,
-            task=spec.task, metric=spec.metric, families=spec.models,
-            numeric=dataset.contract.numeric, categorical=dataset.contract.categorical,
-            folds=cv_folds(y, spec.task, spec.tuning.cv_folds, spec.tuning.seed),
-            seed=spec.tuning.seed,
+            features, y, training.problem_of(spec, dataset.contract),
+            cv_folds(y, spec.task, spec.tuning.cv_folds, spec.tuning.seed),
         )
         study = open_study(storage, "plain", spec.greater_is_better, spec.tuning.seed)
         run_search(study, objective, spec.tuning.trials, spec.tuning.timeout_s)
@@ -602,6 +599,7 @@ def figure_time_to_quality(ctx: Context, cfg: Config) -> dict:
     from sklearn.model_selection import GridSearchCV
     from sklearn.pipeline import Pipeline
 
+    from experiments import training
     from experiments.metrics import model_output, score
     from experiments.objective import cv_folds, make_objective
     from experiments.search import open_study, run_search
@@ -644,12 +642,7 @@ def figure_time_to_quality(ctx: Context, cfg: Config) -> dict:
                            value=study.best_value, params=study.best_trial.params)
             study.stop()
 
-    objective = make_objective(
-        features, y,
-        task=spec.task, metric=spec.metric, families=spec.models,
-        numeric=contract.numeric, categorical=contract.categorical,
-        folds=folds, seed=spec.tuning.seed,
-    )
+    objective = make_objective(features, y, training.problem_of(spec, contract), folds)
     run_search(study, objective, cfg.search_max_trials, spec.tuning.timeout_s,
                callbacks=[stop_at_quality])
     search_seconds = time.perf_counter() - started
