@@ -54,19 +54,18 @@ def _connect(settings, prefect: bool = True):
     return conn, settings
 
 
-def _quiet_prefect_errors(below_warning: bool = False) -> None:
+def _quiet_prefect_errors(progress: bool = True) -> None:
     # A failed flow is reported once by this CLI (one line for a user's mistake, a
     # traceback for a bug); Prefect still sends the full record to its server and UI.
-    # A drift check prints its own table: only its warnings are worth showing on the way.
+    # Without `progress` (a drift check, which prints its own table) nothing is echoed.
     from prefect.logging.handlers import PrefectConsoleHandler
 
     # Prefect puts its console handler on the root logger when it configures logging,
     # which importing a flow does: call this after that import.
-    lowest = logging.WARNING if below_warning else logging.NOTSET
     for logger in (logging.getLogger(), logging.getLogger("prefect")):
         for handler in logger.handlers:
             if isinstance(handler, PrefectConsoleHandler):
-                handler.addFilter(lambda record: lowest <= record.levelno < logging.ERROR)
+                handler.addFilter(lambda record: progress and record.levelno < logging.ERROR)
 
 
 @app.command()
@@ -238,7 +237,7 @@ def _run_monitoring(model: str, current: str | None) -> dict:
         from flows.monitor import MonitorParameters
         from flows.monitor import monitor as monitor_flow
 
-        _quiet_prefect_errors(below_warning=True)
+        _quiet_prefect_errors(progress=False)
 
         result = monitor_flow(MonitorParameters(model=model, current=current))
     except (InputError, PlatformError) as error:

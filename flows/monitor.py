@@ -19,9 +19,8 @@ from prefect.events import emit_event
 from pydantic import BaseModel, Field
 
 from experiments.data import data_digest, load_table
-from experiments.errors import InputError
 from experiments.spec import MonitoringSection
-from flows.preflight import require_columns
+from flows.preflight import require_champion, require_columns
 from infra.settings import process_settings
 from monitoring.champion import ChampionData, load_champion_data
 from monitoring.drift import DriftColumns, DriftSummary, compute_drift
@@ -47,10 +46,9 @@ def model_resource(name: str) -> str:
 
 @task(cache_policy=NO_CACHE)
 def load_champion(model: str) -> ChampionData:
-    champion = load_champion_data(MlflowClient(), model)
-    if champion is None:
-        raise InputError(f"model '{model}' has no champion to monitor; train it first")
-    return champion
+    client = MlflowClient()
+    require_champion(client, model)
+    return load_champion_data(client, model)
 
 
 def live_traffic(model: str, minutes: float) -> tuple[pd.DataFrame, str]:
@@ -79,7 +77,8 @@ def checked(current: pd.DataFrame, uri: str, champion: ChampionData):
     report = require_columns(current, champion.contract, champion.name, where)
     logger = get_run_logger()
     for kind, counts in (("unseen categories", report.unseen_categories),
-                         ("out-of-range values", report.out_of_range)):
+                         ("out-of-range values", report.out_of_range),
+                         ("missing values where training had none", report.unexpected_nulls)):
         if counts:
             logger.warning("%s in %s: %s", kind, uri, counts)
     return current, report

@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from experiments.data import load_table
-from experiments.errors import InputError
+from flows.preflight import require_champion
 from flows.train import TrainParameters, train
 from infra.settings import process_settings
 from monitoring.champion import load_champion_data
@@ -34,9 +34,9 @@ class RetrainParameters(BaseModel):
 @task(cache_policy=NO_CACHE)
 def prepare(params: RetrainParameters) -> TrainParameters:
     """Write the spec (and the combined data) this retraining trains on."""
-    champion = load_champion_data(MlflowClient(), params.model)
-    if champion is None:
-        raise InputError(f"model '{params.model}' has no champion to retrain")
+    client = MlflowClient()
+    require_champion(client, params.model, purpose="retrain")
+    champion = load_champion_data(client, params.model)
     spec = champion.spec
     folder = process_settings().home.resolve() / "retrain"
     folder.mkdir(parents=True, exist_ok=True)

@@ -82,6 +82,8 @@ def check_params(check: DriftCheck) -> dict:
         "sampled": summary.sampled,
         "max_rows": summary.max_rows,
     }
+    if check.contract_report.unexpected_columns:  # not checked for drift: the model ignores them
+        params["unexpected_columns"] = ",".join(check.contract_report.unexpected_columns)[:6000]
     for column in summary.columns:
         params[f"method.{column.column}"] = column.method
         params[f"threshold.{column.column}"] = column.threshold
@@ -97,6 +99,7 @@ def check_metrics(check: DriftCheck) -> dict[str, float]:
         metrics["target_drift_score"] = summary.target.score
     metrics.update({f"unseen_categories.{k}": v for k, v in report.unseen_categories.items()})
     metrics.update({f"out_of_range.{k}": v for k, v in report.out_of_range.items()})
+    metrics.update({f"unexpected_nulls.{k}": v for k, v in report.unexpected_nulls.items()})
     return metrics
 
 

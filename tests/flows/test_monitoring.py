@@ -54,9 +54,13 @@ def test_stationary_data_does_not_trigger(trained):
     assert result["retraining"] == "not_needed"
     client = MlflowClient()
     run = client.get_run(result["monitoring_run_id"])
-    assert "drift_share" in run.data.metrics
-    assert any(k.startswith("drift_score.") for k in run.data.metrics)
-    assert any(k.startswith("method.") for k in run.data.params)
+    metrics, params = run.data.metrics, run.data.params
+    assert metrics["drift_share"] == result["drift_share"] < 0.3
+    features = set(binary_frame(n=10, seed=0).columns) - {"label"}
+    scored = {k.removeprefix("drift_score.") for k in metrics if k.startswith("drift_score.")}
+    assert scored == features  # every feature column judged, each by its recorded method
+    assert all(params[f"method.{c}"] in ("wasserstein", "jensenshannon") for c in features)
+    assert run.data.tags["mlops.drift_detected"] == "false"
     assert [a.path for a in client.list_artifacts(run.info.run_id, "report")] == [
         "report/drift_report.html"]
 

@@ -19,7 +19,9 @@ ALL = SECRET_NAMES + SERVER_SECRET_NAMES
 
 @pytest.fixture
 def clean_env(monkeypatch, tmp_path):
-    for name in ALL:
+    """No secret and no MLOPS_ setting from this process's environment (a session fixture
+    may have pointed it at a platform)."""
+    for name in [*ALL, *(n for n in os.environ if n.startswith("MLOPS_"))]:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # no stray .env
     return tmp_path

@@ -69,7 +69,8 @@ def summary(*, drifted: bool, labelled: bool = True) -> DriftSummary:
 def a_check(*, drifted: bool = True, action: str = "triggered") -> DriftCheck:
     return DriftCheck(
         summary(drifted=drifted),
-        ContractReport(unseen_categories={"colour": 3}, out_of_range={"x": 2}),
+        ContractReport(unexpected_columns=("note",), unseen_categories={"colour": 3},
+                       out_of_range={"x": 2}, unexpected_nulls={"colour": 4}),
         RetrainDecision(action, f"{action}: because"),
         drift_detected=drifted, threshold=0.3, reference_digest="ref123", current_digest="cur456",
         current_uri="s3://bucket/current.csv",
@@ -105,11 +106,12 @@ def test_a_check_is_one_finished_run_with_its_figures_and_report(client, model, 
         "current_digest": "cur456", "drift_share_threshold": "0.3", "reference_rows": "300",
         "current_rows": "200", "sampled": "False", "max_rows": "20000",
         "method.x": "wasserstein", "threshold.x": "0.12",
-        "method.colour": "jensenshannon", "threshold.colour": "0.1",
+        "method.colour": "jensenshannon", "threshold.colour": "0.1", "unexpected_columns": "note",
     }
     assert run.data.metrics == {
         "drift_share": 0.5, "drifted_columns": 1.0, "drift_score.x": 0.9, "drift_score.colour": 0.02,
         "target_drift_score": 0.4, "unseen_categories.colour": 3.0, "out_of_range.x": 2.0,
+        "unexpected_nulls.colour": 4.0,
     }
     tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
     assert tags == {
