@@ -77,19 +77,21 @@ def up(
     json_output: JsonOption = False,
 ) -> None:
     """Start the platform in the background and wait until every service is healthy."""
-    from infra.profiles import chosen_profile
+    from infra.profiles import chosen_profile, require_no_other_profile
     from infra.secrets import ensure
-    from infra.services import start_services, write_state
+    from infra.services import platform_lock, start_services, write_state
 
     try:
         settings = _settings()
-        chosen = chosen_profile(settings, profile)
-        platform = _platform(settings, chosen, ensure(settings) if chosen == "full" else None)
-        # Recorded first, so that `mlops down` can stop what a failed start left running.
-        write_state(platform.home, platform.state())
-        notes = start_services(platform.services, platform.home, settings.start_timeout_s,
-                               before_wave=platform.before_wave)
-        write_state(platform.home, platform.state())
+        with platform_lock(settings.home):
+            require_no_other_profile(settings, profile)
+            chosen = chosen_profile(settings, profile)
+            platform = _platform(settings, chosen, ensure(settings) if chosen == "full" else None)
+            # Recorded first, so that `mlops down` can stop what a failed start left running.
+            write_state(platform.home, platform.state())
+            notes = start_services(platform.services, platform.home, settings.start_timeout_s,
+                                   before_wave=platform.before_wave)
+            write_state(platform.home, platform.state())
     except (PlatformError, InputError) as error:
         fail(str(error))
     if json_output:
@@ -140,13 +142,22 @@ def status(json_output: JsonOption = False) -> None:
 @app.command()
 def down() -> None:
     """Stop what `mlops up` started; data stays in MLOPS_HOME."""
-    from infra.services import stop_services
+    from infra.services import platform_lock, stop_recorded, stop_services
 
     try:
-        platform = _platform(_settings())
+        settings = _settings()
+        with platform_lock(settings.home):
+            try:
+                platform = _platform(settings)
+            except PlatformError as error:  # a damaged state file, lost secrets: the pid files say enough
+                err.print(f"{error}; stopping what the pid files in {settings.home / 'run'} name",
+                          highlight=False, soft_wrap=True)
+                notes = stop_recorded(settings.home)
+            else:
+                notes = stop_services(platform.services, platform.home)
     except PlatformError as error:
         fail(str(error))
-    for note in stop_services(platform.services, platform.home):
+    for note in notes:
         err.print(note, highlight=False)
 
 

@@ -7,7 +7,7 @@ from infra.full import full_platform, settings_from_state
 from infra.local import local_platform
 from infra.platform import Platform
 from infra.secrets import require
-from infra.services import read_state
+from infra.services import read_state, running_recorded
 from infra.settings import Settings
 
 PROFILES = ("local", "full")
@@ -19,6 +19,18 @@ def chosen_profile(settings: Settings, profile: str | None = None) -> str:
     if chosen not in PROFILES:
         raise PlatformError(f"unknown profile '{chosen}'; use local or full")
     return chosen
+
+
+def require_no_other_profile(settings: Settings, profile: str | None) -> None:
+    """One line when `up` asks for one profile while the other runs in the same home: the
+    two would share ports and pid files, and `up` would take the other's processes as its own."""
+    state = read_state(settings.home) or {}
+    running = running_recorded(settings.home)
+    if profile and state.get("profile") not in (None, profile) and running:
+        raise PlatformError(
+            f"the {state['profile']} profile is running in {settings.home} ({', '.join(running)} at "
+            f"{state.get('mlflow_url', '?')}); stop it with `mlops down`, then "
+            f"`mlops up --profile {profile}`, or give this one its own MLOPS_HOME")
 
 
 def platform_from_settings(settings: Settings, profile: str | None = None,

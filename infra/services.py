@@ -4,15 +4,18 @@ Each service runs in its own session (process group) with its pid file and log u
 MLOPS_HOME, so `down` stops exactly what `up` started and nothing else.
 """
 
+import fcntl
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,19 +79,30 @@ def _log_file(home: Path, name: str) -> Path:
     return home / "logs" / f"{name}.log"
 
 
-def _alive_pid(home: Path, service: Service) -> int | None:
-    """The pid recorded for the service if that process still runs it; else None."""
-    pid_file = _pid_file(home, service.name)
+def _recorded(pid_file: Path) -> tuple[int, int, str] | None:
+    """A pid file's pid, wave and command marker (`up` writes all three)."""
     try:
-        pid = int(pid_file.read_text().strip())
-    except (FileNotFoundError, ValueError):
+        fields = pid_file.read_text().split()
+        return int(fields[0]), int(fields[1]) if len(fields) > 1 else 0, " ".join(fields[2:])
+    except (FileNotFoundError, ValueError, IndexError):
         return None
+
+
+def _runs(pid: int, marker: str) -> bool:
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
-        return None
+        return False
     # A recycled pid belongs to someone else: only claim it if it still runs our server.
-    return pid if service.command_marker in cmdline else None
+    return bool(marker) and marker in cmdline
+
+
+def _alive_pid(home: Path, service: Service) -> int | None:
+    """The pid recorded for the service if that process still runs it; else None."""
+    recorded = _recorded(_pid_file(home, service.name))
+    if recorded is None:
+        return None
+    return recorded[0] if _runs(recorded[0], service.command_marker) else None
 
 
 def _port_is_free(host: str, port: int) -> bool:
@@ -110,12 +124,8 @@ def _last_lines(path: Path, count: int = 3) -> str:
 
 
 def write_private(path: Path, text: str) -> None:
-    """A file only its owner can read."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(path, 0o600)
+    """A file only its owner can read, written whole (mkstemp creates it with mode 600)."""
+    write_atomically(path, text, mode=0o600)
 
 
 def child_environment(env: Mapping[str, str], unset: Sequence[str] = ()) -> dict[str, str]:
@@ -147,7 +157,7 @@ def _spawn(service: Service, home: Path) -> subprocess.Popen:
             cwd=service.cwd or home,
             start_new_session=True,
         )
-    _pid_file(home, service.name).write_text(str(process.pid))
+    _pid_file(home, service.name).write_text(f"{process.pid} {service.wave} {service.command_marker}\n")
     return process
 
 
@@ -266,6 +276,31 @@ def _terminate_group(pid: int, grace_s: float) -> None:
         pass
 
 
+def running_recorded(home: Path) -> list[str]:
+    """The services whose pid files name a live process of theirs."""
+    files = sorted((home / "run").glob("*.pid")) if (home / "run").is_dir() else []
+    return [f.stem for f in files if (found := _recorded(f)) is not None and _runs(found[0], found[2])]
+
+
+def stop_recorded(home: Path, grace_s: float = 15.0) -> list[str]:
+    """Stop what the pid files name, later waves first: for when the platform cannot be
+    described (a damaged state file), since the pid files alone say what `up` started."""
+    found = []
+    for pid_file in sorted((home / "run").glob("*.pid")) if (home / "run").is_dir() else ():
+        recorded = _recorded(pid_file)
+        if recorded is not None:
+            found.append((recorded[1], pid_file.stem, recorded[0], recorded[2]))
+    notes = []
+    for _, name, pid, marker in sorted(found, reverse=True):
+        if _runs(pid, marker):
+            _terminate_group(pid, grace_s)
+            notes.append(f"{name}: stopped (pid {pid})")
+        else:
+            notes.append(f"{name}: not running")
+        _pid_file(home, name).unlink(missing_ok=True)
+    return notes
+
+
 def service_statuses(services: Sequence[Service], home: Path) -> list[ServiceStatus]:
     return [
         ServiceStatus(
@@ -279,8 +314,36 @@ def service_statuses(services: Sequence[Service], home: Path) -> list[ServiceSta
 
 
 def write_state(home: Path, state: Mapping[str, object]) -> None:
+    write_atomically(home / "state.json", json.dumps(state, indent=2))
+
+
+def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write a temporary file beside `path` and rename it over: a reader (or a crash) sees
+    the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def platform_lock(home: Path) -> Iterator[None]:
+    """One `up` or `down` at a time per MLOPS_HOME: they read and write its state."""
     home.mkdir(parents=True, exist_ok=True)
-    (home / "state.json").write_text(json.dumps(state, indent=2))
+    with open(home / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def read_state(home: Path) -> dict | None:

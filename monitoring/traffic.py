@@ -238,9 +238,23 @@ def read_parts(files, model: str, kind: str, since: datetime | None = None) -> p
         match = _PART.search(key)
         if match is None or match.group(1) < first_hour:
             continue
-        frames.append(pd.read_parquet(io.BytesIO(files.read(key))))
+        frame = _read_part(files, key)
+        if frame is not None:
+            frames.append(frame)
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _read_part(files, key: str) -> pd.DataFrame | None:
+    """One part, or None (with a warning) when it is not Parquet: one damaged file must not
+    stop every later check. Parts are written whole, so this is damage from outside."""
+    import pyarrow
+
+    try:
+        return pd.read_parquet(io.BytesIO(files.read(key)))
+    except (pyarrow.ArrowException, OSError, ValueError) as error:
+        log.warning("skipping the unreadable traffic part %s: %s", key, str(error).splitlines()[0])
+        return None
 
 
 def read_window(files, model: str, minutes: float, now: datetime | None = None) -> pd.DataFrame:

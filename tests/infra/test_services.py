@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from polling import wait_for
 
 from infra import services as services_module
 from infra.errors import PlatformError
@@ -64,7 +65,7 @@ def make_service(port: int, name: str = "python-http", argv: tuple[str, ...] | N
 
 
 def pid_of(home: Path, name: str) -> int:
-    return int((home / "run" / f"{name}.pid").read_text())
+    return int((home / "run" / f"{name}.pid").read_text().split()[0])
 
 
 def reap_in_background(pid: int) -> None:
@@ -100,7 +101,7 @@ def home(tmp_path):
     yield home
     for pid_file in (home / "run").glob("*.pid") if (home / "run").exists() else ():
         try:
-            kill_own_child(int(pid_file.read_text()))
+            kill_own_child(int(pid_file.read_text().split()[0]))
         except ValueError:
             pass
 
@@ -299,3 +300,26 @@ def test_unknown_profile_raises_platform_error(tmp_path):
     """Given a profile that does not exist, then PlatformError names it."""
     with pytest.raises(PlatformError, match="unknown profile 'huge'"):
         platform_from_settings(Settings(home=tmp_path), profile="huge")
+
+
+@pytest.mark.integration
+def test_down_with_a_truncated_state_file_still_stops_what_up_started(home, tmp_path):
+    """Given a running service and a state.json cut off mid-write, `mlops down` says the state
+    is unreadable, stops the process its pid file names, and exits 0."""
+    running = make_service(free_port())
+    start_services([running], home, START_TIMEOUT_S)
+    pid = pid_of(home, running.name)
+    reap_in_background(pid)
+    write_state(home, {"profile": "local", "services": {running.name: {"port": running.port}}})
+    text = (home / "state.json").read_text()
+    (home / "state.json").write_text(text[: len(text) // 2])
+
+    done = subprocess.run([str(Path(sys.executable).parent / "mlops"), "down"], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path,
+                          env={**os.environ, "MLOPS_HOME": str(home)})
+
+    assert done.returncode == 0, done.stderr
+    assert "state.json is not valid JSON" in done.stderr
+    assert f"python-http: stopped (pid {pid})" in done.stderr
+    assert wait_for(lambda: not Path(f"/proc/{pid}").exists(), 10)
+    assert not (home / "run" / "python-http.pid").exists()

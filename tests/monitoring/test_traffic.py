@@ -137,6 +137,29 @@ def test_readers_skip_temporary_files(tmp_path):
     assert len(read_parts(LocalFiles(tmp_path), "m", TRAFFIC)) == 2
 
 
+@pytest.mark.parametrize("damage", ["truncated", "not parquet", "empty"])
+def test_a_damaged_part_is_skipped_with_a_warning(tmp_path, caplog, damage):
+    """Given two good parts and a damaged one between them, a reader returns the good rows and
+    names the damaged part in a warning, rather than failing every later check."""
+    now = datetime.now(UTC)
+    files = LocalFiles(tmp_path)
+    for request_id in ("r1", "r2"):
+        writer = TrafficWriter(files, "m")
+        writer.add(TRAFFIC, hour_of(now), traffic(3, now, request_id=request_id))
+        writer.close()
+    good = sorted((tmp_path / "m").rglob("part-*.parquet"))
+    bad = good[0].with_name("part-00000000T000000000000Z-" + "0" * 32 + ".parquet")
+    content = good[0].read_bytes()
+    bad.write_bytes({"truncated": content[: len(content) // 2], "not parquet": b"hello",
+                     "empty": b""}[damage])
+
+    with caplog.at_level("WARNING", logger="monitoring.traffic"):
+        rows = read_parts(files, "m", TRAFFIC)
+
+    assert sorted(rows["request_id"].unique()) == ["r1", "r2"] and len(rows) == 6
+    assert bad.name in caplog.text and "unreadable traffic part" in caplog.text
+
+
 def test_the_window_holds_the_last_minutes_only(tmp_path):
     """Given rows served 90, 30 and 1 minutes ago, a 60-minute window returns the last two,
     oldest first."""
