@@ -55,6 +55,8 @@ class MonitoringSection(_Strict):
     window_minutes: float = Field(60, gt=0, description="live traffic checked: the last N minutes")
     min_rows: int = Field(100, ge=1, description="fewer live records than this: no check")
     retrain_on_feedback: bool = Field(False, description="retraining adds labelled live records")
+    feedback_days: float = Field(
+        30, gt=0, description="retraining adds feedback received in the last N days (bounds the read)")
 
     @model_validator(mode="after")
     def _n_of_m(self) -> "MonitoringSection":

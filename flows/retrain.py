@@ -5,7 +5,7 @@ champion's spec with the drifted data added when it carries labels, its search w
 from the champion's parameters; the same champion/challenger gate decides.
 """
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import yaml
@@ -51,7 +51,8 @@ def prepare(params: RetrainParameters) -> TrainParameters:
             extra.append(current[[c for c in columns if c in current.columns]])
             logger.info("adding %d labelled rows of %s", len(current), params.current)
     if spec.monitoring.retrain_on_feedback:
-        labelled = labelled_live_rows(champion.name, spec.data.target)
+        files = open_files(process_settings().traffic_base)
+        labelled = labelled_live_rows(files, champion.name, spec.data.target, spec.monitoring.feedback_days)
         logger.info("adding %d labelled rows of live traffic (feedback)", len(labelled))
         if len(labelled):
             extra.append(labelled[[c for c in columns if c in labelled.columns]])
@@ -73,9 +74,12 @@ def prepare(params: RetrainParameters) -> TrainParameters:
     )
 
 
-def labelled_live_rows(model: str, target: str) -> pd.DataFrame:
-    """Served records that got feedback, with the true label as `target`."""
-    return read_labelled(open_files(process_settings().traffic_base), model, target)
+def labelled_live_rows(files, model: str, target: str, days: float,
+                       now: datetime | None = None) -> pd.DataFrame:
+    """Served records that got feedback in the last `days`, with the true label as `target`:
+    without a bound, every retraining would read all the feedback ever sent."""
+    since = (now or datetime.now(UTC)) - timedelta(days=days)
+    return read_labelled(files, model, target, since)
 
 
 def _like(rows: pd.DataFrame, original: pd.DataFrame, target: str) -> pd.DataFrame:

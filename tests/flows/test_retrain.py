@@ -1,5 +1,8 @@
 """Retraining data: feedback labels, kept as text, join the original data as its own labels."""
 
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -40,3 +43,38 @@ def test_added_labels_take_the_original_form(original, added, expected, dtype):
 def test_rows_without_a_shared_target_are_left_alone(rows, original):
     """Given one side has no target column, when made like the original, then nothing changes."""
     assert _like(rows, original, "y").equals(rows)
+
+
+def test_retraining_reads_only_the_feedback_of_its_window(tmp_path):
+    """Given feedback received 40 days ago and an hour ago, a 30-day window adds only the
+    recent request's rows (and reads no older part)."""
+    from flows.retrain import labelled_live_rows
+    from monitoring.traffic import FEEDBACK, TRAFFIC, LocalFiles, TrafficWriter, hour_of
+
+    now = datetime.now(UTC)
+    writer = TrafficWriter(LocalFiles(tmp_path), "m")
+    for request_id, age in (("old", timedelta(days=40)), ("new", timedelta(hours=1))):
+        moment = now - age
+        writer.add(TRAFFIC, hour_of(moment), _served(request_id, moment))
+        writer.add(FEEDBACK, hour_of(moment), _labels(request_id, moment))
+    writer.close()
+
+    rows = labelled_live_rows(LocalFiles(tmp_path), "m", "species", days=30, now=now)
+
+    assert rows["request_id"].tolist() == ["new", "new"]
+    assert rows["species"].tolist() == ["yes", "no"]
+
+
+def _served(request_id: str, moment: datetime) -> dict:
+    return {"x": np.array([1.0, 2.0]), "request_id": np.array([request_id] * 2, dtype=object),
+            "record_index": np.arange(2),
+            "served_at": np.full(2, np.datetime64(moment.replace(tzinfo=None), "us"))}
+
+
+def _labels(request_id: str, moment: datetime) -> dict:
+    from monitoring.traffic import LABEL, hour_of
+
+    return {"request_id": np.array([request_id] * 2, dtype=object), "record_index": np.arange(2),
+            LABEL: np.array(["yes", "no"], dtype=object),
+            "served_hour": np.array([hour_of(moment)] * 2, dtype=object),
+            "received_at": np.full(2, np.datetime64(moment.replace(tzinfo=None), "us"))}
