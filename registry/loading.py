@@ -9,6 +9,7 @@ types the platform's own pipelines need, never the list the model carries.
 
 import hashlib
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -105,27 +106,29 @@ def download(client: MlflowClient, name: str, version: str, dst: str) -> Path:
 _REFUSED = (ValueError, yaml.YAMLError, UntrustedTypesFoundException, FileNotFoundError)
 
 
-def check_registered(client: MlflowClient, name: str, version: str) -> dict:
-    """The metadata of a version that passes every rule (nothing is loaded); UnsafeModel if not."""
-    recorded = client.get_model_version(name, str(version)).tags.get(DIGEST_TAG)
+@contextmanager
+def _checked(client: MlflowClient, name: str, version: str):
+    """The downloaded version's folder and skops file once every rule passed; UnsafeModel if not."""
+    recorded = client.get_model_version(name, version).tags.get(DIGEST_TAG)
     with tempfile.TemporaryDirectory() as tmp:
-        path = download(client, name, str(version), tmp)
+        path = download(client, name, version, tmp)
         try:
-            check_files(path, recorded)
+            yield path, check_files(path, recorded)
         except _REFUSED as error:
-            raise UnsafeModel(f"refused {name} version {version}: {error}") from error
+            reason = " ".join(str(error).split())  # one line, whatever the parser said
+            raise UnsafeModel(f"refused {name} version {version}: {reason}") from error
+
+
+def check_registered(client: MlflowClient, name: str, version: str) -> dict:
+    """The metadata of a version that passes every rule, nothing loaded; UnsafeModel if not."""
+    with _checked(client, name, str(version)) as (path, _):
         return read_mlmodel(path).get("metadata") or {}
 
 
 def load_registered(client: MlflowClient, name: str, version: str) -> LoadedModel:
     """Version VERSION of NAME, checked, then loaded by skops on our types; UnsafeModel if refused."""
-    recorded = client.get_model_version(name, str(version)).tags.get(DIGEST_TAG)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = download(client, name, str(version), tmp)
-        try:
-            pipeline = skops.io.load(check_files(path, recorded), trusted=TRUSTED_TYPES)
-        except _REFUSED as error:
-            raise UnsafeModel(f"refused {name} version {version}: {error}") from error
+    with _checked(client, name, str(version)) as (path, file):
+        pipeline = skops.io.load(file, trusted=TRUSTED_TYPES)
         metadata = read_mlmodel(path).get("metadata") or {}
     return LoadedModel(name, str(version), pipeline, metadata)
 

@@ -79,6 +79,10 @@ def _append_to_model_file(client, version: str) -> None:
         file.write(b"\0")
 
 
+def _break_mlmodel(client, version: str) -> None:
+    (stored(client, version) / "MLmodel").write_text("flavors: {sklearn: [\n")
+
+
 def _drop_digest(client, version: str) -> None:
     client.delete_model_version_tag(NAME, version, DIGEST_TAG)
 
@@ -94,6 +98,7 @@ def _drop_digest(client, version: str) -> None:
      "names no model file inside the model"),
     (_append_to_model_file, "its files changed after it was registered (digest differs)"),
     (_drop_digest, f"it has no {DIGEST_TAG} tag"),
+    (_break_mlmodel, "while parsing a flow"),
 ])
 def test_refusals_name_the_model_the_version_and_why(registry, fitted, tamper, reason):
     """Given a registered good model changed in one way, loading it is refused in one line."""

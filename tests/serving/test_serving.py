@@ -159,10 +159,11 @@ def stored_ids(files, kind: str) -> set[str]:
 
 
 def add_version(client: MlflowClient, version):
-    """Another version of the same logged model (MLflow 3 names it by its model id)."""
-    model_id = getattr(version, "model_id", None) or version.source.removeprefix("models:/")
-    return client.create_model_version(NAME, source=version.source, run_id=version.run_id,
-                                       model_id=model_id)
+    """Another version of the same logged model, registered as the platform registers one
+    (with the digest the server's loader checks)."""
+    from registry.champion import register
+
+    return register(client, NAME, version.source, version.run_id, {})
 
 
 def test_champion_moves_under_load_without_a_failed_request(server, trained):
