@@ -306,12 +306,12 @@ def serve(
     try:
         from mlflow.tracking import MlflowClient
 
-        from flows.preflight import require_champion
+        from flows.preflight import require_servable
 
         _, settings = _connect(_settings(), prefect=False)  # serving needs MLflow only
         host = host or settings.serve_host
         port = port if port is not None else settings.serve_port
-        require_champion(MlflowClient(), model, purpose="serve")
+        require_servable(MlflowClient(), model)
     except (InputError, PlatformError) as error:
         fail(str(error))
     try:

@@ -15,6 +15,7 @@ from infra.errors import PlatformError
 from infra.settings import Settings
 from monitoring.traffic import MODEL_NAME
 from registry.champion import get_champion
+from registry.loading import UnsafeModel, check_registered
 
 
 def require_model_name(model: str) -> None:
@@ -36,6 +37,16 @@ def require_champion(client: MlflowClient, model: str, purpose: str = "monitor")
         raise InputError(f"unknown model '{model}': nothing is registered under that name; "
                          "train it with `mlops train`") from error
     raise InputError(f"model '{model}' has no champion to {purpose}; train it first")
+
+
+def require_servable(client: MlflowClient, model: str) -> ModelVersion:
+    """MODEL's champion, checked by the loader as the server will load it; one line if refused."""
+    champion = require_champion(client, model, purpose="serve")
+    try:
+        check_registered(client, model, champion.version)
+    except UnsafeModel as error:
+        raise InputError(f"{error}; point `champion` at a version the platform registered") from error
+    return champion
 
 
 def require_columns(frame: pd.DataFrame, contract: DataContract, model: str, where: str) -> ContractReport:

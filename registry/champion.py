@@ -7,6 +7,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from registry.loading import DIGEST_TAG, digest_of
 from registry.promotion import PromotionDecision
 
 CHAMPION = "champion"
@@ -34,6 +35,9 @@ def get_champion(client: MlflowClient, name: str) -> ModelVersion | None:
 
 
 def register(client: MlflowClient, name: str, model_uri: str, run_id: str, tags: dict) -> ModelVersion:
+    """A new version of NAME, tagged with the digest its loads are checked against."""
+    # Taken from the files as they are now: a model changed later no longer matches.
+    tags = {**tags, DIGEST_TAG: digest_of(model_uri, client.tracking_uri)}
     try:
         client.get_registered_model(name)
     except MlflowException as error:

@@ -8,11 +8,11 @@ version and moves the aliases.
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import mlflow
 import numpy as np
 from mlflow.tracking import MlflowClient
 
 from registry.champion import apply_decision, get_champion, register
+from registry.loading import UnsafeModel, load_registered
 from registry.promotion import HoldoutMetric, PromotionDecision, decide_promotion
 
 
@@ -23,6 +23,7 @@ class ChampionOutput:
     version: str
     output: np.ndarray | None = field(default=None, repr=False)
     error: str | None = None
+    refused: bool = False  # the loader would not load it: nothing of it ran
 
 
 @dataclass(frozen=True)
@@ -39,13 +40,16 @@ def score_champion(
     """The champion's output_fn(model), or None when there is no champion.
 
     output_fn raises ValueError or KeyError when the champion cannot score these data (other
-    columns or classes); the reason is kept for the decision.
+    columns or classes); the reason is kept for the decision, as is why a champion was refused.
     """
     current = get_champion(client, name)
     if current is None:
         return None
     try:
-        model = mlflow.sklearn.load_model(f"models:/{name}/{current.version}")
+        model = load_registered(client, name, current.version).pipeline
+    except UnsafeModel as error:
+        return ChampionOutput(current.version, error=str(error), refused=True)
+    try:
         return ChampionOutput(current.version, output=output_fn(model))
     except (ValueError, KeyError) as error:
         return ChampionOutput(current.version, error=str(error))
@@ -60,6 +64,13 @@ def decide_gate(
 ) -> PromotionDecision:
     """Promote only a version that beats the champion; one the champion cannot be compared
     with stays a challenger for a person to judge."""
+    if champion is not None and champion.refused:
+        return PromotionDecision(
+            False,
+            f"champion v{champion.version} was not loaded ({champion.error}); check it and move "
+            "the alias if the new version should serve",
+            metric.score(y_holdout, candidate_output),
+        )
     if champion is not None and champion.output is None:
         return PromotionDecision(
             False,

@@ -2,31 +2,24 @@
 
 import gc
 import logging
-import tempfile
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import chain
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 import sklearn
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.pipeline import Pipeline
 
 from experiments.contract import DataContract
-from experiments.pipelines import SKOPS_TRUSTED_TYPES
 from registry.champion import get_champion
+from registry.loading import UnsafeModel, load_registered
 
 log = logging.getLogger(__name__)
-
-# Our pipelines need no other types: a model that asks skops to trust more is not ours.
-TRUSTED_TYPES = frozenset(chain.from_iterable(SKOPS_TRUSTED_TYPES.values()))
 
 
 class ModelLoadError(RuntimeError):
@@ -79,26 +72,19 @@ def forest_predict(forest, X) -> np.ndarray:
     return forest.classes_.take(np.argmax(total, axis=1), axis=0) if classifier else total
 
 
-def load_version(version: ModelVersion) -> ServedModel:
-    """Download one registered version, check what it asks skops to trust, and load it."""
+def load_version(version: ModelVersion, client: MlflowClient | None = None) -> ServedModel:
+    """One registered version, through the platform's loader (which never runs its code)."""
     uri = f"models:/{version.name}/{version.version}"
-    with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
-        info = Model.load(path)
-        flavor = info.flavors.get("sklearn")
-        if flavor is None or flavor.get("serialization_format") != "skops":
-            raise ModelLoadError(f"{uri} is not a scikit-learn model stored with skops")
-        untrusted = set(flavor.get("skops_trusted_types") or ()) - TRUSTED_TYPES
-        if untrusted:
-            raise ModelLoadError(f"{uri} asks to trust types no pipeline of ours uses: "
-                                 f"{', '.join(sorted(untrusted))}")
-        if "mlops_contract" not in (info.metadata or {}):
-            raise ModelLoadError(f"{uri} has no data contract in its metadata (mlops_contract)")
-        pipeline = mlflow.sklearn.load_model(path)
+    try:
+        loaded = load_registered(client or MlflowClient(), version.name, str(version.version))
+    except UnsafeModel as error:
+        raise ModelLoadError(str(error)) from error
+    if "mlops_contract" not in loaded.metadata:
+        raise ModelLoadError(f"{uri} has no data contract in its metadata (mlops_contract)")
     return ServedModel(
         name=version.name, version=str(version.version), run_id=version.run_id,
-        contract=DataContract.from_dict(info.metadata["mlops_contract"]), pipeline=pipeline,
-        loaded_at=datetime.now(UTC),
+        contract=DataContract.from_dict(loaded.metadata["mlops_contract"]),
+        pipeline=loaded.pipeline, loaded_at=datetime.now(UTC),
     )
 
 

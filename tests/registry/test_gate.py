@@ -3,11 +3,13 @@
 import numpy as np
 import pandas as pd
 import pytest
+from planted import log_planted, plant
 
 from experiments.metrics import score
 from experiments.pipelines import build_pipeline, feature_frame
 from experiments.tracking import log_sklearn_model
 from experiments.training import holdout_output_fn
+from registry.champion import register
 from registry.gate import ChampionOutput, apply_gate, decide_gate, score_champion
 from registry.promotion import HoldoutMetric
 
@@ -111,6 +113,25 @@ def test_champion_that_cannot_score_the_holdout_keeps_serving(gate, sqlite_mlflo
     reason = version(sqlite_mlflow, "2").tags["mlops.promotion"]
     assert reason.startswith("champion v1 cannot score this holdout (its classes")
     assert holding(sqlite_mlflow, "challenger") == "2"
+
+
+def test_champion_that_ships_code_is_not_run_and_the_new_version_waits(gate, sqlite_mlflow, tmp_path):
+    """Given a champion logged with a `skops` package in its code paths, when a new version
+    passes the gate, then the champion's code never runs and the new version is challenger,
+    tagged with why the champion was refused."""
+    client, marker = sqlite_mlflow, tmp_path / "marker"
+    run_id = client.create_run(client.get_experiment_by_name(NAME).experiment_id).info.run_id  # the gate's
+    uri = log_planted(run_id, fitted(), {}, plant(tmp_path / "planted", marker))
+    client.set_registered_model_alias(NAME, "champion", register(client, NAME, uri, run_id, {}).version)
+
+    result = gate(fitted())
+
+    assert not result.promoted and str(result.champion_version) == "1"
+    assert holding(sqlite_mlflow, "champion") == "1"
+    assert holding(sqlite_mlflow, "challenger") == "2"
+    reason = version(sqlite_mlflow, "2").tags["mlops.promotion"]
+    assert reason.startswith(f"champion v1 was not loaded (refused {NAME} version 1: it ships code")
+    assert not marker.exists()
 
 
 def test_decision_without_a_champion_output_names_the_error():

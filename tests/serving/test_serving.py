@@ -159,10 +159,11 @@ def stored_ids(files, kind: str) -> set[str]:
 
 
 def add_version(client: MlflowClient, version):
-    """Another version of the same logged model (MLflow 3 names it by its model id)."""
-    model_id = getattr(version, "model_id", None) or version.source.removeprefix("models:/")
-    return client.create_model_version(NAME, source=version.source, run_id=version.run_id,
-                                       model_id=model_id)
+    """Another version of the same logged model, registered as the platform registers one
+    (with the digest the server's loader checks)."""
+    from registry.champion import register
+
+    return register(client, NAME, version.source, version.run_id, {})
 
 
 def test_champion_moves_under_load_without_a_failed_request(server, trained):
@@ -212,6 +213,36 @@ def test_champion_moves_under_load_without_a_failed_request(server, trained):
         assert switched > 0 and set(versions[:switched]) == {old.version}
         assert set(versions[switched:]) == {new.version}
     assert server.client.get("/model").json()["version"] == new.version
+
+
+def test_a_champion_that_ships_code_is_refused_while_the_old_one_serves(server, tmp_path):
+    """Given a running server, when `champion` moves to a version logged with a `skops`
+    package in its code paths, the server logs the refusal and keeps answering with the old
+    version, and the package never runs."""
+    from planted import log_planted, plant
+
+    from registry.champion import register
+    from registry.loading import load_registered
+
+    client, marker = MlflowClient(), tmp_path / "marker"
+    old = client.get_model_version_by_alias(NAME, "champion")
+    served = load_registered(client, NAME, old.version)
+    run_id = client.create_run(client.get_run(old.run_id).info.experiment_id).info.run_id
+    uri = log_planted(run_id, served.pipeline, served.metadata, plant(tmp_path / "planted", marker))
+    client.set_terminated(run_id)
+    planted = register(client, NAME, uri, run_id, {}).version
+    client.set_registered_model_alias(NAME, "champion", planted)
+    try:
+        refused = f"not serving {NAME} version {planted}: refused {NAME} version {planted}: it ships code"
+        assert wait_for(lambda: refused in server.log.read_text(), timeout_s=60, interval_s=0.2), \
+            server.log.read_text()[-3000:]
+        answer = server.predict(as_records(binary_frame(n=3, seed=35)))
+    finally:
+        client.set_registered_model_alias(NAME, "champion", old.version)
+
+    assert answer.status_code == 200 and answer.json()["model_version"] == old.version
+    assert server.client.get("/model").json()["version"] == old.version
+    assert not marker.exists()
 
 
 def test_sigterm_writes_every_answered_record(platform, trained, tmp_path):

@@ -115,3 +115,40 @@ def test_the_warm_up_record_follows_the_contract(fitted):
     assert list(record.columns) == [*contract.numeric, *contract.categorical]
     assert record.dtypes.map(str).tolist() == ["float64"] * 3 + ["object"]
     assert isinstance(record, pd.DataFrame) and len(record) == 1
+
+
+def test_the_watcher_keeps_serving_when_the_champion_moves_to_a_model_that_ships_code(
+        sqlite_mlflow, fitted, tmp_path, caplog):
+    """Given a served champion, when `champion` moves to a version logged with a `skops`
+    package in its code paths, then the watcher logs the refusal, keeps serving the old
+    version, and the package never runs."""
+    from planted import log_planted, plant
+
+    from experiments.tracking import log_sklearn_model
+    from registry.champion import register
+
+    contract, pipeline = fitted
+    client, marker = sqlite_mlflow, tmp_path / "marker"
+    experiment = client.create_experiment("m", artifact_location=(tmp_path / "artifacts").as_uri())
+    example = example_features(contract)
+
+    def registered(log) -> str:
+        run_id = client.create_run(experiment).info.run_id
+        return str(register(client, "m", log(run_id), run_id, {}).version)
+
+    metadata = {"mlops_contract": contract.to_dict()}
+    good = registered(lambda run_id: log_sklearn_model(run_id, pipeline, example, metadata))
+    planted = registered(lambda run_id: log_planted(run_id, pipeline, metadata,
+                                                    plant(tmp_path / "planted", marker)))
+    client.set_registered_model_alias("m", "champion", good)
+    watcher = ChampionWatcher(client, "m")
+    assert watcher.check() is True and watcher.current.version == good
+
+    client.set_registered_model_alias("m", "champion", planted)
+    with caplog.at_level("ERROR", logger="serving.model"):
+        swapped = watcher.check()
+
+    assert swapped is False and watcher.current.version == good
+    assert f"not serving m version {planted}: refused m version {planted}: it ships code" in caplog.text
+    assert not marker.exists()
+    assert (watcher.current.predict(example) == pipeline.predict(example)).all()
