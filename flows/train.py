@@ -193,13 +193,15 @@ def train(params: TrainParameters) -> dict:
     tracking = start_tracking(spec, dataset, params)
     context = training.TrainingContext(spec, dataset, data, tracking)
     try:
-        search = tune(context, params.warm_start, params.workers)
-        evaluation = fit_and_evaluate(context, search)
-        model_uri = log_model(context, evaluation)
-        gate = register_and_promote(context, evaluation, model_uri, params)
-        link(context, evaluation, search, gate)
+        # The lease tells a training started meanwhile that this study is not to be resumed.
+        with training.keep_lease(study_storage(), tracking):
+            search = tune(context, params.warm_start, params.workers)
+            evaluation = fit_and_evaluate(context, search)
+            model_uri = log_model(context, evaluation)
+            gate = register_and_promote(context, evaluation, model_uri, params)
+            link(context, evaluation, search, gate)
     except BaseException:
-        _client().set_terminated(tracking.run_id, status="FAILED")
+        training.give_up(_client(), study_storage(), tracking)
         raise
     training.finish(_client(), study_storage(), tracking)
     return {
