@@ -125,3 +125,17 @@ def test_two_versions_reaching_the_gate_at_once_are_compared_in_turn(platform, t
     assert_one_chain(client, "it-gate-race")
     with get_client(sync_client=True) as prefect:  # the lock was the platform's, not a private one
         assert prefect.read_global_concurrency_limit_by_name("mlops-promote-it-gate-race").limit == 1
+
+
+def test_a_promotion_lock_with_more_than_one_slot_is_refused(platform):
+    """Given the promotion lock widened to two slots by hand, entering it fails with what to do,
+    rather than letting two promotions run at once."""
+    from flows import locks
+
+    name = locks.promotion_lock("it-widened")
+    locks.ensure_lock(name)
+    with get_client(sync_client=True) as prefect:
+        prefect.upsert_global_concurrency_limit_by_name(name, 2)
+
+    with pytest.raises(RuntimeError, match="must be active with 1 slot"), locks.held(name):
+        pass
