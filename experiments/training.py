@@ -51,7 +51,7 @@ from experiments.validation import Dataset
 log = logging.getLogger(__name__)
 
 REFERENCE_MAX_ROWS = 50_000
-MAX_ATTEMPT_RACES = 20
+MAX_ATTEMPT_RACES = 20  # each lost race means another training took that number: 20 is far past use
 
 
 @dataclass(frozen=True)
