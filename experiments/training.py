@@ -21,6 +21,7 @@ import pandas as pd
 import yaml
 from mlflow.tracking import MlflowClient
 
+from experiments import lease
 from experiments.artifacts import CONTRACT_ARTIFACT, REFERENCE_ARTIFACT, SPEC_ARTIFACT
 from experiments.contract import DataContract
 from experiments.data import Split, sample_rows, split_holdout
@@ -50,6 +51,7 @@ from experiments.validation import Dataset
 log = logging.getLogger(__name__)
 
 REFERENCE_MAX_ROWS = 50_000
+MAX_ATTEMPT_RACES = 20  # each lost race means another training took that number: 20 is far past use
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class Tracking:
     experiment_id: str
     run_id: str
     study_name: str
+    owner: str = ""  # who holds the study's lease (experiments.lease)
 
 
 @dataclass(frozen=True)
@@ -126,22 +129,23 @@ def start_tracking(
     flow_run_id: str | None,
     extra_tags: dict[str, str],
 ) -> Tracking:
-    """Open the parent run, or resume the one whose search an interruption cut short."""
+    """Open the parent run, or resume one whose training is gone (its lease ran out)."""
     experiment_id = ensure_experiment(client, spec.name)
     base = f"{spec.slug}-{dataset.digest[:12]}-{spec_digest(spec)}"
-    resumable = _unfinished_study(storage, base)
+    owner = lease.new_owner()
+    resumable = _claim_unfinished_study(storage, base, owner)
     if resumable is not None:
         name, run_id = resumable
         client.update_run(run_id, status="RUNNING")
         log.info("resuming the interrupted search %s (MLflow run %s)", name, run_id)
-        return Tracking(experiment_id, run_id, name)
-    name = f"{base}-{_next_attempt(storage, base)}"
+        return Tracking(experiment_id, run_id, name, owner)
+    name = _create_attempt(storage, base, spec, owner)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     tags = _run_tags(dataset, name, trigger, flow_run_id, extra_tags)
     run_id = client.create_run(experiment_id, run_name=f"{trigger}-{stamp}", tags=tags).info.run_id
     _log_inputs(client, run_id, spec, dataset)
-    _create_study(storage, name, spec, run_id)
-    return Tracking(experiment_id, run_id, name)
+    _tie_study(storage, name, run_id)
+    return Tracking(experiment_id, run_id, name, owner)
 
 
 def _run_tags(
@@ -190,12 +194,28 @@ def _log_inputs(client: MlflowClient, run_id: str, spec: ExperimentSpec, dataset
                     SPEC_ARTIFACT)
 
 
-def _create_study(storage, name: str, spec: ExperimentSpec, run_id: str) -> None:
-    """The study, marked unfinished and tied to its run, so an interruption can resume it."""
-    study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
+def _create_attempt(storage, base: str, spec: ExperimentSpec, owner: str) -> str:
+    """The next attempt's study, leased to `owner`. Creating a study is atomic in every
+    storage: of two trainings that pick the same number, the later one takes the next."""
+    for _ in range(MAX_ATTEMPT_RACES):
+        name = f"{base}-{_next_attempt(storage, base)}"
+        try:
+            optuna.create_study(study_name=name, storage=storage,
                                 direction="maximize" if spec.greater_is_better else "minimize")
-    study.set_user_attr("mlflow_run_id", run_id)
-    study.set_user_attr("finished", False)
+        except optuna.exceptions.DuplicatedStudyError:
+            continue
+        lease.grant(storage, storage.get_study_id_from_name(name), owner)
+        return name
+    raise RuntimeError(f"lost the race for a new study of {base} {MAX_ATTEMPT_RACES} times")
+
+
+def _tie_study(storage, name: str, run_id: str) -> None:
+    """Tie the study to its run and mark it unfinished, so an interruption can resume it.
+
+    Written after the lease, so no other training ever sees it unfinished and unowned."""
+    study_id = storage.get_study_id_from_name(name)
+    storage.set_study_user_attr(study_id, "mlflow_run_id", run_id)
+    storage.set_study_user_attr(study_id, "finished", False)
 
 
 def _studies_of(storage, base: str) -> list:
@@ -203,10 +223,13 @@ def _studies_of(storage, base: str) -> list:
             if s.study_name.startswith(f"{base}-")]
 
 
-def _unfinished_study(storage, base: str) -> tuple[str, str] | None:
+def _claim_unfinished_study(storage, base: str, owner: str) -> tuple[str, str] | None:
+    """The newest unfinished study whose training is gone, taken over by `owner`."""
     for summary in sorted(_studies_of(storage, base), key=lambda s: s.study_name, reverse=True):
         attrs = summary.user_attrs
-        if attrs.get("finished") is False and attrs.get("mlflow_run_id"):
+        if (attrs.get("finished") is False and attrs.get("mlflow_run_id")
+                and not lease.is_live(attrs)
+                and lease.take_over(storage, summary.study_name, attrs, owner)):
             return summary.study_name, attrs["mlflow_run_id"]
     return None
 
@@ -336,10 +359,22 @@ def log_model(client: MlflowClient, context: TrainingContext, evaluation: Evalua
 
 
 def finish(client: MlflowClient, storage, tracking: Tracking) -> None:
-    """Close the parent run and mark its study done, so the next training starts afresh."""
+    """Close the parent run, mark its study done and give up its lease."""
     study = optuna.load_study(study_name=tracking.study_name, storage=storage)
     study.set_user_attr("finished", True)
+    lease.release(storage, tracking.study_name, tracking.owner)
     client.set_terminated(tracking.run_id, status="FINISHED")
+
+
+def keep_lease(storage, tracking: Tracking) -> lease.LeaseKeeper:
+    """A context that renews the training's lease on its study while the block runs."""
+    return lease.LeaseKeeper(storage, tracking.study_name, tracking.owner)
+
+
+def give_up(client: MlflowClient, storage, tracking: Tracking) -> None:
+    """Mark the run failed and end the lease, so the next training resumes the study at once."""
+    client.set_terminated(tracking.run_id, status="FAILED")
+    lease.release(storage, tracking.study_name, tracking.owner)
 
 
 def holdout_score_fn(spec: ExperimentSpec, classes):

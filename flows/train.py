@@ -17,6 +17,7 @@ from experiments import training
 from experiments.data import Split
 from experiments.spec import ExperimentSpec, load_spec, with_overrides
 from experiments.validation import Dataset, load_dataset
+from flows import locks
 from flows.studies import study_storage
 from registry.gate import GateResult, apply_gate, decide_gate, score_champion
 from registry.promotion import HoldoutMetric
@@ -137,24 +138,37 @@ def log_model(context: training.TrainingContext, evaluation: training.Evaluation
     return training.log_model(_client(), context, evaluation)
 
 
+def promote(
+    client: MlflowClient, context: training.TrainingContext, evaluation: training.Evaluation,
+    model_uri: str, tags: dict[str, str],
+) -> GateResult:
+    """Register the version and compare it with the champion of this moment, as one step.
+
+    A compare-and-swap under the model's lock: the champion compared with is the one
+    replaced, even when another training of this model reaches the gate at the same time.
+    """
+    spec, classes = context.spec, evaluation.classes
+    holdout_x, holdout_y = training.features_and_target(context.data.holdout, context.contract)
+    metric = HoldoutMetric(spec.metric, spec.greater_is_better,
+                           training.holdout_score_fn(spec, classes))
+    with locks.held(locks.promotion_lock(spec.name)):
+        champion = score_champion(
+            client, spec.name, training.holdout_output_fn(holdout_x, spec.task, classes)
+        )
+        decision = decide_gate(holdout_y.to_numpy(), evaluation.output, champion, metric,
+                               seed=spec.tuning.seed)
+        return apply_gate(client, spec.name, model_uri, context.tracking.run_id, tags,
+                          decision, None if champion is None else champion.version)
+
+
 @task(cache_policy=NO_CACHE)
 def register_and_promote(
     context: training.TrainingContext, evaluation: training.Evaluation, model_uri: str,
     params: TrainParameters,
 ) -> GateResult:
-    spec, classes = context.spec, evaluation.classes
-    holdout_x, holdout_y = training.features_and_target(context.data.holdout, context.contract)
-    champion = score_champion(
-        _client(), spec.name, training.holdout_output_fn(holdout_x, spec.task, classes)
-    )
-    metric = HoldoutMetric(spec.metric, spec.greater_is_better,
-                           training.holdout_score_fn(spec, classes))
-    decision = decide_gate(holdout_y.to_numpy(), evaluation.output, champion, metric,
-                           seed=spec.tuning.seed)
     tags = {"mlops.trigger": params.trigger, "mlops.data_digest": context.dataset.digest,
             "mlops.flow_run_id": flow_run.get_id() or ""}
-    result = apply_gate(_client(), spec.name, model_uri, context.tracking.run_id, tags, decision,
-                        None if champion is None else champion.version)
+    result = promote(_client(), context, evaluation, model_uri, tags)
     _client().set_tag(context.tracking.run_id, "mlops.model_version", result.version)
     get_run_logger().info(
         "version %s %s: %s", result.version,
@@ -193,13 +207,15 @@ def train(params: TrainParameters) -> dict:
     tracking = start_tracking(spec, dataset, params)
     context = training.TrainingContext(spec, dataset, data, tracking)
     try:
-        search = tune(context, params.warm_start, params.workers)
-        evaluation = fit_and_evaluate(context, search)
-        model_uri = log_model(context, evaluation)
-        gate = register_and_promote(context, evaluation, model_uri, params)
-        link(context, evaluation, search, gate)
+        # The lease tells a training started meanwhile that this study is not to be resumed.
+        with training.keep_lease(study_storage(), tracking):
+            search = tune(context, params.warm_start, params.workers)
+            evaluation = fit_and_evaluate(context, search)
+            model_uri = log_model(context, evaluation)
+            gate = register_and_promote(context, evaluation, model_uri, params)
+            link(context, evaluation, search, gate)
     except BaseException:
-        _client().set_terminated(tracking.run_id, status="FAILED")
+        training.give_up(_client(), study_storage(), tracking)
         raise
     training.finish(_client(), study_storage(), tracking)
     return {

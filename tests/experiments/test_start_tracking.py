@@ -1,13 +1,17 @@
 """Starting a training's tracking (MLflow in SQLite, an Optuna journal): resume or start afresh."""
 
 import textwrap
+import threading
+import time
 
 import pytest
+from polling import wait_for
 from synthetic import binary_frame
 
+from experiments import lease, training
 from experiments.search import journal_storage
 from experiments.spec import parse_spec
-from experiments.training import finish, start_tracking
+from experiments.training import finish, give_up, start_tracking
 from experiments.validation import load_dataset
 
 
@@ -34,6 +38,8 @@ def start(sqlite_mlflow, tmp_path):
                               flow_run_id=None, extra_tags={})
 
     run.storage = storage
+    run.journal = tmp_path / "studies.journal"
+    run.spec = spec
     return run
 
 
@@ -41,7 +47,7 @@ def test_an_interrupted_search_is_resumed_in_its_own_run(start, sqlite_mlflow):
     """Given a training that failed before its search finished, when the same training starts
     again, then it continues the same study in the same MLflow run, running again."""
     first = start()
-    sqlite_mlflow.set_terminated(first.run_id, status="FAILED")  # what the flow does on an error
+    give_up(sqlite_mlflow, start.storage, first)  # what the flow does on an error
 
     again = start()
 
@@ -61,3 +67,111 @@ def test_a_finished_search_is_not_resumed(start, sqlite_mlflow):
     base, attempt = first.study_name.rsplit("-", 1)
     assert again.study_name == f"{base}-{int(attempt) + 1}"
     assert sqlite_mlflow.get_run(again.run_id).data.tags["mlops.study_name"] == again.study_name
+
+
+def attrs_of(storage, study_name: str) -> dict:
+    return storage.get_study_user_attrs(storage.get_study_id_from_name(study_name))
+
+
+def expire(storage, study_name: str) -> None:
+    """What a minute without renewals does to the lease of a killed training."""
+    storage.set_study_user_attr(storage.get_study_id_from_name(study_name), lease.LEASE_UNTIL,
+                                time.time() - 1)
+
+
+def test_a_running_training_is_not_taken_over(start, sqlite_mlflow):
+    """Given a training whose lease is live, when the same training starts again, then it gets
+    its own run and the next attempt, and the first keeps its study."""
+    first = start()
+
+    again = start()
+
+    assert again.run_id != first.run_id
+    base, attempt = first.study_name.rsplit("-", 1)
+    assert again.study_name == f"{base}-{int(attempt) + 1}"
+    assert attrs_of(start.storage, first.study_name)[lease.OWNER] == first.owner
+    assert sqlite_mlflow.get_run(first.run_id).info.status == "RUNNING"
+    finish(sqlite_mlflow, start.storage, first)
+    finish(sqlite_mlflow, start.storage, again)
+    assert {sqlite_mlflow.get_run(r).info.status for r in (first.run_id, again.run_id)} == {"FINISHED"}
+
+
+def test_a_killed_training_is_resumed_once_its_lease_runs_out(start, sqlite_mlflow):
+    """Given a training that stopped renewing its lease (killed), when the lease has run out,
+    then the next start resumes its study and run, and now owns the lease."""
+    first = start()
+    expire(start.storage, first.study_name)
+
+    again = start()
+
+    assert (again.run_id, again.study_name) == (first.run_id, first.study_name)
+    assert again.owner != first.owner
+    attrs = attrs_of(start.storage, again.study_name)
+    assert attrs[lease.OWNER] == again.owner and lease.is_live(attrs)
+
+
+def test_only_one_of_two_trainings_takes_over_an_expired_lease(start):
+    """Given an expired lease both trainings saw, when both try to take it over, one wins."""
+    first = start()
+    expire(start.storage, first.study_name)
+    seen = attrs_of(start.storage, first.study_name)
+
+    won = [lease.take_over(start.storage, first.study_name, seen, owner) for owner in ("a", "b")]
+
+    assert won == [True, False]
+    assert attrs_of(start.storage, first.study_name)[lease.OWNER] == "a"
+
+
+def test_a_creator_that_picked_a_taken_attempt_takes_the_next(start, monkeypatch):
+    """Given a training that counted the attempts before another created attempt 1, when it
+    creates its study, then it takes attempt 2 and leaves attempt 1 to its owner."""
+    first = start()
+    counted = training._next_attempt
+    stale = iter([1])
+    monkeypatch.setattr(training, "_next_attempt", lambda storage, base: next(stale, None)
+                        or counted(storage, base))
+
+    second = start()
+
+    assert first.study_name.endswith("-1") and second.study_name.endswith("-2")
+    first_attrs = attrs_of(start.storage, first.study_name)
+    assert (first_attrs[lease.OWNER], first_attrs["mlflow_run_id"]) == (first.owner, first.run_id)
+
+
+def test_trainings_starting_at_once_get_different_studies(start):
+    """Given four trainings in step, each with its own handle on the journal (as separate
+    processes have), when they create their studies at the same instant, each gets its own."""
+    barrier = threading.Barrier(4)
+    created = []
+
+    def one(owner: str) -> None:
+        storage = journal_storage(start.journal)
+        barrier.wait()
+        created.append(training._create_attempt(storage, "race", start.spec, owner))
+
+    threads = [threading.Thread(target=one, args=(f"owner-{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(created) == [f"race-{n}" for n in range(1, 5)]
+    owners = {attrs_of(start.storage, name)[lease.OWNER] for name in created}
+    assert owners == {f"owner-{i}" for i in range(4)}
+
+
+def test_the_keeper_renews_the_lease_until_another_training_takes_over(start):
+    """Given a running training's keeper, the lease is extended while it runs; once another
+    training has taken the study over, the keeper stops writing."""
+    first = start()
+    before = attrs_of(start.storage, first.study_name)[lease.LEASE_UNTIL]
+
+    with lease.LeaseKeeper(start.storage, first.study_name, first.owner, renew_s=0.01):
+        assert wait_for(lambda: attrs_of(start.storage, first.study_name)[lease.LEASE_UNTIL] > before)
+
+    expire(start.storage, first.study_name)
+    assert lease.take_over(start.storage, first.study_name,
+                           attrs_of(start.storage, first.study_name), "other")
+    keeper = lease.LeaseKeeper(start.storage, first.study_name, first.owner)
+    assert keeper.renew() is False
+    assert attrs_of(start.storage, first.study_name)[lease.OWNER] == "other"
