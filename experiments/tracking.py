@@ -9,6 +9,7 @@ from collections.abc import Mapping
 
 import optuna
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -29,8 +30,14 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
         if experiment.lifecycle_stage == "deleted":
             client.restore_experiment(experiment.experiment_id)
         return experiment.experiment_id
-    # Opens the MLflow UI on runs and models rather than its GenAI (traces) view.
-    return client.create_experiment(name, tags={"mlflow.experimentKind": "custom_model_development"})
+    try:
+        # Opens the MLflow UI on runs and models rather than its GenAI (traces) view.
+        return client.create_experiment(name, tags={"mlflow.experimentKind": "custom_model_development"})
+    except MlflowException as error:
+        # Another training of the same spec created it between our look and our create.
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return client.get_experiment_by_name(name).experiment_id
 
 
 def _now_ms() -> int:
