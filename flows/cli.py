@@ -75,14 +75,18 @@ def up(
         typer.Option(help="local (SQLite, local files; the default) or full (PostgreSQL, S3, auth)"),
     ] = None,
     json_output: JsonOption = False,
+    allow_remote: Annotated[
+        bool, typer.Option(help="Bind to a non-loopback MLOPS_HOST (other machines can connect)"),
+    ] = False,
 ) -> None:
     """Start the platform in the background and wait until every service is healthy."""
-    from infra.profiles import chosen_profile, require_no_other_profile
+    from infra.profiles import chosen_profile, require_loopback, require_no_other_profile
     from infra.secrets import ensure
     from infra.services import platform_lock, start_services, write_state
 
     try:
         settings = _settings()
+        require_loopback(settings.host, allow_remote)
         with platform_lock(settings.home):
             require_no_other_profile(settings, profile)
             chosen = chosen_profile(settings, profile)
@@ -331,7 +335,7 @@ def demo(
     trials: Annotated[int | None, typer.Option(min=1, help="Optuna trials")] = None,
 ) -> None:
     """Start the local platform and run the whole loop on the bundled example."""
-    up(profile="local", json_output=False)
+    up(profile="local", json_output=False, allow_remote=False)
     result = _run_training("penguins", None, trials, 1)
     _print_training(result)
 

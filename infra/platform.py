@@ -96,6 +96,10 @@ def prefect_service(home: Path, host: str, port: int, options: ServerOptions) ->
             "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
             # The UI calls the API from the browser: without this it calls port 4200.
             "PREFECT_UI_API_URL": f"{url}/api",
+            # Only the UI's own page may call the API from a browser, and a state change
+            # needs the token Prefect's UI and clients fetch first (a page elsewhere cannot).
+            "PREFECT_SERVER_CORS_ALLOWED_ORIGINS": url,
+            "PREFECT_SERVER_CSRF_PROTECTION_ENABLED": "true",
             **options.env,
         },
         unset_env=("PREFECT_API_URL", "PREFECT_PROFILE", *options.unset_env),

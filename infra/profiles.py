@@ -1,5 +1,6 @@
 """Which platform a command means: the one a previous `up` recorded, else the settings'."""
 
+import ipaddress
 from collections.abc import Mapping
 
 from infra.errors import PlatformError
@@ -31,6 +32,19 @@ def require_no_other_profile(settings: Settings, profile: str | None) -> None:
             f"the {state['profile']} profile is running in {settings.home} ({', '.join(running)} at "
             f"{state.get('mlflow_url', '?')}); stop it with `mlops down`, then "
             f"`mlops up --profile {profile}`, or give this one its own MLOPS_HOME")
+
+
+def require_loopback(host: str, allow_remote: bool) -> None:
+    """One line unless the services bind to this machine only, or the user said otherwise:
+    the local profile has no authentication, and no profile closes every port yet."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not allow_remote:
+        raise PlatformError(
+            f"MLOPS_HOST={host} would let other machines reach the platform's services; use "
+            "127.0.0.1, or pass --allow-remote to `mlops up` if that is what you want")
 
 
 def platform_from_settings(settings: Settings, profile: str | None = None,

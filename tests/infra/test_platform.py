@@ -39,3 +39,60 @@ def test_up_of_the_other_profile_says_what_runs_and_starts_nothing(mlops, platfo
     assert (platform.home / "state.json").read_text() == state_before
     assert not (platform.home / "run" / "s3.pid").exists()
     assert all(s["running"] for s in json.loads(mlops("status", "--json").stdout)["services"].values())
+
+
+def _request(url: str, method: str, headers: dict, body: bytes | None = None):
+    import urllib.error
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(urllib.request.Request(url, data=body, method=method, headers=headers),
+                         timeout=10) as response:
+            return response.status, dict(response.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers)
+
+
+def test_prefect_refuses_state_changes_without_a_csrf_token(platform):
+    """Given a request from outside Prefect's UI and clients (no CSRF token), a state change
+    is refused with 403; reading stays open, as the UI needs it."""
+    api = platform.prefect_api_url
+    body = b'{"name": "planted-by-a-stranger"}'
+
+    status, _ = _request(f"{api}/flows/", "POST", {"Content-Type": "application/json"}, body)
+    read, _ = _request(f"{api}/health", "GET", {})
+
+    assert status == 403
+    assert read == 200
+
+
+def test_prefect_lets_only_its_own_ui_call_it_from_a_browser(platform):
+    """Given a CORS preflight from another origin, Prefect does not allow it; from the UI's
+    own origin it does."""
+    api = platform.prefect_api_url
+    ask = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
+
+    _, stranger = _request(f"{api}/flows/filter", "OPTIONS", {**ask, "Origin": "http://evil.example"})
+    _, own = _request(f"{api}/flows/filter", "OPTIONS", {**ask, "Origin": platform.prefect_url})
+
+    allowed = {k.lower(): v for k, v in own.items()}.get("access-control-allow-origin")
+    assert {k.lower(): v for k, v in stranger.items()}.get("access-control-allow-origin") is None
+    assert allowed == platform.prefect_url
+
+
+def test_a_non_loopback_host_needs_an_explicit_option(tmp_path):
+    """Given MLOPS_HOST=0.0.0.0, `mlops up` refuses in one line and starts nothing."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "MLOPS_HOME": str(tmp_path / "home"), "MLOPS_HOST": "0.0.0.0"}
+    done = subprocess.run([str(Path(sys.executable).parent / "mlops"), "up"], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=120)
+
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert "MLOPS_HOST=0.0.0.0" in done.stderr and "--allow-remote" in done.stderr
+    assert not (tmp_path / "home" / "run").exists()
