@@ -35,6 +35,15 @@ def _http_status(url: str, method: str = "GET", headers: dict | None = None,
         return error.code
 
 
+def _csrf_headers(prefect_url: str, auth: dict) -> dict:
+    """A CSRF token as Prefect's clients get one, for a client id of this test's own."""
+    request = urllib.request.Request(f"{prefect_url}/api/csrf-token?client=test-client", headers=auth)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=10) as response:
+        token = json.loads(response.read())["token"]
+    return {"Prefect-Csrf-Token": token, "Prefect-Csrf-Client": "test-client"}
+
+
 def _basic(credentials: str) -> dict:
     import base64
 
@@ -121,10 +130,14 @@ def test_anonymous_and_wrong_credentials_are_refused(full_platform):
     assert _http_status(mlflow_api) == 401
     assert _http_status(mlflow_api, headers=_basic("mlops-admin:not-the-password")) == 401
     assert _http_status(mlflow_api, headers=good_mlflow) == 200
-    assert _http_status(prefect_api, "POST", json_body, b"{}") == 401
-    assert _http_status(prefect_api, "POST", {**json_body, **_basic("mlops:wrong")}, b"{}") == 401
-    assert _http_status(prefect_api, "POST", {**json_body, **_basic(keys["PREFECT_API_AUTH_STRING"])},
-                        b"{}") == 200
+    good_prefect = _basic(keys["PREFECT_API_AUTH_STRING"])
+    # Prefect checks a state-changing request's CSRF token before its credentials: with a
+    # valid token, what is left to refuse a stranger is the missing or wrong password.
+    token = _csrf_headers(status["prefect_url"], good_prefect)
+    assert _http_status(prefect_api, "POST", {**json_body, **token}, b"{}") == 401
+    assert _http_status(prefect_api, "POST", {**json_body, **token, **_basic("mlops:wrong")}, b"{}") == 401
+    assert _http_status(prefect_api, "POST", {**json_body, **token, **good_prefect}, b"{}") == 200
+    assert _http_status(prefect_api, "POST", {**json_body, **good_prefect}, b"{}") == 403  # no token
     assert _http_status(f"{status['s3_endpoint']}/mlops/") == 403
     assert _http_status(f"{status['s3_endpoint']}/") == 403
 
