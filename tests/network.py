@@ -1,6 +1,8 @@
-"""Free loopback ports for servers the tests start."""
+"""Free loopback ports for servers the tests start, and plain HTTP calls to them."""
 
 import socket
+import urllib.error
+import urllib.request
 
 
 def free_port() -> int:
@@ -40,3 +42,15 @@ def free_s3_port() -> int:
         if others[-1] < 65535 and all(is_free(p) for p in others):
             return port
     raise RuntimeError("no free port block for SeaweedFS")
+
+
+def http(url: str, method: str = "GET", headers: dict | None = None,
+         body: bytes | None = None) -> tuple[int, dict[str, str]]:
+    """The status and (lower-cased) headers of one request, errors included; no proxy."""
+    request = urllib.request.Request(url, method=method, headers=headers or {}, data=body)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=10) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}
+    except urllib.error.HTTPError as error:
+        return error.code, {k.lower(): v for k, v in error.headers.items()}

@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 from environment import clients_pointed_at, without_client_variables
+from network import http
 from synthetic import binary_frame
 
 pytestmark = pytest.mark.integration
@@ -26,13 +27,7 @@ MLOPS = str(Path(sys.executable).parent / "mlops")
 
 def _http_status(url: str, method: str = "GET", headers: dict | None = None,
                  body: bytes | None = None) -> int:
-    request = urllib.request.Request(url, method=method, headers=headers or {}, data=body)
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(request, timeout=10) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
+    return http(url, method, headers, body)[0]
 
 
 def _csrf_headers(prefect_url: str, auth: dict) -> dict:
