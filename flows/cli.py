@@ -271,6 +271,11 @@ def _print_monitoring(result: dict) -> None:
     table.add_row("drift share", f"{result['drift_share']:.2f}")
     table.add_row("drifted columns", ", ".join(result["drifted_columns"]) or "none")
     table.add_row("retraining", f"{result['retraining']}: {result['reason']}")
+    earlier = result.get("previous_retraining")
+    if earlier:
+        flow_run = earlier["flow_run_id"] or "not created yet"
+        table.add_row("previous retraining", f"{earlier['state']} (flow run {flow_run}, "
+                      f"triggered by check {earlier['monitoring_run_id']})")
     table.add_row("monitoring run", result["run_url"])
     table.add_row("report", result["report_uri"])
     out.print(table)

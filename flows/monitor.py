@@ -15,17 +15,26 @@ from mlflow.tracking import MlflowClient
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
 from prefect.events import emit_event
 from pydantic import BaseModel, Field
 
 from experiments.data import data_digest, load_table
 from experiments.spec import MonitoringSection
 from flows.preflight import require_champion, require_columns
+from flows.recovery import settle_retrainings
 from infra.settings import process_settings
 from monitoring.champion import ChampionData, load_champion_data
 from monitoring.drift import DriftColumns, DriftSummary, compute_drift
 from monitoring.policy import RetrainDecision, decide_retraining, is_drift
-from monitoring.record import DriftCheck, last_triggered_at, recent_drift_flags, record_check, start_check
+from monitoring.record import (
+    DriftCheck,
+    last_triggered_at,
+    previous_retraining,
+    recent_drift_flags,
+    record_check,
+    start_check,
+)
 from monitoring.traffic import open_files, read_window
 
 DRIFT_EVENT = "mlops.drift.detected"
@@ -55,6 +64,15 @@ def live_traffic(model: str, minutes: float) -> tuple[pd.DataFrame, str]:
     """Records served in the last `minutes`, and where the store is."""
     base = process_settings().traffic_base
     return read_window(open_files(base), model, minutes), f"{base.rstrip('/')}/{model}"
+
+
+@task(cache_policy=NO_CACHE)
+def settle_earlier(model: str) -> None:
+    """Earlier checks learn how the retrainings they triggered ended (one cancelled before it
+    ran has no hook of its own to say so)."""
+    with get_client(sync_client=True) as prefect:
+        for check, state in settle_retrainings(prefect, MlflowClient(), model):
+            get_run_logger().info("the retraining check %s triggered: %s", check, state)
 
 
 @task(cache_policy=NO_CACHE)
@@ -159,6 +177,7 @@ def monitor(params: MonitorParameters) -> dict:
     """Check MODEL's champion against current data; trigger retraining on real drift."""
     client = MlflowClient()
     champion = load_champion(params.model)
+    settle_earlier(params.model)
     if params.current:
         source = params.current
         current, contract_report = load_current(params.current, champion)
@@ -198,6 +217,7 @@ def monitor(params: MonitorParameters) -> dict:
         "retraining": decision.action,
         "reason": decision.reason,
         "monitoring_run_id": run_id,
+        "previous_retraining": previous_retraining(client, champion.name, before_run_id=run_id),
         "run_url": run_url,
         "sampled": summary.sampled,
     }

@@ -5,6 +5,7 @@ champion's spec with the drifted data added when it carries labels, its search w
 from the champion's parameters; the same champion/challenger gate decides.
 """
 
+import logging
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -19,6 +20,7 @@ from flows.preflight import require_champion
 from flows.train import TrainParameters, train
 from infra.settings import process_settings
 from monitoring.champion import load_champion_data
+from monitoring.record import record_retraining, retraining_state
 from monitoring.traffic import open_files, read_labelled
 
 
@@ -92,7 +94,24 @@ def _like(rows: pd.DataFrame, original: pd.DataFrame, target: str) -> pd.DataFra
     return rows.assign(**{target: rows[target].map(lambda v: as_text.get(str(v), v))})
 
 
-@flow(name="retrain")
+def tell_the_check(flow, flow_run, state) -> None:
+    """A state hook: the check that triggered this retraining records how it stands, so a
+    retraining that fails, is cancelled or crashes shows where the drift was found."""
+    check = ((flow_run.parameters or {}).get("params") or {}).get("monitoring_run_id")
+    if not check:
+        return
+    try:
+        record_retraining(MlflowClient(), check, retraining_state(state.type.value), str(flow_run.id))
+    except Exception:  # noqa: BLE001 - a hook must not change the run's outcome; the runner settles it later
+        logging.getLogger(__name__).warning(
+            "could not record retraining %s on check %s", flow_run.id, check, exc_info=True)
+
+
+HOOKS = [tell_the_check]
+
+
+@flow(name="retrain", on_running=HOOKS, on_completion=HOOKS, on_failure=HOOKS,
+      on_cancellation=HOOKS, on_crashed=HOOKS)
 def retrain(params: RetrainParameters) -> dict:
     """Retrain MODEL after drift; the new version must beat the champion to replace it."""
     return train(prepare(params))

@@ -4,11 +4,14 @@
 time: a second event while a retraining runs is cancelled rather than queued.
 """
 
+import logging
+
 from prefect import serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.events import DeploymentEventTrigger
 
 from flows.monitor import DRIFT_EVENT, monitor
+from flows.recovery import recover
 from flows.retrain import retrain
 from flows.train import train
 from infra.settings import process_settings
@@ -47,6 +50,10 @@ def deployments(monitor_interval_minutes: float | None):
 
 def main() -> None:
     settings = process_settings()
+    try:
+        recover()  # before serving: the runs it crashes must not be picked up as ours
+    except Exception:  # noqa: BLE001 - serving must start anyway; the next check settles its own
+        logging.getLogger(__name__).warning("could not settle what the last runner left", exc_info=True)
     if settings.profile == "full":  # searches can fan out over the pool's workers
         from flows.pool import register_batch_deployment
 

@@ -14,6 +14,7 @@ from infra.errors import PlatformError
 from infra.services import Service, is_healthy, venv_bin
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+LEASES_ON_DISK = "prefect.server.concurrency.lease_storage.filesystem"
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,10 @@ def prefect_service(home: Path, host: str, port: int, options: ServerOptions) ->
             # needs the token Prefect's UI and clients fetch first (a page elsewhere cannot).
             "PREFECT_SERVER_CORS_ALLOWED_ORIGINS": url,
             "PREFECT_SERVER_CSRF_PROTECTION_ENABLED": "true",
+            # Concurrency slots (promotion locks, the retrain deployment's) are held under
+            # leases; in memory, Prefect's default, a restart loses them and their slots stay
+            # taken for good. On disk, a lease outlives the restart and expires as it should.
+            "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": LEASES_ON_DISK,
             **options.env,
         },
         unset_env=("PREFECT_API_URL", "PREFECT_PROFILE", *options.unset_env),

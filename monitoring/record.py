@@ -27,17 +27,65 @@ def recent_drift_flags(client: MlflowClient, name: str, count: int) -> list[bool
 
 
 def last_triggered_at(client: MlflowClient, name: str) -> datetime | None:
-    """When a check last triggered retraining for this model, if ever."""
+    """When a check last triggered a retraining that ran (or may still run), if ever.
+
+    A retraining cancelled before it ran, or whose runner died, retrained nothing: it does
+    not start the cooldown, so the next drift check can trigger again."""
+    for run in _triggered_checks(client, name, max_results=50):
+        if run.data.tags.get(RETRAINING_STATE) not in NEVER_RAN:
+            return datetime.fromtimestamp(run.info.start_time / 1000, tz=UTC)
+    return None
+
+
+def _triggered_checks(client: MlflowClient, name: str, max_results: int, extra: str = "") -> list:
     experiment = client.get_experiment_by_name(monitoring_experiment(name))
     if experiment is None:
-        return None
-    runs = client.search_runs(
-        [experiment.experiment_id], filter_string="tags.`mlops.retraining` = 'triggered'",
-        order_by=["attributes.start_time DESC"], max_results=1,
+        return []
+    return client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`mlops.retraining` = 'triggered'{extra}",
+        order_by=["attributes.start_time DESC"], max_results=max_results,
     )
-    if not runs:
-        return None
-    return datetime.fromtimestamp(runs[0].info.start_time / 1000, tz=UTC)
+
+
+# How the retraining a check triggered stands, on the check's run: written by the retrain
+# flow's state hooks and by the reconciliation in flows/recovery.py.
+RETRAINING_STATE = "mlops.retraining_state"
+RETRAINING_FLOW_RUN = "mlops.retraining_flow_run_id"
+NEVER_RAN = ("cancelled", "crashed")
+UNSETTLED = ("triggered", "running")
+_STATES = {"SCHEDULED": "triggered", "PENDING": "triggered", "PAUSED": "running",
+           "RUNNING": "running", "COMPLETED": "completed", "FAILED": "failed",
+           "CANCELLING": "cancelled", "CANCELLED": "cancelled", "CRASHED": "crashed"}
+
+
+def retraining_state(prefect_state_type: str) -> str:
+    """A Prefect state type (COMPLETED, CRASHED, ...) as the check records it."""
+    return _STATES.get(prefect_state_type.upper(), prefect_state_type.lower())
+
+
+def record_retraining(client: MlflowClient, monitoring_run_id: str, state: str,
+                      flow_run_id: str) -> None:
+    log_batch(client, monitoring_run_id,
+              tags={RETRAINING_STATE: state, RETRAINING_FLOW_RUN: flow_run_id})
+
+
+def unsettled_retrainings(client: MlflowClient, name: str, max_results: int = 100) -> dict[str, str]:
+    """Checks of MODEL whose retraining has not ended as far as they know: {run id: state}."""
+    return {run.info.run_id: run.data.tags.get(RETRAINING_STATE, "triggered")
+            for run in _triggered_checks(client, name, max_results)
+            if run.data.tags.get(RETRAINING_STATE, "triggered") in UNSETTLED}
+
+
+def previous_retraining(client: MlflowClient, name: str, before_run_id: str) -> dict | None:
+    """The retraining the latest earlier triggering check asked for, and how it stands."""
+    for run in _triggered_checks(client, name, max_results=5):
+        if run.info.run_id != before_run_id:
+            tags = run.data.tags
+            return {"monitoring_run_id": run.info.run_id,
+                    "state": tags.get(RETRAINING_STATE, "triggered"),
+                    "flow_run_id": tags.get(RETRAINING_FLOW_RUN)}
+    return None
 
 
 def start_check(client: MlflowClient, name: str, champion_version: str) -> str:
@@ -112,6 +160,8 @@ def check_tags(check: DriftCheck) -> dict[str, str]:
         "mlops.retraining_reason": check.decision.reason,
         "mlops.drifted_columns": ",".join(summary.drifted_columns)[:5000],
     }
+    if check.decision.action == "triggered":  # the retraining's own hooks move it on
+        tags[RETRAINING_STATE] = "triggered"
     if summary.target is not None:
         tags["mlops.target_drifted"] = str(summary.target.drifted).lower()
     return tags

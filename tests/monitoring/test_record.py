@@ -18,9 +18,13 @@ from monitoring.record import (
     check_tags,
     last_triggered_at,
     monitoring_experiment,
+    previous_retraining,
     recent_drift_flags,
     record_check,
+    record_retraining,
+    retraining_state,
     start_check,
+    unsettled_retrainings,
 )
 
 
@@ -117,7 +121,8 @@ def test_a_check_is_one_finished_run_with_its_figures_and_report(client, model, 
     assert tags == {
         "mlops.model_name": model, "mlops.champion_version": "3", "mlops.drift_detected": "true",
         "mlops.retraining": "triggered", "mlops.retraining_reason": "triggered: because",
-        "mlops.drifted_columns": "x", "mlops.target_drifted": "true",
+        "mlops.retraining_state": "triggered", "mlops.drifted_columns": "x",
+        "mlops.target_drifted": "true",
     }
     assert [a.path for a in client.list_artifacts(run_id, "report")] == ["report/drift_report.html"]
     report = client.download_artifacts(run_id, "report/drift_report.html", str(tmp_path / "got"))
@@ -152,6 +157,43 @@ def test_last_triggered_at_finds_only_triggered_checks(client, model, tmp_path):
     record(client, model, tmp_path, a_check(drifted=False, action="not_needed"))
 
     assert before <= last_triggered_at(client, model) <= after
+
+
+def test_a_retraining_that_never_ran_does_not_start_the_cooldown(client, model, tmp_path):
+    """Given a triggered check whose retraining completed, then one whose retraining was
+    cancelled and one whose runner died: the cooldown runs from the completed one."""
+    completed = record(client, model, tmp_path, a_check())
+    record_retraining(client, completed, "completed", "flow-run-1")
+    for state in ("cancelled", "crashed"):
+        record_retraining(client, record(client, model, tmp_path, a_check()), state, f"flow-run-{state}")
+
+    started = client.get_run(completed).info.start_time
+
+    assert last_triggered_at(client, model) == datetime.fromtimestamp(started / 1000, tz=UTC)
+
+
+def test_unsettled_checks_are_those_still_triggered_or_running(client, model, tmp_path):
+    """Given four triggering checks (one left triggered, one running, one failed, one
+    completed) and one not needing retraining: the first two are unsettled."""
+    ids = [record(client, model, tmp_path, a_check()) for _ in range(4)]
+    record(client, model, tmp_path, a_check(drifted=False, action="not_needed"))
+    for run_id, state in zip(ids[1:], ("running", "failed", "completed"), strict=True):
+        record_retraining(client, run_id, state, f"flow-{state}")
+
+    assert unsettled_retrainings(client, model) == {ids[0]: "triggered", ids[1]: "running"}
+    assert previous_retraining(client, model, before_run_id=ids[3]) == {
+        "monitoring_run_id": ids[2], "state": "failed", "flow_run_id": "flow-failed"}
+    assert previous_retraining(client, model, before_run_id="none") == {
+        "monitoring_run_id": ids[3], "state": "completed", "flow_run_id": "flow-completed"}
+
+
+@pytest.mark.parametrize(("prefect", "recorded"), [
+    ("SCHEDULED", "triggered"), ("PENDING", "triggered"), ("RUNNING", "running"),
+    ("COMPLETED", "completed"), ("FAILED", "failed"), ("CANCELLED", "cancelled"),
+    ("CANCELLING", "cancelled"), ("CRASHED", "crashed"),
+])
+def test_prefect_states_are_recorded_in_the_checks_words(prefect, recorded):
+    assert retraining_state(prefect) == recorded
 
 
 def test_a_check_without_labels_records_no_target_drift():
