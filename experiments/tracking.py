@@ -78,7 +78,10 @@ class TrialRecorder:
     """An Optuna callback that records each finished trial as a child run of the parent.
 
     The MLflow requests (create, one batch, terminate) happen on a background thread so
-    the search never waits on the tracking server; `close()` waits for the backlog.
+    the search never waits on the tracking server; `close()` waits for the backlog. After
+    the first failure nothing more is sent and the search stops at the end of its current
+    trial: the trials not recorded are in the study, and `record_missing` logs them when the
+    search is resumed.
     """
 
     def __init__(
@@ -96,6 +99,8 @@ class TrialRecorder:
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         best = study.best_value if _has_complete(study) else None
         self._queue.put((trial, best))
+        if self._errors:  # the tracking server is gone: more trials would go unrecorded
+            study.stop()
 
     def close(self) -> None:
         self._queue.put(None)
@@ -105,10 +110,12 @@ class TrialRecorder:
 
     def _drain(self) -> None:
         while (item := self._queue.get()) is not None:
+            if self._errors:
+                continue  # each would wait out the same retries; the resumed search logs them
             try:
                 self._record(*item)
             except Exception as error:  # noqa: BLE001 - reported by close(), not lost
-                log.warning("could not record trial in MLflow: %s", error)
+                log.info("could not record trial in MLflow: %s", error)
                 self._errors.append(error)
 
     def _record(self, trial: optuna.trial.FrozenTrial, best: float | None) -> None:
@@ -154,6 +161,39 @@ class TrialRecorder:
             self._client.log_metric(
                 self._parent_run_id, "best_cv_score", best, timestamp=end_ms, step=trial.number
             )
+
+
+def record_missing(recorder: TrialRecorder, client: MlflowClient, study: optuna.Study,
+                   experiment_id: str, parent_run_id: str) -> int:
+    """Give every finished trial of the study a child run, as `recorder` would have: those
+    the search ran while MLflow was gone. A child run left half-written is replaced."""
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                        TrialState.FAIL))
+    if not finished:
+        return 0
+    recorded = set()
+    for run in child_runs(client, experiment_id, parent_run_id):
+        number = run.data.tags.get("mlops.trial_number")
+        if run.info.status == "RUNNING" or number is None or int(number) in recorded:
+            client.delete_run(run.info.run_id)
+        else:
+            recorded.add(int(number))
+    missing = [trial for trial in finished if trial.number not in recorded]
+    for trial in missing:
+        recorder(study, trial)
+    return len(missing)
+
+
+def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list:
+    """Every run nested under the parent, all pages."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'",
+                                  max_results=1000, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
 
 
 def _has_complete(study: optuna.Study) -> bool:

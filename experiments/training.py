@@ -45,6 +45,7 @@ from experiments.tracking import (
     log_batch,
     log_dataset,
     log_sklearn_model,
+    record_missing,
 )
 from experiments.validation import Dataset
 
@@ -288,6 +289,18 @@ def run_trials(
         recorder.close()
 
 
+def record_missing_trials(client: MlflowClient, storage, context: TrainingContext) -> int:
+    """Before a search (re)starts: log the study's finished trials that have no child run
+    (MLflow stopped mid-search, or the training was killed), so no trial is lost."""
+    spec, tracking = context.spec, context.tracking
+    study = open_study(storage, tracking.study_name, spec.greater_is_better, spec.tuning.seed)
+    recorder = TrialRecorder(client, tracking.experiment_id, tracking.run_id, spec.metric)
+    try:
+        return record_missing(recorder, client, study, tracking.experiment_id, tracking.run_id)
+    finally:
+        recorder.close()
+
+
 def summarize_search(client: MlflowClient, storage, context: TrainingContext) -> SearchResult:
     """The best trial, logged on the parent run with the search's plots."""
     spec, tracking = context.spec, context.tracking
@@ -372,9 +385,13 @@ def keep_lease(storage, tracking: Tracking) -> lease.LeaseKeeper:
 
 
 def give_up(client: MlflowClient, storage, tracking: Tracking) -> None:
-    """Mark the run failed and end the lease, so the next training resumes the study at once."""
-    client.set_terminated(tracking.run_id, status="FAILED")
+    """End the lease, so the next training resumes the study at once, and mark the run
+    failed if MLflow still answers (when it does not, the resumed training reopens it)."""
     lease.release(storage, tracking.study_name, tracking.owner)
+    try:
+        client.set_terminated(tracking.run_id, status="FAILED")
+    except Exception as error:  # noqa: BLE001 - the failure being handled is the one to report
+        log.info("could not mark MLflow run %s failed: %s", tracking.run_id, error)
 
 
 def holdout_score_fn(spec: ExperimentSpec, classes):

@@ -62,6 +62,8 @@ def _quiet_prefect_errors(progress: bool = True) -> None:
 
     # Prefect puts its console handler on the root logger when it configures logging,
     # which importing a flow does: call this after that import.
+    # A server that stopped is reported once, in one line, not in a retry warning per request.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     for logger in (logging.getLogger(), logging.getLogger("prefect")):
         for handler in logger.handlers:
             if isinstance(handler, PrefectConsoleHandler):
@@ -98,12 +100,25 @@ def up(
             write_state(platform.home, platform.state())
     except (PlatformError, InputError) as error:
         fail(str(error))
+    notes += _settle_leftovers()
     if json_output:
         print(json.dumps(_status_object(platform)))
         return
     for note in notes:
         err.print(note, highlight=False)
     out.print(f"MLflow UI:  {platform.mlflow_url}\nPrefect UI: {platform.prefect_url}")
+
+
+def _settle_leftovers() -> list[str]:
+    """Runs left Pending or Running by processes that are gone (a training that stopped with
+    its server) are crashed, and checks learn how their retrainings ended."""
+    try:
+        _connect(_settings())
+        from flows.recovery import recover  # after connecting: Prefect reads its address once
+
+        return recover(runner_starts=False)
+    except Exception as error:  # noqa: BLE001 - the platform runs; the runner settles them too
+        return [f"could not settle the runs stopped processes left: {error}"]
 
 
 def _status_object(platform) -> dict:
@@ -201,7 +216,29 @@ def _run_training(experiment: str, data: str | None, trials: int | None, workers
                                             workers=workers))
     except (InputError, PlatformError) as error:
         fail(str(error))
+    except Exception:
+        _fail_if_stopped(conn, "the training stopped")
+        raise  # the platform answers: a bug, whose traceback is worth seeing
     return {**result, "mlflow_ui": conn.mlflow_url, "prefect_ui": conn.prefect_ui_url}
+
+
+def _fail_if_stopped(conn, what: str) -> None:
+    """One line, when a flow failed because a server of the platform stopped answering."""
+    from infra.services import is_healthy
+
+    gone = [f"{name} does not answer at {url}" for name, url in
+            (("MLflow", conn.mlflow_url), ("Prefect", conn.prefect_api_url))
+            if not is_healthy(f"{url.rstrip('/')}/health")]
+    if gone:
+        err.print(f"[red]error:[/red] {what}: {' and '.join(gone)}; start the platform with "
+                  "`mlops up`, then run the same command again: it resumes where this one stopped",
+                  highlight=False, soft_wrap=True)
+        # Nothing is left to save (the flow has given up its study's lease): Prefect's log and
+        # event workers would only spend their drain timeouts, and print their complaints, on a
+        # server that is gone.
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(1)
 
 
 @app.command()

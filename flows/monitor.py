@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from experiments.data import data_digest, load_table
 from experiments.spec import MonitoringSection
 from flows.preflight import require_champion, require_columns
-from flows.recovery import settle_retrainings
+from flows.recovery import label_this_process, settle_retrainings
 from infra.settings import process_settings
 from monitoring.champion import ChampionData, load_champion_data
 from monitoring.drift import DriftColumns, DriftSummary, compute_drift
@@ -175,6 +175,7 @@ def skipped(champion: ChampionData, reason: str) -> dict:
 @flow(name="monitor")
 def monitor(params: MonitorParameters) -> dict:
     """Check MODEL's champion against current data; trigger retraining on real drift."""
+    label_this_process()
     client = MlflowClient()
     champion = load_champion(params.model)
     settle_earlier(params.model)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from experiments.data import load_table
 from flows.preflight import require_champion
+from flows.recovery import label_this_process
 from flows.train import TrainParameters, train
 from infra.settings import process_settings
 from monitoring.champion import load_champion_data
@@ -114,6 +115,7 @@ HOOKS = [tell_the_check]
       on_cancellation=HOOKS, on_crashed=HOOKS)
 def retrain(params: RetrainParameters) -> dict:
     """Retrain MODEL after drift; the new version must beat the champion to replace it."""
+    label_this_process()
     return train(prepare(params))
 
 

@@ -51,7 +51,7 @@ def deployments(monitor_interval_minutes: float | None):
 def main() -> None:
     settings = process_settings()
     try:
-        recover()  # before serving: the runs it crashes must not be picked up as ours
+        recover(runner_starts=True)  # before serving: the runs it crashes must not be picked up as ours
     except Exception:  # noqa: BLE001 - serving must start anyway; the next check settles its own
         logging.getLogger(__name__).warning("could not settle what the last runner left", exc_info=True)
     if settings.profile == "full":  # searches can fan out over the pool's workers

@@ -18,6 +18,7 @@ from experiments.data import Split
 from experiments.spec import ExperimentSpec, load_spec, with_overrides
 from experiments.validation import Dataset, load_dataset
 from flows import locks
+from flows.recovery import label_this_process
 from flows.studies import study_storage
 from registry.gate import GateResult, apply_gate, decide_gate, score_champion
 from registry.promotion import HoldoutMetric
@@ -113,6 +114,9 @@ def tune(
 ) -> training.SearchResult:
     logger = get_run_logger()
     warm = [warm_start] if warm_start else []
+    missing = training.record_missing_trials(_client(), study_storage(), context)
+    if missing:
+        logger.info("logged %d trials the interrupted search had not recorded in MLflow", missing)
     if workers > 1:
         from flows.fanout import FanOutSettings, fan_out
 
@@ -201,6 +205,7 @@ def link(context: training.TrainingContext, evaluation: training.Evaluation,
 def train(params: TrainParameters) -> dict:
     """Train EXPERIMENT: search, fit, register, and promote the winner."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    label_this_process()
     spec = resolve_spec(params)
     dataset = load_and_validate(spec)
     data = split(spec, dataset)

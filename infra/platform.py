@@ -15,6 +15,14 @@ from infra.services import Service, is_healthy, venv_bin
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LEASES_ON_DISK = "prefect.server.concurrency.lease_storage.filesystem"
+# MLflow's client retries a failed request 7 times over ~4 minutes, Prefect's 5 times over
+# ~1 minute: a server that stopped would hold a training that long at every call. Three
+# tries (~10 s for MLflow, ~15 s for Prefect) ride out a blip, and a stopped server ends
+# the training soon, in one line (the study is kept and resumed).
+CLIENT_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+                  "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+                  "PREFECT_CLIENT_MAX_RETRIES": "3"}
 
 
 @dataclass(frozen=True)
@@ -132,6 +140,7 @@ def runner_service(home: Path, host: str, port: int, client_env: Mapping[str, st
             "MLOPS_HOME": str(home),
             "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+            **CLIENT_RETRIES,
             "PREFECT_RUNNER_SERVER_ENABLE": "true",
             # How often the runner looks for runs to start: the default 10 s is most of the
             # latency from a drift event to its retraining running.

@@ -1,8 +1,12 @@
 """MLflow experiments as trainings find or create them."""
 
+import time
+
+import optuna
+import pytest
 from mlflow.tracking import MlflowClient
 
-from experiments.tracking import ensure_experiment
+from experiments.tracking import TrialRecorder, child_runs, ensure_experiment, record_missing
 
 
 class _LateLook(MlflowClient):
@@ -37,3 +41,60 @@ def test_a_deleted_experiment_is_restored_and_reused(sqlite_mlflow):
 
     assert ensure_experiment(sqlite_mlflow, "gone") == first
     assert sqlite_mlflow.get_experiment(first).lifecycle_stage == "active"
+
+
+class _StopsAnswering(MlflowClient):
+    """A client whose tracking server stops answering from its `after`-th new run on."""
+
+    def __init__(self, tracking_uri: str, after: int) -> None:
+        super().__init__(tracking_uri=tracking_uri)
+        self.after, self.attempts = after, 0
+
+    def create_run(self, *args, **kwargs):
+        self.attempts += 1
+        if self.attempts >= self.after:
+            raise ConnectionError("tracking server gone")
+        return super().create_run(*args, **kwargs)
+
+
+def _study_and_parent(client: MlflowClient):
+    experiment_id = ensure_experiment(client, "trials")
+    parent = client.create_run(experiment_id).info.run_id
+    return optuna.create_study(), experiment_id, parent
+
+
+def test_the_first_tracking_failure_stops_the_search_and_nothing_more_is_sent(sqlite_mlflow):
+    """Given a server that stops answering at the second trial's run, the study stops soon
+    after (not after all 40 trials), no further run is attempted, and closing says why."""
+    study, experiment_id, parent = _study_and_parent(sqlite_mlflow)
+    client = _StopsAnswering(sqlite_mlflow.tracking_uri, after=2)
+    recorder = TrialRecorder(client, experiment_id, parent, "roc_auc")
+
+    study.optimize(lambda trial: time.sleep(0.1) or trial.suggest_float("x", 0, 1), n_trials=40,
+                   callbacks=[recorder])
+
+    with pytest.raises(RuntimeError, match="tracking server gone"):
+        recorder.close()
+    assert len(study.trials) < 40
+    assert client.attempts == 2
+
+
+def test_trials_without_a_child_run_are_logged_and_half_written_ones_replaced(sqlite_mlflow):
+    """Given five finished trials of which two were recorded and one left a half-written run,
+    record_missing logs the other three, so each trial has exactly one child run."""
+    study, experiment_id, parent = _study_and_parent(sqlite_mlflow)
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=5)
+    recorder = TrialRecorder(sqlite_mlflow, experiment_id, parent, "roc_auc")
+    for trial in study.trials[:2]:
+        recorder(study, trial)
+    recorder.close()
+    sqlite_mlflow.create_run(experiment_id, tags={"mlflow.parentRunId": parent})  # cut off
+
+    recorder = TrialRecorder(sqlite_mlflow, experiment_id, parent, "roc_auc")
+    logged = record_missing(recorder, sqlite_mlflow, study, experiment_id, parent)
+    recorder.close()
+
+    assert logged == 3
+    children = child_runs(sqlite_mlflow, experiment_id, parent)
+    assert sorted(int(c.data.tags["mlops.trial_number"]) for c in children) == [0, 1, 2, 3, 4]
+    assert {c.info.status for c in children} == {"FINISHED"}
