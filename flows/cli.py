@@ -112,7 +112,10 @@ def up(
 def _settle_leftovers() -> list[str]:
     """Runs left Pending or Running by processes that are gone (a training that stopped with
     its server) are crashed, and checks learn how their retrainings ended."""
+    from infra.settings import use
+
     try:
+        use(None)  # read again: a first `up --profile full` has just written the secrets
         _connect(_settings())
         from flows.recovery import recover  # after connecting: Prefect reads its address once
 

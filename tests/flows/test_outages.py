@@ -105,9 +105,7 @@ def test_prefect_killed_mid_flow_ends_in_one_line_and_up_leaves_no_run_running(t
         assert wait_for(lambda: searching(client, "it-prefect-outage", 2), timeout_s=300, interval_s=0.2)
 
         platform.kill("prefect")
-        killed = time.monotonic()
         _, stderr = training.communicate(timeout=600)
-        print(f"exited {time.monotonic() - killed:.1f} s after the kill; stderr ends:\n{stderr[-3000:]}")
 
         assert training.returncode != 0, stderr[-2000:]
         assert "Traceback" not in stderr
