@@ -305,7 +305,7 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address (default: MLOPS_SERVE_HOST or 127.0.0.1)")] = None,
 ) -> None:
     """Serve MODEL's champion over HTTP and record live traffic for monitoring."""
-    from serving.runner import listen, run
+    from serving.runner import listen, run, serve_token
 
     try:
         from mlflow.tracking import MlflowClient
@@ -315,6 +315,7 @@ def serve(
         _, settings = _connect(_settings(), prefect=False)  # serving needs MLflow only
         host = host or settings.serve_host
         port = port if port is not None else settings.serve_port
+        token = serve_token(settings)
         require_servable(MlflowClient(), model)
     except (InputError, PlatformError) as error:
         fail(str(error))
@@ -322,8 +323,10 @@ def serve(
         sock = listen(host, port)
     except OSError as error:
         fail(f"cannot listen on {host}:{port}: {error.strerror or error}")
+    guarded = ("; /predict, /feedback and /model need Authorization: Bearer $MLOPS_SERVE_TOKEN"
+               if token else "")
     err.print(f"serving {model}'s champion on http://{host}:{port} (traffic: "
-              f"{settings.traffic_base}/{model})", highlight=False)
+              f"{settings.traffic_base}/{model}{guarded})", highlight=False)
     try:
         run(model, settings, sock)
     except KeyboardInterrupt:  # Ctrl-C: uvicorn has shut down cleanly and raises it again

@@ -14,7 +14,7 @@ from dotenv import dotenv_values
 
 from infra.errors import PlatformError
 from infra.services import write_private
-from infra.settings import SECRET_NAMES, SERVER_SECRET_NAMES, Settings, secrets_file
+from infra.settings import SECRET_NAMES, SERVE_SECRET_NAMES, SERVER_SECRET_NAMES, Settings, secrets_file
 
 _ALNUM = string.ascii_letters + string.digits
 
@@ -31,13 +31,15 @@ def generate() -> dict[str, str]:
         "AWS_ACCESS_KEY_ID": "MLOPS" + _token(15, string.ascii_uppercase + string.digits),
         "AWS_SECRET_ACCESS_KEY": _token(40),
         "MLFLOW_FLASK_SERVER_SECRET_KEY": _token(48),
+        "MLOPS_SERVE_TOKEN": _token(40),
     }
 
 
 def ensure(settings: Settings) -> dict[str, str]:
     """All secrets, generating the missing ones into MLOPS_HOME/secrets.env (mode 600)."""
     found = settings.secrets()
-    missing = [name for name in SECRET_NAMES + SERVER_SECRET_NAMES if name not in found]
+    missing = [name for name in SECRET_NAMES + SERVER_SECRET_NAMES + SERVE_SECRET_NAMES
+               if name not in found]
     if missing:
         path = secrets_file(settings.home)
         stored = {k: v for k, v in dotenv_values(path).items() if v is not None}

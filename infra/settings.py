@@ -26,6 +26,8 @@ SECRET_NAMES = (
 )
 # Only the MLflow server reads this one (CSRF protection of its auth pages); never exported.
 SERVER_SECRET_NAMES = ("MLFLOW_FLASK_SERVER_SECRET_KEY",)
+# Only `mlops serve` reads this one (the bearer token of /predict and /feedback); never exported.
+SERVE_SECRET_NAMES = ("MLOPS_SERVE_TOKEN",)
 
 
 def _native(name: str):
@@ -71,9 +73,15 @@ class Settings(BaseSettings):
     serve_max_body_bytes: int = 1 << 20
     serve_batch_wait_ms: float = 1.0
     serve_feedback_ids: int = 100_000
+    # Overload: beyond these `mlops serve` answers 503 with Retry-After.
+    serve_max_in_flight: int = 64
+    serve_max_connections: int = 1024
+    serve_max_queued_records: int = 50_000
     traffic_uri: str | None = None
     traffic_flush_s: float = 5.0
     traffic_flush_rows: int = 50_000
+    traffic_max_rows: int = 1_000_000  # unwritten rows kept while the store fails
+    traffic_backoff_max_s: float = 60.0
 
     # Clients' own variables: when set, they win over the addresses `mlops up` recorded.
     mlflow_tracking_uri: str = _native("MLFLOW_TRACKING_URI")
@@ -84,6 +92,7 @@ class Settings(BaseSettings):
     aws_access_key_id: SecretStr = _secret("AWS_ACCESS_KEY_ID")
     aws_secret_access_key: SecretStr = _secret("AWS_SECRET_ACCESS_KEY")
     mlflow_flask_server_secret_key: SecretStr = _secret("MLFLOW_FLASK_SERVER_SECRET_KEY")
+    mlops_serve_token: SecretStr = _secret("MLOPS_SERVE_TOKEN")
 
     @property
     def traffic_base(self) -> str:
@@ -93,7 +102,7 @@ class Settings(BaseSettings):
     def secrets(self) -> dict[str, str]:
         """The secrets that are set, by their native names."""
         found = {}
-        for name in SECRET_NAMES + SERVER_SECRET_NAMES:
+        for name in SECRET_NAMES + SERVER_SECRET_NAMES + SERVE_SECRET_NAMES:
             value = getattr(self, name.lower()).get_secret_value()
             if value:
                 found[name] = value

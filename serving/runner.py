@@ -5,23 +5,38 @@ import socket
 
 import uvicorn
 from mlflow.tracking import MlflowClient
+from uvicorn.protocols.http import httptools_impl
 
+from infra.errors import PlatformError
 from infra.settings import Settings
 from monitoring.traffic import TrafficWriter, open_files
 from serving.app import Limits, create_app
 from serving.batching import Batcher
 from serving.model import ChampionWatcher
+from serving.overload import DropUvicornRefusals, Overload, connection_refusal
 
 
-def build_app(model: str, settings: Settings):
-    writer = TrafficWriter(open_files(settings.traffic_base), model,
-                           settings.traffic_flush_s, settings.traffic_flush_rows)
+def serve_token(settings: Settings) -> str | None:
+    """The bearer token /predict and /feedback need: required in the full profile, optional
+    (MLOPS_SERVE_TOKEN) in the local one."""
+    token = settings.mlops_serve_token.get_secret_value() or None
+    if token is None and settings.profile == "full":
+        raise PlatformError("the full profile's serve token MLOPS_SERVE_TOKEN is not set; "
+                            "`mlops up --profile full` generates it into MLOPS_HOME/secrets.env")
+    return token
+
+
+def build_app(model: str, settings: Settings, overload: Overload):
+    writer = TrafficWriter(open_files(settings.traffic_base), model, settings.traffic_flush_s,
+                           settings.traffic_flush_rows, settings.traffic_max_rows,
+                           settings.traffic_backoff_max_s)
     watcher = ChampionWatcher(MlflowClient(), model, settings.serve_reload_s)
     batcher = Batcher(watcher, writer, wait_s=settings.serve_batch_wait_ms / 1000,
                       max_records=settings.serve_max_records,
-                      remembered=settings.serve_feedback_ids)
+                      remembered=settings.serve_feedback_ids,
+                      max_queued_records=settings.serve_max_queued_records)
     limits = Limits(settings.serve_max_records, settings.serve_max_body_bytes)
-    return create_app(watcher, writer, batcher, limits)
+    return create_app(watcher, writer, batcher, limits, serve_token(settings), overload)
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -40,7 +55,14 @@ def run(model: str, settings: Settings, sock: socket.socket) -> None:
     """Serve until SIGTERM/SIGINT; uvicorn then finishes open requests and the app's
     lifespan writes the buffered traffic."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = uvicorn.Config(build_app(model, settings), loop="uvloop", http="httptools",
-                            lifespan="on", access_log=False, log_level="info",
-                            timeout_graceful_shutdown=30)
+    overload = Overload(settings.serve_max_in_flight)
+    app = build_app(model, settings, overload)
+    # Beyond limit_concurrency uvicorn answers with the function of this name; ours adds
+    # Retry-After and logs the episode once (tests/serving/test_serving_guard.py checks both).
+    httptools_impl.service_unavailable = connection_refusal(
+        overload, settings.serve_max_connections, settings.serve_max_body_bytes)
+    logging.getLogger("uvicorn.error").addFilter(DropUvicornRefusals())
+    config = uvicorn.Config(app, loop="uvloop", http="httptools", lifespan="on",
+                            access_log=False, log_level="info", timeout_graceful_shutdown=30,
+                            limit_concurrency=settings.serve_max_connections)
     uvicorn.Server(config).run(sockets=[sock])

@@ -12,9 +12,16 @@ from infra.database import database_uri, redact
 from infra.errors import PlatformError
 from infra.full import settings_from_state
 from infra.profiles import platform_from_settings
-from infra.settings import SECRET_NAMES, SERVER_SECRET_NAMES, Settings, load_settings, secrets_file
+from infra.settings import (
+    SECRET_NAMES,
+    SERVE_SECRET_NAMES,
+    SERVER_SECRET_NAMES,
+    Settings,
+    load_settings,
+    secrets_file,
+)
 
-ALL = SECRET_NAMES + SERVER_SECRET_NAMES
+ALL = SECRET_NAMES + SERVER_SECRET_NAMES + SERVE_SECRET_NAMES
 
 
 @pytest.fixture
