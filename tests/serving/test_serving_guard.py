@@ -148,10 +148,13 @@ def test_beyond_the_connection_bound_every_request_is_503_until_connections_clos
         assert wait_for(lambda: server.predict(sent).status_code == 200, timeout_s=30, interval_s=0.2)
     finally:
         server.stop()
+    log = server.log.read_text()
 
     assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
     assert refused.headers["connection"] == "close"
     assert "MLOPS_SERVE_MAX_CONNECTIONS" in refused.json()["detail"]
+    assert log.count("overloaded, answering 503") == 1 and "no longer overloaded" in log
+    assert "Exceeded concurrency limit" not in log  # uvicorn's line per refused request
 
 
 def test_a_failing_store_is_ridden_out_without_losing_an_answered_request(platform, trained,
