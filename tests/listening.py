@@ -64,6 +64,50 @@ def listening_ports(pids: list[int]) -> dict[int, set[int]]:
     return ports
 
 
+def listening_unix_sockets(pids: list[int]) -> dict[str, set[int]]:
+    """path -> the pids (of `pids`) that listen on a unix socket there (a relative path is
+    the process's working directory's)."""
+    listening = {}
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 8 and fields[5] == "01" and int(fields[3], 16) & 0x10000:  # listening
+            listening[int(fields[6])] = fields[7]
+    found: dict[str, set[int]] = {}
+    for pid in pids:
+        for inode in _socket_inodes(pid) & listening.keys():
+            path = listening[inode]
+            if not path.startswith("@"):  # abstract sockets have no file
+                path = os.path.join(os.readlink(f"/proc/{pid}/cwd"), path)
+            found.setdefault(path, set()).add(pid)
+    return found
+
+
+def unix_answers(path: str) -> list[str]:
+    """What plain HTTP and clear-text gRPC calls over a unix socket got that was a success."""
+    got = []
+    for method, target in (("GET", "/"), ("GET", "/buckets/"), ("POST", "/buckets/stranger.txt"),
+                           ("GET", "/dir/assign")):
+        try:
+            with httpx.Client(transport=httpx.HTTPTransport(uds=path), trust_env=False, timeout=10) as client:
+                status = client.request(method, f"http://local{target}", files=(
+                    {"file": ("stranger.txt", b"x")} if method == "POST" else None)).status_code
+        except httpx.HTTPError:
+            continue
+        if status < 400:
+            got.append(f"{method} {target} -> {status}")
+    try:
+        with httpx.Client(transport=httpx.HTTPTransport(uds=path, http1=False, http2=True),
+                          trust_env=False, timeout=10) as client:
+            response = client.post("http://local/master_pb.Seaweed/GetMasterConfiguration",
+                                   headers={"Content-Type": "application/grpc", "TE": "trailers"},
+                                   content=b"\0\0\0\0\0")
+            if response.headers.get("content-type", "").startswith("application/grpc"):
+                got.append("a gRPC call in clear text was answered")
+    except httpx.HTTPError:
+        pass
+    return got
+
+
 def http_answer(port: int, method: str, path: str) -> int | None:
     """The status a plain HTTP request gets, or None when the port gives no HTTP answer."""
     try:

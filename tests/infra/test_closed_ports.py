@@ -9,7 +9,15 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from listening import descendants, grpc_answers, http_answer, listening_ports, tls_answer
+from listening import (
+    descendants,
+    grpc_answers,
+    http_answer,
+    listening_ports,
+    listening_unix_sockets,
+    tls_answer,
+    unix_answers,
+)
 from network import http
 from polling import wait_for
 
@@ -41,6 +49,11 @@ def _platform_ports(home: Path) -> dict[int, str]:
         for port in listening_ports(descendants(pid)):
             owners[port] = pid_file.stem
     return owners
+
+
+def _platform_pids(home: Path) -> list[int]:
+    return [pid for pid_file in (home / "run").glob("*.pid")
+            for pid in descendants(int(pid_file.read_text().split()[0]))]
 
 
 def _what_a_stranger_gets(port: int, service: str) -> list[str]:
@@ -86,6 +99,21 @@ def test_every_port_of_the_full_platform_refuses_strangers(full_platform):
     assert http_answer(s3, "GET", "/mlops/") == 403
     for internal in (s3 + 1, s3 + 2, s3 + 3):  # master, volume, filer: HTTPS only
         assert http_answer(internal, "GET", "/dir/status") == 400
+
+
+def test_every_unix_socket_of_the_full_platform_refuses_strangers(full_platform):
+    """Given SeaweedFS's unix sockets (the filer's plain HTTP, the gateway's S3, each server's
+    gRPC), which a process of the same user can reach, then plain HTTP and clear-text gRPC over
+    them get nothing: the filer wants a token, the gateway its keys, gRPC the certificate.
+    The filer's and gateway's sockets are in MLOPS_HOME/s3, which only its owner can enter."""
+    private = full_platform.home / "s3"
+
+    sockets = listening_unix_sockets(_platform_pids(full_platform.home))
+
+    assert {str(private / "filer.sock"), str(private / "s3.sock")} <= set(sockets)
+    assert len([path for path in sockets if "-grpc-" in path]) == 4  # master, volume, filer, s3
+    assert {path: got for path in sorted(sockets) if (got := unix_answers(path))} == {}
+    assert oct(private.stat().st_mode & 0o777) == "0o700"
 
 
 def _tls(folder: Path | None) -> ssl.SSLContext:
@@ -162,3 +190,5 @@ def test_the_local_platform_leaves_open_only_mlflow_and_prefect(platform):
              if (got := _what_a_stranger_gets(port, ports[port]))}
     assert leaks == {}
     assert http_answer(runner.port, "GET", "/health") == 200
+    sockets = listening_unix_sockets(_platform_pids(platform.home))
+    assert {path: got for path in sorted(sockets) if (got := unix_answers(path))} == {}
