@@ -127,7 +127,9 @@ def runner_service(home: Path, host: str, port: int, client_env: Mapping[str, st
             "MLOPS_HOME": str(home),
             "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-            "PREFECT_RUNNER_SERVER_ENABLE": "true",
+            # Off: its /shutdown would answer anyone; flows.serve answers GET /health itself
+            # on this host and port.
+            "PREFECT_RUNNER_SERVER_ENABLE": "false",
             # How often the runner looks for runs to start: the default 10 s is most of the
             # latency from a drift event to its retraining running.
             "PREFECT_RUNNER_POLL_FREQUENCY": "3",

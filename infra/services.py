@@ -44,6 +44,8 @@ class Service:
     # files only their owner can read (configs that hold a key).
     folders: tuple[Path, ...] = ()
     files: tuple[tuple[Path, str], ...] = ()
+    # Makes what a description should not hold: key material, made afresh at each start.
+    prepare: Callable[[], None] | None = None
 
     @property
     def command_marker(self) -> str:
@@ -139,6 +141,8 @@ def _prepare(service: Service) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     for path, text in service.files:
         write_private(path, text)
+    if service.prepare is not None:
+        service.prepare()
 
 
 def _spawn(service: Service, home: Path) -> subprocess.Popen:

@@ -351,8 +351,9 @@ def test_s3_knows_only_the_platforms_keys(compose, tmp_path):
     def options(argv):
         return {arg.partition("=")[0]: arg.partition("=")[2] for arg in argv if arg.startswith("-")}
 
-    # Placement differs by design (a container has its ports to itself); the rest is the same.
-    placement = re.compile(r"-(dir|ip|ip\.bind|(master|volume|filer|s3)\.port(\.grpc)?)$")
+    # Placement differs by design (a container has its ports to itself, and its internal
+    # ports are not published); the rest is the same.
+    placement = re.compile(r"-(config_dir|dir|ip|(s3\.)?ip\.bind|(master|volume|filer|s3)\.port(\.grpc)?)$")
     theirs = {k: v for k, v in options(local.argv).items() if not placement.match(k)}
     ours = options(spec["command"])
     assert spec["command"][0] == "server" and ours["-s3.port"] == str(DEFAULT_PORTS["s3"])
