@@ -1,12 +1,15 @@
 """Assemble the server for one model and run it with uvicorn until SIGTERM or SIGINT."""
 
 import logging
+import os
 import socket
+import sys
 
 import uvicorn
 from mlflow.tracking import MlflowClient
+from pydantic import SecretStr
 
-from infra.settings import Settings
+from infra.settings import SERVE_SECRET_NAMES, Settings
 from monitoring.traffic import TrafficWriter, open_files
 from serving.app import Limits, create_app
 from serving.batching import Batcher
@@ -44,3 +47,21 @@ def run(model: str, settings: Settings, sock: socket.socket) -> None:
                             lifespan="on", access_log=False, log_level="info",
                             timeout_graceful_shutdown=30)
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def command(model: str, sock: socket.socket) -> list[str]:
+    """How `mlops serve` starts the server on a socket it bound: `python -m serving`, which
+    reads its settings from its environment only."""
+    os.set_inheritable(sock.fileno(), True)
+    return [sys.executable, "-m", "serving", model, "--fd", str(sock.fileno()), "--environment-only"]
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The serving and traffic settings, as the variables a serving process reads them from."""
+    found = {"MLOPS_PROFILE": settings.profile, "MLOPS_TRAFFIC_URI": settings.traffic_base}
+    for name, value in settings:
+        variable = f"MLOPS_{name.upper()}"
+        if not name.startswith(("serve_", "traffic_")) or value is None or variable in SERVE_SECRET_NAMES:
+            continue  # the serving credentials go in under the clients' own names
+        found.setdefault(variable, value.get_secret_value() if isinstance(value, SecretStr) else str(value))
+    return found
