@@ -342,7 +342,12 @@ def _serving_environment(platform, conn, settings) -> dict[str, str]:
 
     wanted = {**settings_environment(settings), "MLFLOW_TRACKING_URI": conn.mlflow_url}
     if platform.serve_env:
-        return scrubbed_environment({**platform.serve_env, **wanted})
+        from infra.accounts import require_mlflow_login
+
+        serve = platform.serve_env
+        login = (serve["MLFLOW_TRACKING_USERNAME"], serve["MLFLOW_TRACKING_PASSWORD"])
+        require_mlflow_login(conn.mlflow_url, *login)  # before the port is taken: one line
+        return scrubbed_environment({**serve, **wanted})
     return child_environment(wanted)
 
 

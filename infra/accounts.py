@@ -39,3 +39,18 @@ def ensure_mlflow_user(mlflow_url: str, admin: tuple[str, str], username: str, p
     if updated != 200:
         raise PlatformError(f"MLflow at {mlflow_url} would not create the user {username} "
                             f"(HTTP {created}) nor set its password (HTTP {updated})")
+
+
+def require_mlflow_login(mlflow_url: str, username: str, password: str) -> None:
+    """One line unless MLflow accepts this user (a platform `up` has not set it up for)."""
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    request = urllib.request.Request(f"{mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1",
+                                     headers={"Authorization": f"Basic {token}"})
+    try:
+        with _NO_PROXY.open(request, timeout=30):
+            return
+    except urllib.error.HTTPError as error:
+        raise PlatformError(f"MLflow at {mlflow_url} refused the serving user {username} (HTTP "
+                            f"{error.code}); run `mlops up --profile full` to set it up") from error
+    except OSError as error:
+        raise PlatformError(f"MLflow at {mlflow_url} did not answer: {error}") from error

@@ -257,6 +257,20 @@ def test_a_running_serve_holds_only_the_serving_credentials(full_platform, servi
     assert environ["AWS_ACCESS_KEY_ID"] == full_platform.secrets()["MLOPS_SERVE_AWS_ACCESS_KEY_ID"]
 
 
+def test_serve_with_a_serving_password_mlflow_refuses_is_one_line(full_platform, trained):
+    """Given a serving password MLflow does not know (a platform `up` has not set it up for),
+    `mlops serve` ends in one line naming the serving user, before serving anything."""
+    _, folder = trained
+    env = {**full_platform.env, "MLOPS_SERVE_MLFLOW_PASSWORD": "not-the-serving-password"}
+
+    done = subprocess.run([MLOPS, "serve", NAME, "--port", str(free_port())], env=env, cwd=folder,
+                          capture_output=True, text=True, timeout=180)
+
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "refused the serving user mlops-serve (HTTP 401)" in lines[0], done.stderr
+
+
 def test_serving_with_its_own_credentials_works_end_to_end(full_platform, trained, serving):
     """Predictions are answered, the traffic lands on S3 (written with the serving keys), and
     `mlops monitor` reads it as the current window."""
