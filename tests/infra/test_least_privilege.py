@@ -115,6 +115,34 @@ def test_each_service_role_opens_its_own_database_only(full_platform):
         assert users == {database_name(full_platform.prefix, store)}, (store, users)  # not empty either
 
 
+def _scram_matches(verifier: str, password: str) -> bool:
+    """Whether a SCRAM-SHA-256 verifier (as pg_authid keeps it) was made from `password`."""
+    import base64
+    import hashlib
+    import hmac
+
+    method, _, rest = verifier.partition("$")
+    iterations_salt, keys = rest.split("$")
+    iterations, salt = iterations_salt.split(":")
+    stored_key = keys.split(":")[0]
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt), int(iterations))
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    return method == "SCRAM-SHA-256" and hashlib.sha256(client_key).digest() == base64.b64decode(stored_key)
+
+
+def test_each_role_holds_the_password_in_secrets_env_as_a_scram_hash(full_platform):
+    """This machine's PostgreSQL trusts loopback connections, so a wrong password would pass
+    the tests above unseen: check what the server keeps against secrets.env instead."""
+    secrets = full_platform.secrets()
+    for store in STORES:
+        role = database_name(full_platform.prefix, store)
+        (verifier,), = _admin_query(full_platform, store,
+                                    "SELECT rolpassword FROM pg_authid WHERE rolname = %s", (role,))
+        password = secrets[f"MLOPS_DATABASE_PASSWORD_{store.upper()}"]
+        assert _scram_matches(verifier, password), store
+        assert not _scram_matches(verifier, password + "x")
+
+
 def test_the_optuna_study_storage_is_the_optuna_role(full_platform, trained):
     """The study a training made is in the optuna database, reached as the optuna role."""
     env = full_platform.client_environment()
