@@ -3,6 +3,7 @@
 serve` holding only what it needs (an MLflow user that reads models, S3 keys that write
 live traffic), with no password on any command line."""
 
+import base64
 import json
 import subprocess
 import sys
@@ -117,7 +118,6 @@ def test_each_service_role_opens_its_own_database_only(full_platform):
 
 def _scram_matches(verifier: str, password: str) -> bool:
     """Whether a SCRAM-SHA-256 verifier (as pg_authid keeps it) was made from `password`."""
-    import base64
     import hashlib
     import hmac
 
@@ -237,6 +237,16 @@ def test_the_serve_user_loads_models_and_writes_nothing(full_platform, trained):
         assert _status_of(lambda: client.create_model_version(NAME, champion.source, champion.run_id)) == 403
         assert _status_of(lambda: client.set_model_version_tag(NAME, champion.version, "x", "y")) == 403
         assert _status_of(lambda: client.delete_registered_model(NAME)) == 403
+    # Nor can it make itself more: no new user, no admin's password.
+    url, login = full_platform.status()["mlflow_url"], _serve_credentials(full_platform)
+    auth = {"Authorization": "Basic " + base64.b64encode(
+        f"{login['MLFLOW_TRACKING_USERNAME']}:{login['MLFLOW_TRACKING_PASSWORD']}".encode()).decode()}
+    admin = full_platform.secrets()["MLFLOW_TRACKING_USERNAME"]
+    for method, path, body in (("POST", "create", {"username": "intruder", "password": "x" * 16}),
+                               ("PATCH", "update-password", {"username": admin, "password": "y" * 16})):
+        answer = httpx.request(method, f"{url}/api/2.0/mlflow/users/{path}", json=body, headers=auth,
+                               timeout=30, trust_env=False)
+        assert answer.status_code == 403, (path, answer.status_code)
 
 
 def test_the_serve_keys_write_under_the_traffic_prefix_only(full_platform, trained):
