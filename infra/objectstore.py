@@ -1,6 +1,7 @@
 """S3 for the full profile: a local SeaweedFS server when no endpoint is configured, and
-the platform's bucket, created when missing. Access needs the platform's keys: the only
-identity SeaweedFS knows is ours, so anonymous requests are refused.
+the platform's bucket, created when missing. Access needs keys: SeaweedFS knows the platform's
+admin identity and any restricted ones given (the serving process's, which can only write
+under the traffic prefix), so anonymous requests are refused.
 
 Behind the gateway, SeaweedFS's own servers would take any request: the master hands out
 file ids with write tokens, the volume server and the filer read and write files. So every
@@ -12,6 +13,7 @@ write. They listen on loopback only, whatever MLOPS_HOST says; only the gateway 
 import json
 import secrets
 import time
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
@@ -29,14 +31,25 @@ _GRPC = ("master", "volume", "filer", "s3", "client")
 _JWT = ("jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read")
 
 
-def seaweedfs_service(home: Path, host: str, port: int, access_key: str, secret_key: str) -> Service:
+def writer_identity(name: str, access_key: str, secret_key: str, bucket: str, prefix: str) -> dict:
+    """An identity that can only put objects under s3://bucket/prefix/ (no read, no list).
+    SeaweedFS grants `Action:bucket/key-prefix*` to keys that start with that prefix."""
+    return {
+        "name": name,
+        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+        "actions": [f"Write:{bucket}/{prefix.strip('/')}/*"],
+    }
+
+
+def seaweedfs_service(home: Path, host: str, port: int, access_key: str, secret_key: str,
+                      restricted: Sequence[dict] = ()) -> Service:
     folder = home / "s3"
     identities = folder / "identities.json"
     known = json.dumps({"identities": [{
         "name": "mlops",
         "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-    }]})
+    }, *restricted]})
     internal = []
     for offset, role in enumerate(_INTERNAL, start=1):
         internal += [f"-{role}.port={port + offset}", f"-{role}.port.grpc={port + offset + 10000}"]

@@ -29,6 +29,9 @@ class Platform:
     details: Mapping[str, object] = field(default_factory=dict)
     # Called by `up` before each wave of services starts (databases, the bucket).
     before_wave: Callable[[int], None] | None = None
+    # What a serving process is given instead of the clients' variables (full profile: a
+    # user that reads models, keys that write traffic); empty: the clients' own.
+    serve_env: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def prefect_api_url(self) -> str:

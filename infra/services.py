@@ -136,6 +136,22 @@ def child_environment(env: Mapping[str, str], unset: Sequence[str] = ()) -> dict
     return {**inherited, **env}
 
 
+# What a process started with a scrubbed environment still inherits: where programs,
+# home, locale, temporary files, proxies and CA certificates are. Nothing that grants access.
+_BASIC_VARIABLES = (
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE",
+    "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "SSL_CERT_FILE", "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE", "AWS_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+    "http_proxy", "https_proxy", "no_proxy",
+)
+
+
+def scrubbed_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` and the basic variables of this process's environment, nothing else: for a
+    child that must not hold this process's secrets (the serving process)."""
+    return {**{k: os.environ[k] for k in _BASIC_VARIABLES if k in os.environ}, **env}
+
+
 def _prepare(service: Service) -> None:
     for folder in service.folders:
         folder.mkdir(parents=True, exist_ok=True)

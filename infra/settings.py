@@ -26,8 +26,17 @@ SECRET_NAMES = (
 )
 # Only the MLflow server reads this one (CSRF protection of its auth pages); never exported.
 SERVER_SECRET_NAMES = ("MLFLOW_FLASK_SERVER_SECRET_KEY",)
-# Only `mlops serve` reads this one (the bearer token of /predict and /feedback); never exported.
-SERVE_SECRET_NAMES = ("MLOPS_SERVE_TOKEN",)
+# Full profile, least privilege: the one login role per service database (passwords), and
+# what `mlops serve` gets instead of the admin's credentials (an MLflow user that reads
+# models, S3 keys that can only write under the traffic prefix).
+DATABASE_SECRET_NAMES = tuple(f"MLOPS_DATABASE_PASSWORD_{store.upper()}"
+                              for store in ("mlflow", "mlflow_auth", "prefect", "optuna"))
+# MLOPS_SERVE_TOKEN is the bearer token /predict and /feedback need; only `mlops serve` reads it.
+SERVE_SECRET_NAMES = ("MLOPS_SERVE_MLFLOW_PASSWORD", "MLOPS_SERVE_AWS_ACCESS_KEY_ID",
+                      "MLOPS_SERVE_AWS_SECRET_ACCESS_KEY", "MLOPS_SERVE_TOKEN")
+SERVE_MLFLOW_USERNAME = "mlops-serve"
+# Every secret `mlops up --profile full` generates when it is not set.
+GENERATED_SECRET_NAMES = SECRET_NAMES + SERVER_SECRET_NAMES + DATABASE_SECRET_NAMES + SERVE_SECRET_NAMES
 
 
 def _native(name: str):
@@ -92,7 +101,14 @@ class Settings(BaseSettings):
     aws_access_key_id: SecretStr = _secret("AWS_ACCESS_KEY_ID")
     aws_secret_access_key: SecretStr = _secret("AWS_SECRET_ACCESS_KEY")
     mlflow_flask_server_secret_key: SecretStr = _secret("MLFLOW_FLASK_SERVER_SECRET_KEY")
-    mlops_serve_token: SecretStr = _secret("MLOPS_SERVE_TOKEN")
+    database_password_mlflow: SecretStr = SecretStr("")
+    database_password_mlflow_auth: SecretStr = SecretStr("")
+    database_password_prefect: SecretStr = SecretStr("")
+    database_password_optuna: SecretStr = SecretStr("")
+    serve_mlflow_password: SecretStr = SecretStr("")
+    serve_aws_access_key_id: SecretStr = SecretStr("")
+    serve_aws_secret_access_key: SecretStr = SecretStr("")
+    serve_token: SecretStr = SecretStr("")
 
     @property
     def traffic_base(self) -> str:
@@ -102,8 +118,8 @@ class Settings(BaseSettings):
     def secrets(self) -> dict[str, str]:
         """The secrets that are set, by their native names."""
         found = {}
-        for name in SECRET_NAMES + SERVER_SECRET_NAMES + SERVE_SECRET_NAMES:
-            value = getattr(self, name.lower()).get_secret_value()
+        for name in GENERATED_SECRET_NAMES:
+            value = getattr(self, name.lower().removeprefix("mlops_")).get_secret_value()
             if value:
                 found[name] = value
         return found

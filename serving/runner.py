@@ -1,10 +1,13 @@
 """Assemble the server for one model and run it with uvicorn until SIGTERM or SIGINT."""
 
 import logging
+import os
 import socket
+import sys
 
 import uvicorn
 from mlflow.tracking import MlflowClient
+from pydantic import SecretStr
 from uvicorn.protocols.http import httptools_impl
 
 from infra.errors import PlatformError
@@ -19,7 +22,7 @@ from serving.overload import DropUvicornRefusals, Overload, connection_refusal
 def serve_token(settings: Settings) -> str | None:
     """The bearer token /predict and /feedback need: required in the full profile, optional
     (MLOPS_SERVE_TOKEN) in the local one."""
-    token = settings.mlops_serve_token.get_secret_value() or None
+    token = settings.serve_token.get_secret_value() or None
     if token is None and settings.profile == "full":
         raise PlatformError("the full profile's serve token MLOPS_SERVE_TOKEN is not set; "
                             "`mlops up --profile full` generates it into MLOPS_HOME/secrets.env")
@@ -66,3 +69,27 @@ def run(model: str, settings: Settings, sock: socket.socket) -> None:
                             access_log=False, log_level="info", timeout_graceful_shutdown=30,
                             limit_concurrency=settings.serve_max_connections)
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def command(model: str, sock: socket.socket) -> list[str]:
+    """How `mlops serve` starts the server on a socket it bound: `python -m serving`, which
+    reads its settings from its environment only."""
+    os.set_inheritable(sock.fileno(), True)
+    return [sys.executable, "-m", "serving", model, "--fd", str(sock.fileno()), "--environment-only"]
+
+
+# The serving process's MLflow user and S3 keys: the platform passes them under the clients'
+# own variables (MLFLOW_TRACKING_PASSWORD, AWS_*); the bearer token goes in as itself.
+_UNDER_NATIVE_NAMES = ("MLOPS_SERVE_MLFLOW_PASSWORD", "MLOPS_SERVE_AWS_ACCESS_KEY_ID",
+                       "MLOPS_SERVE_AWS_SECRET_ACCESS_KEY")
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The serving and traffic settings, as the variables a serving process reads them from."""
+    found = {"MLOPS_PROFILE": settings.profile, "MLOPS_TRAFFIC_URI": settings.traffic_base}
+    for name, value in settings:
+        variable = f"MLOPS_{name.upper()}"
+        if not name.startswith(("serve_", "traffic_")) or value is None or variable in _UNDER_NATIVE_NAMES:
+            continue  # these credentials go in under the clients' own names
+        found.setdefault(variable, value.get_secret_value() if isinstance(value, SecretStr) else str(value))
+    return found

@@ -329,7 +329,7 @@ def test_the_token_is_required_in_the_full_profile_only(profile, token, expected
     from infra.settings import Settings
     from serving.runner import serve_token
 
-    settings = Settings(profile=profile, mlops_serve_token=token, _env_file=None)
+    settings = Settings(profile=profile, serve_token=token, _env_file=None)
 
     if expected == "error":
         with pytest.raises(PlatformError, match="MLOPS_SERVE_TOKEN is not set"):
