@@ -293,6 +293,7 @@ def test_a_running_serve_holds_only_the_serving_credentials(full_platform, servi
     assert not [k for k in environ if k.startswith(("PREFECT_", "MLOPS_DATABASE", "MLOPS_OPTUNA"))]
     assert environ["MLFLOW_TRACKING_USERNAME"] == "mlops-serve"
     assert environ["AWS_ACCESS_KEY_ID"] == full_platform.secrets()["MLOPS_SERVE_AWS_ACCESS_KEY_ID"]
+    assert environ["MLOPS_SERVE_TOKEN"] == full_platform.secrets()["MLOPS_SERVE_TOKEN"]
 
 
 def test_serve_with_a_serving_password_mlflow_refuses_is_one_line(full_platform, trained):
@@ -318,8 +319,9 @@ def test_serving_with_its_own_credentials_works_end_to_end(full_platform, traine
     _, url = serving
     records = binary_frame(n=120, seed=8).drop(columns="label")
     body = {"records": json.loads(records.to_json(orient="records"))}
-    answered = httpx.post(f"{url}/predict", json=body, timeout=60, trust_env=False)
     secrets = full_platform.secrets()
+    bearer = {"Authorization": f"Bearer {secrets['MLOPS_SERVE_TOKEN']}"}
+    answered = httpx.post(f"{url}/predict", json=body, headers=bearer, timeout=60, trust_env=False)
     admin = s3_client(full_platform.status()["s3_endpoint"], secrets["AWS_ACCESS_KEY_ID"],
                       secrets["AWS_SECRET_ACCESS_KEY"])
 

@@ -114,4 +114,4 @@ def test_serve_refuses_to_start_without_a_token(full_platform, served, tmp_path)
 
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
-    assert "MLOPS_SERVE_TOKEN is not set" in done.stderr
+    assert "MLOPS_SERVE_TOKEN" in done.stderr and "mlops up --profile full" in done.stderr
