@@ -350,29 +350,53 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address (default: MLOPS_SERVE_HOST or 127.0.0.1)")] = None,
 ) -> None:
     """Serve MODEL's champion over HTTP and record live traffic for monitoring."""
-    from serving.runner import listen, run
+    from serving.runner import command, listen, serve_token
 
     try:
         from mlflow.tracking import MlflowClient
 
         from flows.preflight import require_servable
 
-        _, settings = _connect(_settings(), prefect=False)  # serving needs MLflow only
+        conn, settings = _connect(_settings(), prefect=False)  # serving needs MLflow only
         host = host or settings.serve_host
         port = port if port is not None else settings.serve_port
+        token = serve_token(settings)
         require_servable(MlflowClient(), model)
+        env = _serving_environment(_platform(settings), conn, settings)
     except (InputError, PlatformError) as error:
         fail(str(error))
     try:
         sock = listen(host, port)
     except OSError as error:
         fail(f"cannot listen on {host}:{port}: {error.strerror or error}")
+    guarded = ("; /predict, /feedback and /model need Authorization: Bearer $MLOPS_SERVE_TOKEN"
+               if token else "")
     err.print(f"serving {model}'s champion on http://{host}:{port} (traffic: "
-              f"{settings.traffic_base}/{model})", highlight=False)
-    try:
-        run(model, settings, sock)
-    except KeyboardInterrupt:  # Ctrl-C: uvicorn has shut down cleanly and raises it again
-        raise typer.Exit(130) from None
+              f"{settings.traffic_base}/{model}{guarded})", highlight=False)
+    argv = command(model, sock)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The server takes this process (a signal to it reaches uvicorn) with a new environment:
+    # none of the secrets this process read stays in it.
+    os.execve(argv[0], argv, env)
+
+
+def _serving_environment(platform, conn, settings) -> dict[str, str]:
+    """What the serving process starts with. Full profile: only the serving credentials (a
+    model-reading MLflow user, keys that write traffic), none of the admin's, no Prefect or
+    database secret. Local profile (no secrets): this process's environment."""
+    from infra.services import child_environment, scrubbed_environment
+    from serving.runner import settings_environment
+
+    wanted = {**settings_environment(settings), "MLFLOW_TRACKING_URI": conn.mlflow_url}
+    if platform.serve_env:
+        from infra.accounts import require_mlflow_login
+
+        serve = platform.serve_env
+        login = (serve["MLFLOW_TRACKING_USERNAME"], serve["MLFLOW_TRACKING_PASSWORD"])
+        require_mlflow_login(conn.mlflow_url, *login)  # before the port is taken: one line
+        return scrubbed_environment({**serve, **wanted})
+    return child_environment(wanted)
 
 
 @app.command()

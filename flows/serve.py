@@ -2,18 +2,33 @@
 
 `retrain` runs on the event `mlops.drift.detected` (resource `mlops.model.<name>`), one at a
 time: a second event while a retraining runs is cancelled rather than queued.
+
+Prefect's runner web server stays off: anyone who reached its port could call `/shutdown`.
+The runner's port answers `GET /health` only (infra/health.py), on the host and port
+Prefect's server would have used (PREFECT_RUNNER_SERVER_HOST and _PORT).
 """
 
+import asyncio
+import datetime
 import logging
+from functools import partial
 
-from prefect import serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.events import DeploymentEventTrigger
+from prefect.exceptions import TerminationSignal
+from prefect.runner import Runner
+from prefect.settings import (
+    PREFECT_RUNNER_POLL_FREQUENCY,
+    PREFECT_RUNNER_SERVER_HOST,
+    PREFECT_RUNNER_SERVER_MISSED_POLLS_TOLERANCE,
+    PREFECT_RUNNER_SERVER_PORT,
+)
 
 from flows.monitor import DRIFT_EVENT, monitor
 from flows.recovery import recover
 from flows.retrain import retrain
 from flows.train import train
+from infra.health import serve_health
 from infra.settings import process_settings
 
 
@@ -48,6 +63,14 @@ def deployments(monitor_interval_minutes: float | None):
     ]
 
 
+def polled_recently(runner: Runner, within_s: float) -> bool:
+    """Whether the runner asked Prefect for work within the last `within_s` seconds (the test
+    Prefect's own runner server makes)."""
+    last = runner.last_polled
+    now = datetime.datetime.now(datetime.UTC)
+    return last is not None and (now - last).total_seconds() <= within_s
+
+
 def main() -> None:
     settings = process_settings()
     try:
@@ -58,7 +81,17 @@ def main() -> None:
         from flows.pool import register_batch_deployment
 
         register_batch_deployment(settings.work_pool)
-    serve(*deployments(settings.monitor_interval_minutes))
+    # What prefect.serve does, with the runner in hand for the health check.
+    runner = Runner(pause_on_shutdown=True, limit=None)
+    for deployment in deployments(settings.monitor_interval_minutes):
+        runner.add_deployment(deployment)
+    tolerance = PREFECT_RUNNER_POLL_FREQUENCY.value() * PREFECT_RUNNER_SERVER_MISSED_POLLS_TOLERANCE.value()
+    serve_health(PREFECT_RUNNER_SERVER_HOST.value(), PREFECT_RUNNER_SERVER_PORT.value(),
+                 partial(polled_recently, runner, tolerance))
+    try:
+        asyncio.run(runner.start(webserver=False))
+    except (KeyboardInterrupt, TerminationSignal):
+        pass  # stopped by `mlops down`
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
-"""PostgreSQL for the full profile: one database per store, created when missing."""
+"""PostgreSQL for the full profile: one database per store, created when missing, each
+owned by a login role of its own (named after it) that no other role can connect with.
+The admin connection (MLOPS_DATABASE_URL) only creates roles and databases."""
 
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Mapping
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from infra.errors import PlatformError
 
@@ -18,6 +21,15 @@ def database_uri(server_url: str, database: str, driver: str | None = None) -> s
     return urlunsplit((scheme, parts.netloc, f"/{database}", parts.query, ""))
 
 
+def role_uri(server_url: str, database: str, password: str, driver: str | None = None) -> str:
+    """The URL a service uses: its database, as the role named after it."""
+    parts = urlsplit(server_url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    netloc = f"{quote(database, safe='')}:{quote(password, safe='')}@{host}"
+    scheme = "postgresql" + (f"+{driver}" if driver else "")
+    return urlunsplit((scheme, netloc, f"/{database}", parts.query, ""))
+
+
 def redact(url: str) -> str:
     """The URL without its password, fit for status output and logs."""
     parts = urlsplit(url)
@@ -27,11 +39,11 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def _connect(server_url: str):
+def _connect(server_url: str, database: str = "postgres"):
     import psycopg2
 
     try:
-        connection = psycopg2.connect(database_uri(server_url, "postgres"), connect_timeout=5)
+        connection = psycopg2.connect(database_uri(server_url, database), connect_timeout=5)
     except psycopg2.OperationalError as error:
         raise PlatformError(f"PostgreSQL at {redact(server_url)} refused: {_reason(error)}") from error
     # CREATE DATABASE cannot run in a transaction (nor in `with connection:`, which opens one)
@@ -72,12 +84,68 @@ def ensure_databases(server_url: str, names: list[str]) -> list[str]:
     return created
 
 
+def ensure_roles(server_url: str, passwords: Mapping[str, str]) -> None:
+    """Give each database (name -> password) a login role of the same name that owns it and
+    everything in it, and take CONNECT from PUBLIC, so one service's role cannot open another
+    service's database. Databases an earlier version made (owned by the admin) are handed over.
+    The server is sent a SCRAM hash, never the password itself (nor is any log)."""
+    from psycopg2 import sql
+    from psycopg2.extensions import encrypt_password
+
+    connection = _connect(server_url)
+    with connection.cursor() as cursor:
+        for name, password in passwords.items():
+            role = sql.Identifier(name)
+            cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
+            verb = "ALTER" if cursor.fetchone() else "CREATE"
+            hashed = encrypt_password(password, name, connection, "scram-sha-256")
+            cursor.execute(sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(role, sql.Literal(hashed)))
+            cursor.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(role, role))
+            cursor.execute(sql.SQL("REVOKE CONNECT ON DATABASE {} FROM PUBLIC").format(role))
+    connection.close()
+    for name in passwords:
+        _hand_over(server_url, name)
+
+
+# What the admin made in a database before it had a role of its own: tables (with their
+# indexes and owned sequences), views, other sequences, and types such as enums.
+_OWNED_BY_OTHERS = """
+SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW'
+                      WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END, n.nspname, c.relname
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = ANY(%s) AND c.relowner <> (SELECT oid FROM pg_roles WHERE rolname = %s)
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i')
+                  AND d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass)
+UNION ALL
+SELECT 'TYPE', n.nspname, t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+WHERE %s AND t.typtype IN ('e', 'd') AND t.typowner <> (SELECT oid FROM pg_roles WHERE rolname = %s)
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+
+
+def _hand_over(server_url: str, name: str) -> None:
+    """Make the role `name` the owner of every table, sequence, view and type in its database."""
+    from psycopg2 import sql
+
+    connection = _connect(server_url, name)
+    with connection.cursor() as cursor:
+        for kinds, types in ((["r", "p", "v", "m"], True), (["S"], False)):
+            cursor.execute(_OWNED_BY_OTHERS, (kinds, name, types, name))
+            for kind, schema, relation in cursor.fetchall():
+                cursor.execute(sql.SQL(f"ALTER {kind} {{}}.{{}} OWNER TO {{}}").format(
+                    sql.Identifier(schema), sql.Identifier(relation), sql.Identifier(name)))
+    connection.close()
+
+
 def drop_databases(server_url: str, names: list[str]) -> None:
-    """Remove databases (tests clean up with this); live connections are closed first."""
+    """Remove databases and the roles named after them (tests clean up with this); live
+    connections are closed first."""
     from psycopg2 import sql
 
     connection = _connect(server_url)
     with connection.cursor() as cursor:
         for name in names:
             cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            cursor.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
     connection.close()

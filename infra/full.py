@@ -4,7 +4,7 @@ live traffic; authentication on every service; a work pool for scale-out."""
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from infra import database, objectstore
+from infra import accounts, database, objectstore
 from infra.platform import (
     Platform,
     ServerOptions,
@@ -13,20 +13,29 @@ from infra.platform import (
     runner_service,
 )
 from infra.services import Service, venv_bin
-from infra.settings import SECRET_NAMES, Settings
+from infra.settings import SECRET_NAMES, SERVE_MLFLOW_USERNAME, Settings
 
 
 @dataclass(frozen=True)
 class Stores:
     """Where the full profile keeps everything: databases, the S3 endpoint and bucket."""
 
-    server: str  # the PostgreSQL server URL, naming no database
-    databases: Mapping[str, str]  # store -> database name
+    server: str  # the PostgreSQL server URL, naming no database: the admin connection
+    databases: Mapping[str, str]  # store -> database name, also the name of its role
+    passwords: Mapping[str, str]  # store -> its role's password
     s3_endpoint: str
     bucket: str
 
     def uri(self, store: str, driver: str) -> str:
-        return database.database_uri(self.server, self.databases[store], driver=driver)
+        """How a service reaches its store: as the store's own role, never the admin."""
+        return database.role_uri(self.server, self.databases[store], self.passwords[store], driver)
+
+    def roles(self) -> dict[str, str]:
+        return {self.databases[store]: self.passwords[store] for store in self.databases}
+
+    @property
+    def traffic_prefix(self) -> str:
+        return "traffic"
 
     @property
     def artifact_root(self) -> str:
@@ -38,28 +47,59 @@ def full_platform(settings: Settings, ports: Mapping[str, int], secrets: Mapping
     stores = Stores(
         server=settings.database_url,
         databases={s: database.database_name(settings.database_prefix, s) for s in database.STORES},
+        passwords={s: secrets[f"MLOPS_DATABASE_PASSWORD_{s.upper()}"] for s in database.STORES},
         s3_endpoint=settings.s3_endpoint or f"http://{host}:{ports['s3']}",
         bucket=settings.bucket,
     )
     keys = {k: secrets[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
     services: list[Service] = []
     if not settings.s3_endpoint:
+        serve_keys = objectstore.writer_identity(
+            SERVE_MLFLOW_USERNAME, secrets["MLOPS_SERVE_AWS_ACCESS_KEY_ID"],
+            secrets["MLOPS_SERVE_AWS_SECRET_ACCESS_KEY"], stores.bucket, stores.traffic_prefix)
         services.append(objectstore.seaweedfs_service(
-            home, host, ports["s3"], keys["AWS_ACCESS_KEY_ID"], keys["AWS_SECRET_ACCESS_KEY"]))
+            home, host, ports["s3"], keys["AWS_ACCESS_KEY_ID"], keys["AWS_SECRET_ACCESS_KEY"], [serve_keys]))
     mlflow = mlflow_service(host, ports["mlflow"], _mlflow_options(settings, stores, secrets))
     prefect = prefect_service(home, host, ports["prefect"], _prefect_options(stores, secrets))
     client_env = _client_env(settings, stores, secrets, mlflow.url, prefect.url)
     services += [mlflow, prefect, runner_service(home, host, ports["runner"], client_env, wave=2)]
+    return Platform("full", home, mlflow.url, prefect.url, tuple(services),
+                    client_env=client_env, details=_details(settings, stores),
+                    before_wave=_before_wave(stores, secrets, mlflow.url),
+                    serve_env=_serve_env(stores, secrets, mlflow.url))
+
+
+def _before_wave(stores: Stores, secrets: Mapping[str, str], mlflow_url: str):
+    keys = (secrets["AWS_ACCESS_KEY_ID"], secrets["AWS_SECRET_ACCESS_KEY"])
+    admin = (secrets["MLFLOW_TRACKING_USERNAME"], secrets["MLFLOW_TRACKING_PASSWORD"])
 
     def before_wave(wave: int) -> None:
         if wave == 0:  # before anything starts: a database that does not answer stops `up` here
             database.ensure_databases(stores.server, list(stores.databases.values()))
+            database.ensure_roles(stores.server, stores.roles())
         elif wave == 1:  # S3 answers by now; MLflow writes artifacts into the bucket
-            objectstore.ensure_bucket(stores.s3_endpoint, stores.bucket, keys["AWS_ACCESS_KEY_ID"],
-                                      keys["AWS_SECRET_ACCESS_KEY"])
+            objectstore.ensure_bucket(stores.s3_endpoint, stores.bucket, *keys)
+        elif wave == 2:  # MLflow answers: the user `mlops serve` reads models as
+            accounts.ensure_mlflow_user(mlflow_url, admin, SERVE_MLFLOW_USERNAME,
+                                        secrets["MLOPS_SERVE_MLFLOW_PASSWORD"])
 
-    return Platform("full", home, mlflow.url, prefect.url, tuple(services),
-                    client_env=client_env, details=_details(settings, stores), before_wave=before_wave)
+    return before_wave
+
+
+def _serve_env(stores: Stores, secrets: Mapping[str, str], mlflow_url: str) -> dict[str, str]:
+    """All a serving process gets: MLflow as a user that reads models, S3 keys that can only
+    write live traffic. No Prefect, database or admin credential."""
+    return {
+        "MLFLOW_TRACKING_URI": mlflow_url,
+        "MLFLOW_TRACKING_USERNAME": SERVE_MLFLOW_USERNAME,
+        "MLFLOW_TRACKING_PASSWORD": secrets["MLOPS_SERVE_MLFLOW_PASSWORD"],
+        "AWS_ENDPOINT_URL": stores.s3_endpoint,
+        "AWS_ACCESS_KEY_ID": secrets["MLOPS_SERVE_AWS_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": secrets["MLOPS_SERVE_AWS_SECRET_ACCESS_KEY"],
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "MLOPS_PROFILE": "full",
+        "MLOPS_TRAFFIC_URI": f"s3://{stores.bucket}/{stores.traffic_prefix}",
+    }
 
 
 def _mlflow_options(settings: Settings, stores: Stores, secrets: Mapping[str, str]) -> ServerOptions:
@@ -107,7 +147,7 @@ def _client_env(settings: Settings, stores: Stores, secrets: Mapping[str, str],
         "AWS_DEFAULT_REGION": "us-east-1",
         "MLOPS_PROFILE": "full",
         "MLOPS_OPTUNA_STORAGE": stores.uri("optuna", "psycopg2"),
-        "MLOPS_TRAFFIC_URI": f"s3://{stores.bucket}/traffic",
+        "MLOPS_TRAFFIC_URI": f"s3://{stores.bucket}/{stores.traffic_prefix}",
         "MLOPS_WORK_POOL": settings.work_pool,
     }
 

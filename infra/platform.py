@@ -38,6 +38,9 @@ class Platform:
     details: Mapping[str, object] = field(default_factory=dict)
     # Called by `up` before each wave of services starts (databases, the bucket).
     before_wave: Callable[[int], None] | None = None
+    # What a serving process is given instead of the clients' variables (full profile: a
+    # user that reads models, keys that write traffic); empty: the clients' own.
+    serve_env: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def prefect_api_url(self) -> str:
@@ -141,7 +144,9 @@ def runner_service(home: Path, host: str, port: int, client_env: Mapping[str, st
             "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
             **CLIENT_RETRIES,
-            "PREFECT_RUNNER_SERVER_ENABLE": "true",
+            # Off: its /shutdown would answer anyone; flows.serve answers GET /health itself
+            # on this host and port.
+            "PREFECT_RUNNER_SERVER_ENABLE": "false",
             # How often the runner looks for runs to start: the default 10 s is most of the
             # latency from a drift event to its retraining running.
             "PREFECT_RUNNER_POLL_FREQUENCY": "3",

@@ -14,7 +14,15 @@ from dotenv import dotenv_values
 
 from infra.errors import PlatformError
 from infra.services import write_private
-from infra.settings import SECRET_NAMES, SERVER_SECRET_NAMES, Settings, secrets_file
+from infra.settings import (
+    DATABASE_SECRET_NAMES,
+    GENERATED_SECRET_NAMES,
+    SECRET_NAMES,
+    SERVE_SECRET_NAMES,
+    SERVER_SECRET_NAMES,  # noqa: F401 (read from here by the compose tests)
+    Settings,
+    secrets_file,
+)
 
 _ALNUM = string.ascii_letters + string.digits
 
@@ -31,13 +39,18 @@ def generate() -> dict[str, str]:
         "AWS_ACCESS_KEY_ID": "MLOPS" + _token(15, string.ascii_uppercase + string.digits),
         "AWS_SECRET_ACCESS_KEY": _token(40),
         "MLFLOW_FLASK_SERVER_SECRET_KEY": _token(48),
+        **{name: _token(32) for name in DATABASE_SECRET_NAMES},
+        "MLOPS_SERVE_MLFLOW_PASSWORD": _token(32),
+        "MLOPS_SERVE_AWS_ACCESS_KEY_ID": "MLOPSSERVE" + _token(10, string.ascii_uppercase + string.digits),
+        "MLOPS_SERVE_AWS_SECRET_ACCESS_KEY": _token(40),
+        "MLOPS_SERVE_TOKEN": _token(40),
     }
 
 
 def ensure(settings: Settings) -> dict[str, str]:
     """All secrets, generating the missing ones into MLOPS_HOME/secrets.env (mode 600)."""
     found = settings.secrets()
-    missing = [name for name in SECRET_NAMES + SERVER_SECRET_NAMES if name not in found]
+    missing = [name for name in GENERATED_SECRET_NAMES if name not in found]
     if missing:
         path = secrets_file(settings.home)
         stored = {k: v for k, v in dotenv_values(path).items() if v is not None}
@@ -51,7 +64,7 @@ def ensure(settings: Settings) -> dict[str, str]:
 def require(settings: Settings) -> dict[str, str]:
     """The secrets a running full platform was started with; one line when some are missing."""
     found = settings.secrets()
-    missing = [n for n in SECRET_NAMES if n not in found]
+    missing = [n for n in SECRET_NAMES + DATABASE_SECRET_NAMES + SERVE_SECRET_NAMES if n not in found]
     if missing:
         raise PlatformError(
             f"the full profile's secrets ({', '.join(missing)}) are not in the environment, "

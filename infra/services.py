@@ -44,6 +44,8 @@ class Service:
     # files only their owner can read (configs that hold a key).
     folders: tuple[Path, ...] = ()
     files: tuple[tuple[Path, str], ...] = ()
+    # Makes what a description should not hold: key material, made afresh at each start.
+    prepare: Callable[[], None] | None = None
 
     @property
     def command_marker(self) -> str:
@@ -134,11 +136,29 @@ def child_environment(env: Mapping[str, str], unset: Sequence[str] = ()) -> dict
     return {**inherited, **env}
 
 
+# What a process started with a scrubbed environment still inherits: where programs,
+# home, locale, temporary files, proxies and CA certificates are. Nothing that grants access.
+_BASIC_VARIABLES = (
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE",
+    "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "SSL_CERT_FILE", "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE", "AWS_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+    "http_proxy", "https_proxy", "no_proxy",
+)
+
+
+def scrubbed_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` and the basic variables of this process's environment, nothing else: for a
+    child that must not hold this process's secrets (the serving process)."""
+    return {**{k: os.environ[k] for k in _BASIC_VARIABLES if k in os.environ}, **env}
+
+
 def _prepare(service: Service) -> None:
     for folder in service.folders:
         folder.mkdir(parents=True, exist_ok=True)
     for path, text in service.files:
         write_private(path, text)
+    if service.prepare is not None:
+        service.prepare()
 
 
 def _spawn(service: Service, home: Path) -> subprocess.Popen:

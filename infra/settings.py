@@ -26,6 +26,17 @@ SECRET_NAMES = (
 )
 # Only the MLflow server reads this one (CSRF protection of its auth pages); never exported.
 SERVER_SECRET_NAMES = ("MLFLOW_FLASK_SERVER_SECRET_KEY",)
+# Full profile, least privilege: the one login role per service database (passwords), and
+# what `mlops serve` gets instead of the admin's credentials (an MLflow user that reads
+# models, S3 keys that can only write under the traffic prefix).
+DATABASE_SECRET_NAMES = tuple(f"MLOPS_DATABASE_PASSWORD_{store.upper()}"
+                              for store in ("mlflow", "mlflow_auth", "prefect", "optuna"))
+# MLOPS_SERVE_TOKEN is the bearer token /predict and /feedback need; only `mlops serve` reads it.
+SERVE_SECRET_NAMES = ("MLOPS_SERVE_MLFLOW_PASSWORD", "MLOPS_SERVE_AWS_ACCESS_KEY_ID",
+                      "MLOPS_SERVE_AWS_SECRET_ACCESS_KEY", "MLOPS_SERVE_TOKEN")
+SERVE_MLFLOW_USERNAME = "mlops-serve"
+# Every secret `mlops up --profile full` generates when it is not set.
+GENERATED_SECRET_NAMES = SECRET_NAMES + SERVER_SECRET_NAMES + DATABASE_SECRET_NAMES + SERVE_SECRET_NAMES
 
 
 def _native(name: str):
@@ -71,9 +82,15 @@ class Settings(BaseSettings):
     serve_max_body_bytes: int = 1 << 20
     serve_batch_wait_ms: float = 1.0
     serve_feedback_ids: int = 100_000
+    # Overload: beyond these `mlops serve` answers 503 with Retry-After.
+    serve_max_in_flight: int = 64
+    serve_max_connections: int = 1024
+    serve_max_queued_records: int = 50_000
     traffic_uri: str | None = None
     traffic_flush_s: float = 5.0
     traffic_flush_rows: int = 50_000
+    traffic_max_rows: int = 1_000_000  # unwritten rows kept while the store fails
+    traffic_backoff_max_s: float = 60.0
 
     # Clients' own variables: when set, they win over the addresses `mlops up` recorded.
     mlflow_tracking_uri: str = _native("MLFLOW_TRACKING_URI")
@@ -84,6 +101,14 @@ class Settings(BaseSettings):
     aws_access_key_id: SecretStr = _secret("AWS_ACCESS_KEY_ID")
     aws_secret_access_key: SecretStr = _secret("AWS_SECRET_ACCESS_KEY")
     mlflow_flask_server_secret_key: SecretStr = _secret("MLFLOW_FLASK_SERVER_SECRET_KEY")
+    database_password_mlflow: SecretStr = SecretStr("")
+    database_password_mlflow_auth: SecretStr = SecretStr("")
+    database_password_prefect: SecretStr = SecretStr("")
+    database_password_optuna: SecretStr = SecretStr("")
+    serve_mlflow_password: SecretStr = SecretStr("")
+    serve_aws_access_key_id: SecretStr = SecretStr("")
+    serve_aws_secret_access_key: SecretStr = SecretStr("")
+    serve_token: SecretStr = SecretStr("")
 
     @property
     def traffic_base(self) -> str:
@@ -93,8 +118,8 @@ class Settings(BaseSettings):
     def secrets(self) -> dict[str, str]:
         """The secrets that are set, by their native names."""
         found = {}
-        for name in SECRET_NAMES + SERVER_SECRET_NAMES:
-            value = getattr(self, name.lower()).get_secret_value()
+        for name in GENERATED_SECRET_NAMES:
+            value = getattr(self, name.lower().removeprefix("mlops_")).get_secret_value()
             if value:
                 found[name] = value
         return found

@@ -29,8 +29,6 @@ LABEL = "label"
 HOUR_FORMAT = "%Y-%m-%dT%H"
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # as a spec's name
 _PART = re.compile(r"hour=(\d{4}-\d{2}-\d{2}T\d{2})/part-[^/]+\.parquet$")
-# Beyond this many unwritten rows (a long storage outage) the oldest are dropped, loudly.
-MAX_BUFFERED_ROWS = 2_000_000
 
 
 def hour_of(moment: datetime) -> str:
@@ -116,23 +114,42 @@ def _folder(model: str, kind: str) -> str:
     return model if kind == TRAFFIC else f"{model}/{FEEDBACK}"
 
 
+class BufferFull(RuntimeError):
+    """The writer holds as many unwritten rows as it may: the caller must refuse the request
+    rather than answer it unrecorded."""
+
+    def __init__(self, rows: int, limit: int, retry_after_s: float) -> None:
+        super().__init__(f"live traffic not written: {rows} rows wait for the store (at most "
+                         f"{limit}, MLOPS_TRAFFIC_MAX_ROWS)")
+        self.retry_after_s = retry_after_s
+
+
 class TrafficWriter:
     """Buffers rows off the request path; a thread writes them every `flush_s` seconds,
     sooner when `flush_rows` are waiting, and `close()` writes the rest.
+
+    The buffer is bounded: beyond `max_rows` unwritten rows `add` raises BufferFull, and
+    nothing is ever dropped. When the store fails, the thread retries with exponential
+    back-off up to `backoff_max_s`, and logs once when writing fails and once when it works
+    again, not at every attempt.
 
     Rows come as columns ({name: array}); naive datetime64 columns are UTC. Frames are
     made only when writing: a DataFrame per batch would cost more than the batch's model.
     """
 
-    def __init__(self, files, model: str, flush_s: float = 5.0, flush_rows: int = 50_000) -> None:
+    def __init__(self, files, model: str, flush_s: float = 5.0, flush_rows: int = 50_000,
+                 max_rows: int = 1_000_000, backoff_max_s: float = 60.0) -> None:
         self._files = files
         self._folders = {kind: _folder(model, kind) for kind in (TRAFFIC, FEEDBACK)}
         self._flush_s = flush_s
         self._flush_rows = flush_rows
+        self._max_rows = max_rows
+        self._backoff_max_s = backoff_max_s
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._buffer: list[tuple[str, str, dict]] = []
-        self._rows = 0
+        self._rows = 0  # unwritten: buffered, or taken by a flush that has not written them yet
+        self.failed_attempts = 0  # consecutive failed writes; 0 while the store works
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -142,10 +159,14 @@ class TrafficWriter:
         self._thread.start()
 
     def add(self, kind: str, hour: str, columns: dict) -> None:
-        """Queue rows of one hour partition (`kind` is TRAFFIC or FEEDBACK)."""
+        """Queue rows of one hour partition (`kind` is TRAFFIC or FEEDBACK); BufferFull when
+        they would take the unwritten rows beyond `max_rows`."""
+        n = _length(columns)
         with self._lock:
+            if self._rows and self._rows + n > self._max_rows:
+                raise BufferFull(self._rows, self._max_rows, self.retry_after_s)
             self._buffer.append((kind, hour, columns))
-            self._rows += _length(columns)
+            self._rows += n
             full = self._rows >= self._flush_rows
         if full:
             self._wake.set()
@@ -154,11 +175,16 @@ class TrafficWriter:
     def pending_rows(self) -> int:
         return self._rows
 
+    @property
+    def retry_after_s(self) -> float:
+        """When the next write is due: the back-off delay while failing, else one flush."""
+        return self._backoff(self.failed_attempts) if self.failed_attempts else self._flush_s
+
     def flush(self) -> int:
         """Write what is buffered, one part per kind and hour; return the rows written."""
         with self._write_lock:
             with self._lock:
-                taken, self._buffer, self._rows = self._buffer, [], 0
+                taken, self._buffer = self._buffer, []
             # A new champion may have other features: its rows go to a part of their own.
             groups: dict[tuple, list[dict]] = defaultdict(list)
             for kind, hour, columns in taken:
@@ -169,8 +195,11 @@ class TrafficWriter:
                 try:
                     self._files.write(self._part_key(kind, hour), _to_parquet(columns))
                 except Exception:
-                    self._put_back(parts[done:])
+                    with self._lock:  # still counted in _rows: nothing was dropped
+                        self._buffer[:0] = parts[done:]
                     raise
+                with self._lock:
+                    self._rows -= _length(columns)
                 written += _length(columns)
             return written
 
@@ -189,25 +218,39 @@ class TrafficWriter:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         return f"{self._folders[kind]}/hour={hour}/part-{stamp}-{uuid.uuid4().hex}.parquet"
 
-    def _put_back(self, parts: list[tuple[str, str, dict]]) -> None:
-        with self._lock:
-            self._buffer[:0] = parts
-            self._rows += sum(_length(columns) for _, _, columns in parts)
-            while self._rows > MAX_BUFFERED_ROWS and len(self._buffer) > 1:
-                dropped = _length(self._buffer.pop(0)[2])
-                self._rows -= dropped
-                log.error("dropped %d rows of live traffic: storage has failed for too long", dropped)
+    def _backoff(self, failures: int) -> float:
+        return min(self._backoff_max_s, 0.5 * 2 ** min(failures, 30))
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self._flush_s)
-            self._wake.clear()
+            if self.failed_attempts:
+                self._stop.wait(self._backoff(self.failed_attempts))
+            else:
+                self._wake.wait(self._flush_s)
+                self._wake.clear()
             if self._stop.is_set():
                 return
-            try:
-                self.flush()
-            except Exception:  # noqa: BLE001 - the rows stay buffered; the next flush retries
-                log.exception("writing live traffic failed; %d rows kept for the next try", self._rows)
+            self._attempt()
+
+    def _attempt(self) -> None:
+        """One flush; the log says when writing starts failing and when it works again."""
+        try:
+            self.flush()
+        except Exception as error:  # noqa: BLE001 - the rows stay buffered; the next try writes them
+            if not self.failed_attempts:
+                log.error("writing live traffic failed (%s: %s); %d rows kept, retrying with "
+                          "back-off up to %g s", type(error).__name__, _first_line(error),
+                          self._rows, self._backoff_max_s)
+            self.failed_attempts += 1
+            return
+        if self.failed_attempts:
+            log.warning("live traffic written again after %d failed attempts", self.failed_attempts)
+            self.failed_attempts = 0
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def _length(columns: dict) -> int:

@@ -2,10 +2,12 @@
 
 Routes are plain Starlette endpoints that read the body themselves (size limit first, then
 orjson) instead of FastAPI body models; nothing malformed, too large or outside the
-contract reaches the model.
+contract reaches the model. With a token, every route but /health needs
+`Authorization: Bearer <token>` first of all.
 """
 
-from contextlib import asynccontextmanager
+import hmac
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -16,9 +18,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from experiments.contract import DataContract
-from monitoring.traffic import FEEDBACK, LABEL, TrafficWriter, hour_of
-from serving.batching import Answer, Batcher, NoModel, Served
+from monitoring.traffic import FEEDBACK, LABEL, BufferFull, TrafficWriter, hour_of
+from serving.batching import Answer, Batcher, NoModel, Overloaded, Served
 from serving.model import ChampionWatcher
+from serving.overload import Overload, retry_after
 from serving.records import Problem, check_labels
 
 
@@ -29,21 +32,29 @@ class Limits:
 
 
 class Refused(Exception):
-    def __init__(self, status: int, detail: str, **extra) -> None:
+    def __init__(self, status: int, detail: str, headers: dict | None = None, **extra) -> None:
         super().__init__(detail)
         self.status = status
+        self.headers = headers
         self.body = {"detail": detail, **extra}
 
+    def response(self) -> Response:
+        return json_response(self.body, self.status, self.headers)
 
-def json_response(content: dict, status: int = 200) -> Response:
-    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
+
+def json_response(content: dict, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type="application/json",
+                    headers=headers)
 
 
 def create_app(watcher: ChampionWatcher, writer: TrafficWriter, batcher: Batcher,
-               limits: Limits = Limits()) -> FastAPI:
+               limits: Limits = Limits(), token: str | None = None,
+               overload: Overload | None = None) -> FastAPI:
     """The app; its lifespan starts the watcher, the writer and the batcher, and on
-    shutdown answers what is queued, then writes every buffered record."""
-    api = Api(watcher, writer, batcher, limits)
+    shutdown answers what is queued, then writes every buffered record. With `token`,
+    /predict, /feedback and /model need it as a bearer token."""
+    api = Api(watcher, writer, batcher, limits, token.encode() if token else None,
+              overload or Overload())
     app = FastAPI(title="mlops serve", lifespan=api.lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.add_route("/predict", api.predict, methods=["POST"])
@@ -61,6 +72,8 @@ class Api:
     writer: TrafficWriter
     batcher: Batcher
     limits: Limits
+    token: bytes | None
+    overload: Overload
 
     @asynccontextmanager
     async def lifespan(self, app):
@@ -76,25 +89,33 @@ class Api:
 
     async def predict(self, request: Request) -> Response:
         try:
-            records = await self._records(request)
-            outcome = await self._answer(records)
+            self._admit(request)
+            with self._place():
+                records = await self._records(request)
+                outcome = await self._answer(records)
         except Refused as refused:
-            return json_response(refused.body, refused.status)
+            return refused.response()
         if not isinstance(outcome, Answer):
             return json_response({"detail": outcome.describe(), "record": outcome.record,
                                   "field": outcome.field}, 422)
+        self.overload.answered()
         return json_response({"predictions": outcome.predictions,
                               "model_version": outcome.model_version,
                               "request_id": outcome.request_id})
 
     async def feedback(self, request: Request) -> Response:
         try:
-            request_id, labels, served, contract = await self._labels(request)
+            self._admit(request)
+            with self._place():
+                request_id, labels, served, contract = await self._labels(request)
+                # No await from the check in _labels to here: two feedbacks for one request
+                # cannot both pass.
+                received_at = datetime.now(UTC)
+                self._keep(FEEDBACK, hour_of(received_at),
+                           feedback_columns(request_id, labels, served, contract.task, received_at))
         except Refused as refused:
-            return json_response(refused.body, refused.status)
-        received_at = datetime.now(UTC)
-        self.writer.add(FEEDBACK, hour_of(received_at),
-                        feedback_columns(request_id, labels, served, contract.task, received_at))
+            return refused.response()
+        self.batcher.label(request_id)
         return json_response({"request_id": request_id, "labels": len(labels)})
 
     async def health(self, request: Request) -> Response:
@@ -104,12 +125,56 @@ class Api:
         return json_response({"status": "ok", "model": model.name, "model_version": model.version})
 
     async def model_info(self, request: Request) -> Response:
+        try:
+            self._authorize(request)
+        except Refused as refused:
+            return refused.response()
         model = self.watcher.current
         if model is None:
             return json_response({"detail": "no model is loaded yet"}, 503)
         return json_response({**model.describe(), "records_served": self.batcher.records_served,
                               "unseen_categories": dict(self.batcher.unseen_categories),
-                              "traffic_rows_pending": self.writer.pending_rows})
+                              "traffic_rows_pending": self.writer.pending_rows,
+                              "traffic_failed_attempts": self.writer.failed_attempts,
+                              "refused_overloaded": self.overload.refused})
+
+    def _authorize(self, request: Request) -> None:
+        """401 unless the request carries the bearer token (when there is one)."""
+        if self.token is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        # Starlette decodes headers as latin-1, so this gives back the bytes sent.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode("latin-1"), self.token):
+            raise Refused(401, "missing or wrong bearer token (Authorization: Bearer "
+                          "<MLOPS_SERVE_TOKEN>)", {"WWW-Authenticate": "Bearer"})
+
+    def _admit(self, request: Request) -> None:
+        """A POST's checks before its body is read: the token, then a JSON content type."""
+        self._authorize(request)
+        declared = request.headers.get("content-type", "")
+        if declared.partition(";")[0].strip().lower() != "application/json":
+            shown = declared[:40] or "none"
+            raise Refused(415, f"Content-Type must be application/json (got {shown})")
+
+    @contextmanager
+    def _place(self):
+        """One of the MLOPS_SERVE_MAX_IN_FLIGHT places, for the whole request; 503 if none."""
+        if not self.overload.enter():
+            raise Refused(503, f"overloaded: {self.overload.in_flight} requests in progress (at "
+                          f"most {self.overload.max_in_flight}, MLOPS_SERVE_MAX_IN_FLIGHT); retry "
+                          "later", retry_after(1))
+        try:
+            yield
+        finally:
+            self.overload.leave()
+
+    def _keep(self, kind: str, hour: str, columns: dict) -> None:
+        try:
+            self.writer.add(kind, hour, columns)
+        except BufferFull as error:
+            self.overload.refuse(str(error))
+            raise Refused(503, f"{error}; retry later", retry_after(error.retry_after_s)) from error
 
     async def _records(self, request: Request) -> list:
         """The records of a /predict body, within the limits."""
@@ -127,6 +192,10 @@ class Api:
             return await self.batcher.predict(records)
         except NoModel as error:
             raise Refused(503, str(error)) from error
+        except (Overloaded, BufferFull) as error:
+            self.overload.refuse(str(error))
+            detail = str(error) if isinstance(error, Overloaded) else f"{error}; retry later"
+            raise Refused(503, detail, retry_after(error.retry_after_s)) from error
         except Exception as error:  # noqa: BLE001 - logged by the batcher; the client gets JSON
             raise Refused(500, f"prediction failed: {type(error).__name__}") from error
 
@@ -135,10 +204,13 @@ class Api:
         payload = await _read_json(request, self.limits.max_body_bytes)
         request_id = _field(payload, "request_id", str, ("request_id", "labels"))
         labels = _field(payload, "labels", list, ("request_id", "labels"))
+        if request_id in self.batcher.labelled:
+            raise Refused(409, f"request '{request_id}' already has its labels; a request is "
+                          "labelled once")
         served = self.batcher.served.get(request_id)
         if served is None:
-            raise Refused(404, f"unknown request id '{request_id}' (too old, or never answered "
-                          "by this server)")
+            raise Refused(404, f"unknown request id '{request_id}' (not among the last "
+                          "MLOPS_SERVE_FEEDBACK_IDS requests this server answered since it started)")
         if len(labels) != served.records:
             raise Refused(422, f"{len(labels)} labels for a request of {served.records} records")
         contract = self.batcher.contracts[served.model_version]

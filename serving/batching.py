@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from monitoring.traffic import TRAFFIC, hour_of
+from monitoring.traffic import TRAFFIC, BufferFull, hour_of
 from serving.model import ServedModel
 from serving.records import Problem, check_batch
 
@@ -43,15 +43,25 @@ class NoModel(RuntimeError):
     """No model is loaded yet."""
 
 
+class Overloaded(RuntimeError):
+    """More records wait than the queue may hold: the request is refused, not queued."""
+
+    retry_after_s = 1.0
+
+
 class Batcher:
     def __init__(self, models, writer, *, wait_s: float = 0.001, max_records: int = 10_000,
-                 remembered: int = 100_000) -> None:
+                 remembered: int = 100_000, max_queued_records: int = 50_000) -> None:
         self._models = models  # anything with a `.current` ServedModel (or None)
         self._writer = writer
         self._wait_s = wait_s
         self._max_records = max_records
         self._remembered = remembered
+        self._max_queued = max_queued_records
+        self._queued = 0  # records in the queue, not yet taken into a batch
+        # Answered requests not labelled yet, then labelled ones: each is labelled once.
         self.served: OrderedDict[str, Served] = OrderedDict()
+        self.labelled: OrderedDict[str, None] = OrderedDict()
         self.contracts: dict[str, object] = {}
         self.unseen_categories: dict[str, int] = {}
         self.records_served = 0
@@ -77,38 +87,59 @@ class Batcher:
         self._executor.shutdown(wait=True)
 
     async def predict(self, records: list) -> Answer | Problem:
+        """The request's outcome; Overloaded at once when the queue holds too many records
+        (one request alone is always taken), BufferFull when its traffic cannot be kept."""
+        n = len(records)
+        if self._queued and self._queued + n > self._max_queued:
+            raise Overloaded(f"overloaded: {self._queued} records wait to be predicted (at most "
+                             f"{self._max_queued}, MLOPS_SERVE_MAX_QUEUED_RECORDS); retry later")
         future = asyncio.get_running_loop().create_future()
+        self._queued += n
         self._queue.put_nowait((records, future))
         return await future
 
+    def label(self, request_id: str) -> None:
+        """Note that `request_id` got its labels: a second feedback for it is refused."""
+        self.served.pop(request_id, None)
+        self.labelled[request_id] = None
+        while len(self.labelled) > self._remembered:
+            self.labelled.popitem(last=False)
+
+    def _take(self):
+        item = self._queue.get_nowait()
+        self._queued -= len(item[0])
+        return item
+
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
+            item = await self._queue.get()
+            self._queued -= len(item[0])
+            batch = [item]
             self._busy = True
             try:
                 await self._gather(batch)
-                model = self._models.current
-                if model is None:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(NoModel("no model is loaded yet"))
-                    continue
-                requests = [records for records, _ in batch]
-                try:
-                    outcomes = await loop.run_in_executor(self._executor, self._answer, model, requests)
-                except Exception as error:  # noqa: BLE001 - fail this batch's requests, keep serving
-                    log.exception("predicting a batch of %d requests failed", len(batch))
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(error)
-                    continue
-                self._remember(model, outcomes)
-                for (_, future), outcome in zip(batch, outcomes, strict=True):
-                    if not future.done():
-                        future.set_result(outcome)
+                await self._settle(batch)
             finally:
                 self._busy = False
+
+    async def _settle(self, batch: list) -> None:
+        """Answer one batch's futures: outcomes, or the error that stopped the batch."""
+        model = self._models.current
+        if model is None:
+            return _fail(batch, NoModel("no model is loaded yet"))
+        requests = [records for records, _ in batch]
+        loop = asyncio.get_running_loop()
+        try:
+            outcomes = await loop.run_in_executor(self._executor, self._answer, model, requests)
+        except BufferFull as error:  # the store is behind: refuse rather than answer unrecorded
+            return _fail(batch, error)
+        except Exception as error:  # noqa: BLE001 - fail this batch's requests, keep serving
+            log.exception("predicting a batch of %d requests failed", len(batch))
+            return _fail(batch, error)
+        self._remember(model, outcomes)
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if not future.done():
+                future.set_result(outcome)
 
     async def _gather(self, batch: list) -> None:
         """Add what is queued; if that is nothing, wait `wait_s` once for company."""
@@ -121,7 +152,7 @@ class Batcher:
                 waited = True
                 await asyncio.sleep(self._wait_s)
                 continue
-            item = self._queue.get_nowait()
+            item = self._take()
             batch.append(item)
             size += len(item[0])
 
@@ -164,3 +195,9 @@ class Batcher:
                                                          outcome.model_version, outcome.hour)
         while len(self.served) > self._remembered:
             self.served.popitem(last=False)
+
+
+def _fail(batch: list, error: Exception) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(error)

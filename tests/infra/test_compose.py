@@ -15,9 +15,9 @@ import pytest
 import yaml
 
 from infra import objectstore
-from infra.full import _auth_config, full_platform
+from infra.full import full_platform
 from infra.secrets import SECRET_NAMES, SERVER_SECRET_NAMES
-from infra.settings import Settings
+from infra.settings import DATABASE_SECRET_NAMES, SERVE_SECRET_NAMES, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
@@ -26,8 +26,10 @@ ENV_EXAMPLE = INFRA / ".env.example"
 DOCKERFILE = INFRA / "Dockerfile"
 POSTGRES_MAJOR = 15  # the PostgreSQL these machines run, which the full profile is tested on
 
-SECRETS = (*SECRET_NAMES, *SERVER_SECRET_NAMES, "POSTGRES_PASSWORD")
-FAKE = {name: f"fake{index}{name.lower().replace('_', '')}" for index, name in enumerate(SECRETS)}
+SECRETS = (*SECRET_NAMES, *SERVER_SECRET_NAMES, *DATABASE_SECRET_NAMES, "POSTGRES_PASSWORD")
+# `mlops serve` is not a compose service: its credentials are only needed to describe the platform.
+FAKE = {name: f"fake{index}{name.lower().replace('_', '')}"
+        for index, name in enumerate((*SECRETS, *SERVE_SECRET_NAMES))}
 ONE_SHOT = {"create-bucket", "create-databases"}
 SERVICES = {"postgres", "s3", "create-bucket", "create-databases", "mlflow", "prefect", "runner", "worker"}
 PROJECT_IMAGE_SERVICES = {"create-bucket", "create-databases", "mlflow", "runner", "worker"}
@@ -263,7 +265,7 @@ def test_env_example_lists_exactly_the_variables_compose_reads(raw, env_example)
 def test_every_use_of_a_secret_stops_compose_when_it_is_empty(raw, secret):
     """Given the file, then each reference to a secret is `${NAME:?message}`, which compose
     documents as refusing to start, with the message, when NAME is unset or empty."""
-    uses = [m for s in strings(raw) for m in re.findall(rf"\$\{{{secret}(:?[-?+]?)", s.replace("$$", ""))]
+    uses = [m for s in strings(raw) for m in re.findall(rf"\$\{{{secret}\b(:?[-?+]?)", s.replace("$$", ""))]
     assert uses and set(uses) == {":?"}, f"{secret}: {uses}"
 
 
@@ -309,10 +311,10 @@ def test_mlflow_auth_config_is_the_full_profiles(compose, full):
     spec = compose["services"]["mlflow"]
     target = spec["environment"]["MLFLOW_AUTH_CONFIG_PATH"]
     source = next(c["source"] for c in spec["configs"] if c["target"] == target)
-    uri = service(full, "mlflow").env["MLFLOW_BACKEND_STORE_URI"] + "_auth"
+    written = next(text for path, text in service(full, "mlflow").files if path.name == "basic_auth.ini")
     ours, theirs = configparser.ConfigParser(), configparser.ConfigParser()
     ours.read_string(compose["configs"][source]["content"])
-    theirs.read_string(_auth_config(uri))
+    theirs.read_string(written)
     assert dict(ours["mlflow"]) == dict(theirs["mlflow"])
 
 
@@ -351,8 +353,9 @@ def test_s3_knows_only_the_platforms_keys(compose, tmp_path):
     def options(argv):
         return {arg.partition("=")[0]: arg.partition("=")[2] for arg in argv if arg.startswith("-")}
 
-    # Placement differs by design (a container has its ports to itself); the rest is the same.
-    placement = re.compile(r"-(dir|ip|ip\.bind|(master|volume|filer|s3)\.port(\.grpc)?)$")
+    # Placement differs by design (a container has its ports to itself, and its internal
+    # ports are not published); the rest is the same.
+    placement = re.compile(r"-(config_dir|dir|ip|(s3\.)?ip\.bind|(master|volume|filer|s3)\.port(\.grpc)?)$")
     theirs = {k: v for k, v in options(local.argv).items() if not placement.match(k)}
     ours = options(spec["command"])
     assert spec["command"][0] == "server" and ours["-s3.port"] == str(DEFAULT_PORTS["s3"])
@@ -363,7 +366,7 @@ def test_s3_knows_only_the_platforms_keys(compose, tmp_path):
 
 def test_no_secret_is_written_in_compose(raw, env_example):
     """Given compose.yaml, then every secret is a ${VAR:?...} reference: no value in the file,
-    and database passwords in URLs come from POSTGRES_PASSWORD."""
+    and database passwords in URLs come from POSTGRES_PASSWORD or a service role's password."""
     text = COMPOSE.read_text()
     for name in SECRETS:
         if env_example.get(name):
@@ -376,7 +379,7 @@ def test_no_secret_is_written_in_compose(raw, env_example):
             if secret_key.search(key):
                 assert re.fullmatch(r"\$\{[A-Z_]+:\?[^}]*\}", str(value)), f"{name}: {key} = {value}"
     for url in re.findall(r"[a-z0-9+]+://[^/\s@]+@", text):
-        assert re.search(r"://[^:]+:\$\{POSTGRES_PASSWORD:\?[^}]*\}@", url), url
+        assert re.search(r":\$\{(POSTGRES_PASSWORD|MLOPS_DATABASE_PASSWORD_[A-Z_]+):\?[^}]*\}@", url), url
 
 
 def test_dockerfile_installs_the_lock_then_the_project_without_any_index():

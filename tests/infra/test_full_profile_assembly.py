@@ -12,9 +12,9 @@ from infra.database import database_uri, redact
 from infra.errors import PlatformError
 from infra.full import settings_from_state
 from infra.profiles import platform_from_settings
-from infra.settings import SECRET_NAMES, SERVER_SECRET_NAMES, Settings, load_settings, secrets_file
+from infra.settings import GENERATED_SECRET_NAMES, SECRET_NAMES, Settings, load_settings, secrets_file
 
-ALL = SECRET_NAMES + SERVER_SECRET_NAMES
+ALL = GENERATED_SECRET_NAMES
 
 
 @pytest.fixture
@@ -104,7 +104,8 @@ def test_full_platform_services_and_client_environment(clean_env):
     for name in SECRET_NAMES:
         assert env[name] == values[name]
     assert "MLFLOW_FLASK_SERVER_SECRET_KEY" not in env
-    assert env["MLOPS_OPTUNA_STORAGE"] == "postgresql+psycopg2://postgres@127.0.0.1:5432/mlops_optuna"
+    optuna = values["MLOPS_DATABASE_PASSWORD_OPTUNA"]
+    assert env["MLOPS_OPTUNA_STORAGE"] == f"postgresql+psycopg2://mlops_optuna:{optuna}@127.0.0.1:5432/mlops_optuna"
     assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:8333"
     mlflow = next(s for s in platform.services if s.name == "mlflow")
     assert {"--app-name", "basic-auth", "--serve-artifacts"} <= set(mlflow.argv)
@@ -112,6 +113,44 @@ def test_full_platform_services_and_client_environment(clean_env):
     text = json.dumps(platform.state()) + " ".join(a for s in platform.services for a in s.argv)
     for value in values.values():
         assert value not in text
+
+
+def test_each_service_reaches_its_database_as_its_own_role(clean_env):
+    """MLflow, its auth store and Prefect connect as the role named after their database,
+    with that role's password; the admin URL is only used to create roles and databases."""
+    home = clean_env / "home"
+    values = secrets.ensure(load_settings(home=home))
+    platform = platform_from_settings(load_settings(home=home), profile="full")
+    by_name = {s.name: s for s in platform.services}
+
+    mlflow_db = values["MLOPS_DATABASE_PASSWORD_MLFLOW"]
+    prefect_db = values["MLOPS_DATABASE_PASSWORD_PREFECT"]
+    assert by_name["mlflow"].env["MLFLOW_BACKEND_STORE_URI"] == (
+        f"postgresql+psycopg2://mlops_mlflow:{mlflow_db}@127.0.0.1:5432/mlops_mlflow")
+    assert by_name["prefect"].env["PREFECT_API_DATABASE_CONNECTION_URL"] == (
+        f"postgresql+asyncpg://mlops_prefect:{prefect_db}@127.0.0.1:5432/mlops_prefect")
+    auth_config = dict(by_name["mlflow"].files)[home.resolve() / "mlflow" / "basic_auth.ini"]
+    assert f"mlops_mlflow_auth:{values['MLOPS_DATABASE_PASSWORD_MLFLOW_AUTH']}@" in auth_config
+
+
+def test_serving_gets_its_own_credentials_only(clean_env):
+    """The serving environment holds the serve user's MLflow password and the traffic-only S3
+    keys, which SeaweedFS knows as a second identity; no admin, Prefect or database secret."""
+    home = clean_env / "home"
+    values = secrets.ensure(load_settings(home=home))
+    platform = platform_from_settings(load_settings(home=home), profile="full")
+
+    serve = platform.serve_env
+    assert serve["MLFLOW_TRACKING_USERNAME"] == "mlops-serve"
+    assert serve["MLFLOW_TRACKING_PASSWORD"] == values["MLOPS_SERVE_MLFLOW_PASSWORD"]
+    assert serve["AWS_ACCESS_KEY_ID"] == values["MLOPS_SERVE_AWS_ACCESS_KEY_ID"]
+    assert serve["MLOPS_TRAFFIC_URI"] == "s3://mlops/traffic"
+    others = {k: v for k, v in values.items() if not k.startswith("MLOPS_SERVE_")}
+    assert not [k for k, v in others.items() if v in json.dumps(serve)]
+    s3 = next(s for s in platform.services if s.name == "s3")
+    identities = json.loads(dict(s3.files)[home.resolve() / "s3" / "identities.json"])["identities"]
+    restricted = [i for i in identities if i["name"] == "mlops-serve"]
+    assert restricted and restricted[0]["actions"] == ["Write:mlops/traffic/*"]
 
 
 def test_an_external_s3_endpoint_starts_no_seaweedfs(clean_env):

@@ -323,3 +323,18 @@ def test_down_with_a_truncated_state_file_still_stops_what_up_started(home, tmp_
     assert f"python-http: stopped (pid {pid})" in done.stderr
     assert wait_for(lambda: not Path(f"/proc/{pid}").exists(), 10)
     assert not (home / "run" / "python-http.pid").exists()
+
+
+def test_a_scrubbed_environment_keeps_the_basics_and_what_is_given(monkeypatch):
+    """Given secrets and settings in this process's environment, a scrubbed child environment
+    holds PATH and HOME, what it was given, and nothing else of this process's."""
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "admin-password")
+    monkeypatch.setenv("MLOPS_DATABASE_URL", "postgresql://postgres:pw@db:5432")
+    monkeypatch.setenv("PREFECT_API_AUTH_STRING", "mlops:secret")
+
+    env = services_module.scrubbed_environment({"MLFLOW_TRACKING_PASSWORD": "serve-password"})
+
+    assert env["MLFLOW_TRACKING_PASSWORD"] == "serve-password"
+    assert env["PATH"] == os.environ["PATH"] and env["HOME"] == os.environ["HOME"]
+    assert "MLOPS_DATABASE_URL" not in env and "PREFECT_API_AUTH_STRING" not in env
+    assert set(env) <= set(services_module._BASIC_VARIABLES) | {"MLFLOW_TRACKING_PASSWORD"}

@@ -12,6 +12,7 @@ from monitoring.traffic import (
     FEEDBACK,
     LABEL,
     TRAFFIC,
+    BufferFull,
     LocalFiles,
     TrafficWriter,
     hour_of,
@@ -124,6 +125,81 @@ def test_a_failed_write_leaves_no_file_and_keeps_the_rows(tmp_path, monkeypatch)
 
     assert writer.flush() == 5
     assert len(parts(tmp_path)) == 1
+
+
+class Outage(LocalFiles):
+    """A local folder whose writes fail while `down` is set (a store that went away)."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.down = True
+        self.attempts = 0
+
+    def write(self, key, data):
+        self.attempts += 1
+        if self.down:
+            raise ConnectionError("store unreachable\nsecond line")
+        super().write(key, data)
+
+
+def test_a_failing_store_is_retried_with_backoff_and_logged_once(tmp_path, caplog):
+    """Given a store that fails for several attempts, the writer logs one error when writing
+    starts failing and one line when it works again, keeps every row meanwhile, and writes
+    them all once the store is back."""
+    files = Outage(tmp_path)
+    writer = TrafficWriter(files, "m", flush_s=0.05, backoff_max_s=0.2)
+    with caplog.at_level("INFO", logger="monitoring.traffic"):
+        writer.start()
+        try:
+            for i in range(3):
+                writer.add(TRAFFIC, hour_of(datetime.now(UTC)), traffic(4, datetime.now(UTC), f"r{i}"))
+            assert wait_for(lambda: writer.failed_attempts >= 4, timeout_s=30)
+            assert writer.pending_rows == 12 and parts(tmp_path) == []
+            files.down = False
+            assert wait_for(lambda: writer.pending_rows == 0, timeout_s=30)
+        finally:
+            writer.close()
+
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if "writing live traffic failed" in m]) == 1
+    assert len([m for m in messages if "live traffic written again" in m]) == 1
+    assert "store unreachable" in caplog.text and "second line" not in caplog.text
+    stored = read_parts(LocalFiles(tmp_path), "m", TRAFFIC)
+    assert sorted(stored["request_id"]) == sorted(["r0", "r1", "r2"] * 4)
+
+
+def test_the_backoff_doubles_up_to_its_cap(tmp_path):
+    writer = TrafficWriter(LocalFiles(tmp_path), "m", flush_s=5, backoff_max_s=30)
+    delays = []
+    for attempts in range(7):
+        writer.failed_attempts = attempts
+        delays.append(writer.retry_after_s)
+
+    assert delays == [5, 1, 2, 4, 8, 16, 30]
+
+
+def test_the_buffer_is_bounded_and_nothing_is_dropped(tmp_path):
+    """Given at most 10 unwritten rows, an add beyond is refused (BufferFull) and the rows
+    already kept stay, also across a failed flush; after a good flush there is room again."""
+    files = Outage(tmp_path)
+    writer = TrafficWriter(files, "m", flush_s=3600, max_rows=10)
+    now = datetime.now(UTC)
+    writer.add(TRAFFIC, hour_of(now), traffic(6, now, "a"))
+    writer.add(TRAFFIC, hour_of(now), traffic(4, now, "b"))
+
+    with pytest.raises(BufferFull, match="10 rows wait"):
+        writer.add(TRAFFIC, hour_of(now), traffic(1, now, "c"))
+    with pytest.raises(ConnectionError):
+        writer.flush()
+    with pytest.raises(BufferFull):
+        writer.add(TRAFFIC, hour_of(now), traffic(1, now, "c"))
+    files.down = False
+    assert writer.flush() == 10
+    writer.add(TRAFFIC, hour_of(now), traffic(1, now, "c"))
+    writer.close()
+
+    stored = read_parts(LocalFiles(tmp_path), "m", TRAFFIC)
+    assert stored.groupby("request_id").size().to_dict() == {"a": 6, "b": 4, "c": 1}
 
 
 def test_readers_skip_temporary_files(tmp_path):

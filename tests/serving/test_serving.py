@@ -2,10 +2,7 @@
 shutdown, and the loop from live traffic through drift to retraining."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -19,6 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from network import free_port
 from polling import wait_for
+from serve_process import Server, as_records, user_environment
 from synthetic import binary_frame
 
 from monitoring.traffic import FEEDBACK, TRAFFIC, LocalFiles, read_parts
@@ -26,49 +24,10 @@ from monitoring.traffic import FEEDBACK, TRAFFIC, LocalFiles, read_parts
 pytestmark = pytest.mark.integration
 
 NAME = "it-serve"
-MLOPS = str(Path(sys.executable).parent / "mlops")
 
 
-class Server:
-    """One `mlops serve NAME` process, as a user starts it (it finds the platform itself)."""
-
-    def __init__(self, home: Path, folder: Path, env_overrides: dict | None = None):
-        self.url = f"http://127.0.0.1:{free_port()}"
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "MLOPS_TRAFFIC_URI")}
-        env.update({"MLOPS_HOME": str(home), **(env_overrides or {})})
-        self.log = folder / f"serve-{self.url.rsplit(':', 1)[1]}.log"
-        with open(self.log, "w") as log:
-            self.process = subprocess.Popen(
-                [MLOPS, "serve", NAME, "--port", self.url.rsplit(":", 1)[1]],
-                env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT)
-        self.client = httpx.Client(base_url=self.url, timeout=30, trust_env=False)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()[-3000:]
-            try:
-                if self.client.get("/health").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        raise AssertionError(f"mlops serve did not become healthy:\n{self.log.read_text()[-3000:]}")
-
-    def predict(self, records: list[dict]) -> httpx.Response:
-        return self.client.post("/predict", json={"records": records})
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=60)
-        finally:
-            self.client.close()
-
-
-def as_records(frame: pd.DataFrame) -> list[dict]:
-    return [{k: (None if pd.isna(v) else v) for k, v in row.items()}
-            for row in frame.drop(columns="label").to_dict("records")]
+def local_server(home: Path, folder: Path, overrides: dict | None = None) -> Server:
+    return Server(NAME, user_environment(home, overrides), folder)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +54,7 @@ def trained(platform, tmp_path_factory):
 def server(platform, trained):
     """`mlops serve NAME` for the module, polling the alias every second."""
     _, folder = trained
-    running = Server(platform.home, folder, {"MLOPS_SERVE_RELOAD_S": "1"})
+    running = local_server(platform.home, folder, {"MLOPS_SERVE_RELOAD_S": "1"})
     yield running
     running.stop()
 
@@ -143,7 +102,8 @@ def test_contract_violations_are_422_naming_the_field(server, change, record, fi
 def test_malformed_and_oversized_bodies_are_refused(server):
     malformed = server.client.post("/predict", content=b'{"records": [{"x1": 1,',
                                    headers={"content-type": "application/json"})
-    oversized = server.client.post("/predict", content=b'{"records": [' + b" " * (1 << 21) + b"]}")
+    oversized = server.client.post("/predict", content=b'{"records": [' + b" " * (1 << 21) + b"]}",
+                                   headers={"content-type": "application/json"})
     not_a_list = server.client.post("/predict", json={"rows": []})
 
     assert malformed.status_code == 400 and "malformed JSON" in malformed.json()["detail"]
@@ -250,8 +210,8 @@ def test_sigterm_writes_every_answered_record(platform, trained, tmp_path):
     before SIGTERM (some sent while it was stopping) are in the store after it exits."""
     _, folder = trained
     traffic = tmp_path / "traffic"
-    server = Server(platform.home, folder, {"MLOPS_TRAFFIC_URI": str(traffic),
-                                            "MLOPS_TRAFFIC_FLUSH_S": "3600"})
+    server = local_server(platform.home, folder, {"MLOPS_TRAFFIC_URI": str(traffic),
+                                                  "MLOPS_TRAFFIC_FLUSH_S": "3600"})
     answered: dict[str, int] = {}
     lock = threading.Lock()
 

@@ -44,6 +44,9 @@ class Holder:
         pass
 
 
+JSON = {"content-type": "application/json"}
+
+
 def records(n: int, seed: int = 9) -> list[dict]:
     frame = binary_frame(n=n, seed=seed).drop(columns="label")
     return [{k: (None if pd.isna(v) else v) for k, v in row.items()} for row in frame.to_dict("records")]
@@ -54,11 +57,11 @@ def serve(tmp_path, model):
     """A started app over `model` (or none) with a writer into tmp_path; closes on exit."""
     opened = []
 
-    def start(current=model, limits=None):
+    def start(current=model, limits=None, token=None, writer=None, overload=None):
         limits = limits or Limits(max_records=50, max_body_bytes=20_000)
-        writer = TrafficWriter(LocalFiles(tmp_path), "m", flush_s=3600)
+        writer = writer or TrafficWriter(LocalFiles(tmp_path), "m", flush_s=3600)
         holder = Holder(current)
-        client = TestClient(create_app(holder, writer, Batcher(holder, writer), limits))
+        client = TestClient(create_app(holder, writer, Batcher(holder, writer), limits, token, overload))
         client.__enter__()
         opened.append(client)
         return client, holder
@@ -94,7 +97,7 @@ def test_predictions_are_the_pipelines(serve, model):
 def test_bad_bodies_never_reach_the_model(serve, body, status, fragment):
     client, _ = serve()
 
-    answer = client.post("/predict", content=body)
+    answer = client.post("/predict", content=body, headers=JSON)
 
     assert answer.status_code == status
     assert fragment in answer.json()["detail"]
@@ -109,7 +112,7 @@ def test_a_body_without_length_is_cut_off_at_the_limit(serve):
         for _ in range(100):
             yield b"a" * 1000
 
-    answer = client.post("/predict", content=chunks())
+    answer = client.post("/predict", content=chunks(), headers=JSON)
 
     assert answer.status_code == 413
 
@@ -221,3 +224,132 @@ def test_concurrent_requests_share_predict_calls(tmp_path, model, monkeypatch):
             assert outcome.predictions == model.pipeline.predict(features).tolist()
     assert len(calls) <= 5 and sum(calls) == 39 * 3
     assert len(read_parts(LocalFiles(tmp_path), "m", TRAFFIC)) == 39 * 3
+
+
+def test_with_a_token_every_route_but_health_needs_it(serve):
+    """Given a token, a request without it or with another gets 401 with WWW-Authenticate:
+    Bearer, before its body is looked at; /health stays open; the right token is answered."""
+    client, _ = serve(token="s3cret-token")
+    body = {"records": records(2)}
+
+    missing = client.post("/predict", json=body)
+    wrong = client.post("/predict", json=body, headers={"Authorization": "Bearer s3cret-tokeN"})
+    basic = client.post("/predict", json=body, headers={"Authorization": "Basic s3cret-token"})
+    unparsed = client.post("/feedback", content=b"not json", headers={"Authorization": "Bearer x"})
+    right = client.post("/predict", json=body, headers={"Authorization": "Bearer s3cret-token"})
+
+    for refused in (missing, wrong, basic, unparsed, client.get("/model")):
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+        assert "s3cret" not in refused.text
+    assert right.status_code == 200 and client.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_a_body_that_is_not_declared_json_is_415(serve, content_type):
+    client, _ = serve()
+    headers = {"content-type": content_type} if content_type else {}
+
+    answer = client.post("/predict", content=b'{"records": []}', headers=headers)
+
+    assert answer.status_code == 415
+    assert answer.json()["detail"].startswith("Content-Type must be application/json")
+    charset = client.post("/predict", json={"records": records(1)},
+                          headers={"content-type": "application/json; charset=utf-8"})
+    assert charset.status_code == 200
+
+
+def test_a_request_is_labelled_once(serve, tmp_path):
+    """Given labels accepted for a request, a second feedback for it is 409 and nothing more is
+    stored; a refused (422) feedback does not use up the request's one labelling."""
+    client, _ = serve()
+    request_id = client.post("/predict", json={"records": records(2)}).json()["request_id"]
+
+    bad = client.post("/feedback", json={"request_id": request_id, "labels": ["yes", "maybe"]})
+    first = client.post("/feedback", json={"request_id": request_id, "labels": ["yes", "no"]})
+    second = client.post("/feedback", json={"request_id": request_id, "labels": ["no", "no"]})
+    client.__exit__(None, None, None)
+
+    assert (bad.status_code, first.status_code, second.status_code) == (422, 200, 409)
+    assert "already has its labels" in second.json()["detail"]
+    stored = read_parts(LocalFiles(tmp_path), "m", FEEDBACK)
+    assert stored["label"].tolist() == ["yes", "no"]
+
+
+def test_beyond_the_queue_bound_requests_get_503_with_retry_after(tmp_path, model):
+    """Given a batcher that may hold 10 queued records and a model that is busy, requests
+    beyond the bound are refused at once with Overloaded; the admitted ones are answered."""
+    from serving.batching import Overloaded
+
+    async def scenario():
+        writer = TrafficWriter(LocalFiles(tmp_path), "m")
+        batcher = Batcher(Holder(model), writer, wait_s=0.05, max_queued_records=10)
+        await batcher.start()
+        outcomes = await asyncio.gather(*(batcher.predict(records(4, seed=i)) for i in range(6)),
+                                        return_exceptions=True)
+        await batcher.stop()
+        writer.close()
+        return outcomes
+
+    outcomes = asyncio.run(scenario())
+
+    assert [type(o).__name__ for o in outcomes] == ["Answer"] * 2 + ["Overloaded"] * 4
+    assert isinstance(outcomes[-1], Overloaded) and "MLOPS_SERVE_MAX_QUEUED_RECORDS" in str(outcomes[-1])
+    assert len(read_parts(LocalFiles(tmp_path), "m", TRAFFIC)) == 8
+
+
+def test_a_full_traffic_buffer_refuses_rather_than_answer_unrecorded(serve, tmp_path):
+    """Given a writer that may keep 5 unwritten rows, a request that would take it beyond is
+    503 with Retry-After and is not recorded; feedback too; after a flush, both work again."""
+    writer = TrafficWriter(LocalFiles(tmp_path), "m", flush_s=3600, max_rows=5)
+    client, _ = serve(writer=writer)
+
+    first = client.post("/predict", json={"records": records(4)})
+    refused = client.post("/predict", json={"records": records(2)})
+    feedback = {"request_id": first.json()["request_id"], "labels": ["yes"] * 4}
+    refused_feedback = client.post("/feedback", json=feedback)
+    writer.flush()
+    labelled = client.post("/feedback", json=feedback)
+    again = client.post("/predict", json={"records": records(1)})
+
+    assert (first.status_code, refused.status_code, refused_feedback.status_code) == (200, 503, 503)
+    assert int(refused.headers["retry-after"]) >= 1 and "MLOPS_TRAFFIC_MAX_ROWS" in refused.text
+    assert (again.status_code, labelled.status_code) == (200, 200)
+    client.__exit__(None, None, None)
+    stored = read_parts(LocalFiles(tmp_path), "m", TRAFFIC)
+    assert sorted(stored.groupby("request_id").size()) == [1, 4]
+    assert len(read_parts(LocalFiles(tmp_path), "m", FEEDBACK)) == 4
+
+
+@pytest.mark.parametrize(
+    ("profile", "token", "expected"),
+    [("local", "", None), ("local", "t0ken", "t0ken"), ("full", "t0ken", "t0ken"), ("full", "", "error")],
+)
+def test_the_token_is_required_in_the_full_profile_only(profile, token, expected):
+    from infra.errors import PlatformError
+    from infra.settings import Settings
+    from serving.runner import serve_token
+
+    settings = Settings(profile=profile, serve_token=token, _env_file=None)
+
+    if expected == "error":
+        with pytest.raises(PlatformError, match="MLOPS_SERVE_TOKEN is not set"):
+            serve_token(settings)
+    else:
+        assert serve_token(settings) == expected
+
+
+def test_without_a_free_place_a_request_is_503_before_its_body_is_read(serve):
+    """Given no place for a request in flight, /predict and /feedback are 503 with Retry-After
+    naming the bound; /health still answers; the refusals are counted."""
+    from serving.overload import Overload
+
+    client, _ = serve(overload=Overload(max_in_flight=0))
+
+    refused = client.post("/predict", json={"records": records(1)})
+    feedback = client.post("/feedback", content=b"not even json", headers=JSON)
+
+    for answer in (refused, feedback):
+        assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+        assert "MLOPS_SERVE_MAX_IN_FLIGHT" in answer.json()["detail"]
+    assert client.get("/health").status_code == 200
+    assert client.get("/model").json()["refused_overloaded"] == 2
