@@ -1,6 +1,6 @@
 """A server of the platform stops in the middle of `mlops train`: one line, a non-zero exit,
-and after `mlops up` nothing lost and nothing left running. Each test on a platform of its
-own, since it kills a server."""
+and after `mlops up` nothing lost and nothing left running. On a platform of this module's
+own, since each test kills a server (and brings it back with `mlops up`)."""
 
 import json
 import textwrap
@@ -19,6 +19,14 @@ from experiments.tracking import child_runs
 pytestmark = pytest.mark.integration
 
 TRIALS = 40  # enough that the search is still running when the server is killed
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory):
+    """One platform for the module: each test leaves it up again, so the next need not start
+    one (starting and stopping a platform costs about 30 s)."""
+    with own_platform(tmp_path_factory.mktemp("outages") / "home") as running:
+        yield running
 
 
 def write_spec(folder, name: str) -> str:
@@ -61,60 +69,58 @@ def unfinished_flow_runs() -> list:
         return unfinished_runs(client)
 
 
-def test_mlflow_killed_mid_search_ends_in_one_line_and_the_rerun_loses_no_trial(tmp_path):
+def test_mlflow_killed_mid_search_ends_in_one_line_and_the_rerun_loses_no_trial(platform, tmp_path):
     """Given `mlops train` in its search, when MLflow is killed, then it exits non-zero within
     60 s with one line naming MLflow's address; after `mlops up` the same command resumes
     the same parent run, and every trial of the study has exactly one child run."""
-    with own_platform(tmp_path / "home") as platform:
-        spec, client = write_spec(tmp_path, "it-mlflow-outage"), MlflowClient()
-        training = platform.start("train", spec)
-        assert wait_for(lambda: searching(client, "it-mlflow-outage", 2), timeout_s=300, interval_s=0.2)
+    spec, client = write_spec(tmp_path, "it-mlflow-outage"), MlflowClient()
+    training = platform.start("train", spec)
+    assert wait_for(lambda: searching(client, "it-mlflow-outage", 2), timeout_s=300, interval_s=0.2)
 
-        platform.kill("mlflow")
-        killed = time.monotonic()
-        _, stderr = training.communicate(timeout=120)
-        took = time.monotonic() - killed
+    platform.kill("mlflow")
+    killed = time.monotonic()
+    _, stderr = training.communicate(timeout=120)
+    took = time.monotonic() - killed
 
-        assert training.returncode != 0 and took < 60, (took, stderr[-2000:])
-        assert "Traceback" not in stderr
-        assert error_lines(stderr) == [stderr.strip().splitlines()[-1]]
-        assert f"MLflow does not answer at {platform.state()['mlflow_url']}" in error_lines(stderr)[0]
+    assert training.returncode != 0 and took < 60, (took, stderr[-2000:])
+    assert "Traceback" not in stderr
+    assert error_lines(stderr) == [stderr.strip().splitlines()[-1]]
+    assert f"MLflow does not answer at {platform.state()['mlflow_url']}" in error_lines(stderr)[0]
 
-        platform.up()
-        again = platform.run("train", spec, "--json")
+    platform.up()
+    again = platform.run("train", spec, "--json")
 
-        assert again.returncode == 0, again.stderr[-3000:]
-        result = json.loads(again.stdout)
-        [parent] = parents(client, "it-mlflow-outage")  # resumed, not started over
-        assert parent.info.run_id == result["run_id"] and parent.info.status == "FINISHED"
-        storage = journal_storage(platform.home / "optuna" / "studies.journal")
-        study = optuna.load_study(study_name=parent.data.tags["mlops.study_name"], storage=storage)
-        children = child_runs(client, parent.info.experiment_id, parent.info.run_id)
-        numbers = sorted(int(c.data.tags["mlops.trial_number"]) for c in children)
-        assert numbers == sorted(t.number for t in study.trials)
-        assert len(study.trials) >= TRIALS
+    assert again.returncode == 0, again.stderr[-3000:]
+    result = json.loads(again.stdout)
+    [parent] = parents(client, "it-mlflow-outage")  # resumed, not started over
+    assert parent.info.run_id == result["run_id"] and parent.info.status == "FINISHED"
+    storage = journal_storage(platform.home / "optuna" / "studies.journal")
+    study = optuna.load_study(study_name=parent.data.tags["mlops.study_name"], storage=storage)
+    children = child_runs(client, parent.info.experiment_id, parent.info.run_id)
+    numbers = sorted(int(c.data.tags["mlops.trial_number"]) for c in children)
+    assert numbers == sorted(t.number for t in study.trials)
+    assert len(study.trials) >= TRIALS
 
 
-def test_prefect_killed_mid_flow_ends_in_one_line_and_up_leaves_no_run_running(tmp_path):
+def test_prefect_killed_mid_flow_ends_in_one_line_and_up_leaves_no_run_running(platform, tmp_path):
     """Given `mlops train` in its search, when Prefect is killed, then it exits non-zero with
     one line naming Prefect's address; after `mlops up` no flow run is Pending or Running
     (the training's is crashed), and the same command then trains to the end."""
-    with own_platform(tmp_path / "home") as platform:
-        spec, client = write_spec(tmp_path, "it-prefect-outage"), MlflowClient()
-        training = platform.start("train", spec)
-        assert wait_for(lambda: searching(client, "it-prefect-outage", 2), timeout_s=300, interval_s=0.2)
+    spec, client = write_spec(tmp_path, "it-prefect-outage"), MlflowClient()
+    training = platform.start("train", spec)
+    assert wait_for(lambda: searching(client, "it-prefect-outage", 2), timeout_s=300, interval_s=0.2)
 
-        platform.kill("prefect")
-        _, stderr = training.communicate(timeout=600)
+    platform.kill("prefect")
+    _, stderr = training.communicate(timeout=600)
 
-        assert training.returncode != 0, stderr[-2000:]
-        assert "Traceback" not in stderr
-        assert error_lines(stderr) == [stderr.strip().splitlines()[-1]], stderr[-3000:]
-        prefect_api = f"{platform.state()['prefect_url']}/api"
-        assert f"Prefect does not answer at {prefect_api}" in error_lines(stderr)[0]
+    assert training.returncode != 0, stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert error_lines(stderr) == [stderr.strip().splitlines()[-1]], stderr[-3000:]
+    prefect_api = f"{platform.state()['prefect_url']}/api"
+    assert f"Prefect does not answer at {prefect_api}" in error_lines(stderr)[0]
 
-        platform.up()
+    platform.up()
 
-        assert unfinished_flow_runs() == []
-        again = platform.run("train", spec, "--json")
-        assert again.returncode == 0, again.stderr[-3000:]
+    assert unfinished_flow_runs() == []
+    again = platform.run("train", spec, "--json")
+    assert again.returncode == 0, again.stderr[-3000:]
