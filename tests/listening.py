@@ -9,8 +9,9 @@ from pathlib import Path
 import httpx
 
 
-def descendants(pid: int) -> list[int]:
-    """pid and every process below it."""
+def descendants(*pids: int) -> list[int]:
+    """The pids and every process below them (a worker starts flow runs in sessions of
+    their own, so a process group would miss them)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -19,7 +20,7 @@ def descendants(pid: int) -> list[int]:
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(ppid, []).append(int(entry.name))
-    found, queue = [], [pid]
+    found, queue = [], list(pids)
     while queue:
         current = queue.pop()
         found.append(current)

@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 from environment import clients_pointed_at, without_client_variables
+from listening import descendants
 from network import http
 from synthetic import binary_frame
 
@@ -225,26 +226,8 @@ def test_monitoring_and_drift_retraining_work_unchanged(full_platform, trained, 
     assert int(done["version"].version) > int(first["model_version"])
 
 
-def _descendants(pid: int) -> list[int]:
-    """pid and every process below it (the worker starts flow runs in sessions of their own)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            parents.setdefault(ppid, []).append(int(entry.name))
-    found, queue = [], [pid]
-    while queue:
-        current = queue.pop()
-        found.append(current)
-        queue.extend(parents.get(current, []))
-    return found
-
-
 def _signal_tree(pid: int, signum: int) -> None:
-    for member in _descendants(pid):
+    for member in descendants(pid):
         try:
             os.kill(member, signum)
         except ProcessLookupError:

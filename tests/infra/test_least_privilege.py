@@ -15,6 +15,7 @@ import httpx
 import psycopg2
 import pytest
 from environment import patched_environ
+from listening import descendants
 from network import free_port
 from polling import wait_for
 from synthetic import binary_frame
@@ -155,29 +156,12 @@ def test_the_optuna_study_storage_is_the_optuna_role(full_platform, trained):
     assert owners == [(role,)]
 
 
-def _processes_below(pids: list[int]) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    found, queue = [], list(pids)
-    while queue:
-        pid = queue.pop()
-        found.append(pid)
-        queue.extend(children.get(pid, []))
-    return found
-
-
 def test_no_process_command_line_holds_a_secret(full_platform, serving):
     """Every process of the platform (each service and all it started) and `mlops serve`:
     no secret from secrets.env in its command line."""
     process, _ = serving
     started = [int(p.read_text().split()[0]) for p in (full_platform.home / "run").glob("*.pid")]
-    pids = _processes_below([*started, process.pid])
+    pids = descendants(*started, process.pid)
     lines = {}
     for pid in pids:
         try:
