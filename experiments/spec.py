@@ -57,6 +57,12 @@ class MonitoringSection(_Strict):
     retrain_on_feedback: bool = Field(False, description="retraining adds labelled live records")
     feedback_days: float = Field(
         30, gt=0, description="retraining adds feedback received in the last N days (bounds the read)")
+    every_minutes: float = Field(
+        60, ge=0, description="scheduled checks of live traffic every N minutes; 0 = none")
+    quality_tolerance: float = Field(
+        0.02, ge=0, description="live score may fall this far below the holdout score")
+    min_labelled: int = Field(
+        100, ge=1, description="labelled live records needed to judge live quality")
 
     @model_validator(mode="after")
     def _n_of_m(self) -> "MonitoringSection":

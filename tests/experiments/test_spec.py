@@ -55,6 +55,19 @@ def test_live_traffic_settings_are_checked():
         parse_spec(spec_text(extra="monitoring:\n  window_minutes: 0\n"), "t.yaml")
 
 
+def test_unattended_loop_settings_default_and_refuse_negatives():
+    """Given no monitoring keys, checks run hourly with a 0.02 tolerance on 100 labels; a
+    negative interval or tolerance, or zero labels, is refused by name."""
+    spec = parse_spec(spec_text(), "t.yaml")
+    assert (spec.monitoring.every_minutes, spec.monitoring.quality_tolerance,
+            spec.monitoring.min_labelled) == (60, 0.02, 100)
+    assert parse_spec(spec_text(extra="monitoring:\n  every_minutes: 0\n"),
+                      "t.yaml").monitoring.every_minutes == 0
+    for key, value in (("every_minutes", -1), ("quality_tolerance", -0.1), ("min_labelled", 0)):
+        with pytest.raises(InputError, match=rf"monitoring\.{key}"):
+            parse_spec(spec_text(extra=f"monitoring:\n  {key}: {value}\n"), "t.yaml")
+
+
 def test_explicit_metric_and_models_override_the_defaults():
     """Given a spec naming a metric and models, when parsed, then those are used."""
     spec = parse_spec(
