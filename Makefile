@@ -32,8 +32,10 @@ wrk: ## Install Debian's wrk HTTP load generator for the serving bench (if missi
 	@command -v wrk >/dev/null || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 
+# Two workers: most integration tests wait on servers, so two halve the wall time on 2 cores
+# (tests/conftest.py keeps each module, and the modules sharing a platform, on one worker).
 test: $(STAMP) chromium ## Run every test (unit, integration and browser, against real servers)
-	$(BIN)/python -m pytest -p no:cacheprovider
+	$(BIN)/python -m pytest -p no:cacheprovider -n 2 --no-loadscope-reorder
 
 test-unit: $(STAMP) ## Run the unit tests only (no servers)
 	$(BIN)/python -m pytest -p no:cacheprovider -m "not integration"

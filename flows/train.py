@@ -119,8 +119,10 @@ def tune(
         logger.info("logged %d trials the interrupted search had not recorded in MLflow", missing)
     if workers > 1:
         from flows.fanout import FanOutSettings, fan_out
+        from infra.settings import process_settings
 
-        settings = FanOutSettings(workers, timeout_s=context.spec.tuning.timeout_s + 600)
+        settings = FanOutSettings(workers, timeout_s=context.spec.tuning.timeout_s + 600,
+                                  idle_grace_s=process_settings().fanout_idle_grace_s)
         outcome = fan_out(study_storage(), context, settings, warm, logger.info)
         logger.info("search batches: %s", outcome["summary"])
         _client().set_tag(context.tracking.run_id, "mlops.search_batches", outcome["summary"])

@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     s3_port: int = 8333
     bucket: str = "mlops"
     work_pool: str = "mlops"
+    # A fanned-out search batch with no trial running, and none finished for this long, is
+    # given up as lost and another started (a dead worker's trial stops being "running" once
+    # the study's heartbeat grace, 20 s, has passed).
+    fanout_idle_grace_s: float = Field(40.0, gt=0)
     # Where Optuna keeps studies: a database URL (the full profile sets it); empty means a
     # journal file under home.
     optuna_storage: str = ""

@@ -1,5 +1,6 @@
 """Real servers, started once per test session by the same code as `mlops up`."""
 
+import functools
 import os
 import subprocess
 import sys
@@ -17,6 +18,45 @@ from environment import clients_pointed_at, patched_environ, without_client_vari
 from network import free_port, free_s3_port  # noqa: E402
 
 MLOPS = str(Path(sys.executable).parent / "mlops")
+
+
+# Test modules that share an expensive platform, by the fixture they name. Under `make test`
+# (two pytest-xdist workers) each group runs on one worker, so that platform starts once.
+SHARED_PLATFORMS = {"full_platform": "full-profile", "breakable_platform": "spare-platform"}
+
+
+@functools.cache
+def _group(path: str) -> str:
+    """The module's scheduling group: the shared platform it uses, or the module itself (its
+    module fixtures then start once). Read from the source: the xdist controller, which
+    assigns the work, collects no tests and so knows no fixtures."""
+    text = (ROOT / path).read_text()
+    return next((group for fixture, group in SHARED_PLATFORMS.items() if fixture in text), path)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    # xdist's own `--dist loadgroup` marks no longer take effect under pytest 9 (it rewrites
+    # node ids through an attribute pytest 9 does not read), so the grouping is done here.
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByPlatform(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _group(nodeid.split("::")[0])
+
+    return ByPlatform(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The shared-platform groups, the longest units of work, first (a stable sort keeps the
+    order within a group); every worker sorts alike, as xdist requires."""
+    first = list(SHARED_PLATFORMS.values())
+
+    def rank(item) -> int:
+        group = _group(item.nodeid.split("::")[0])
+        return first.index(group) if group in first else len(first)
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -73,6 +113,24 @@ def platform(tmp_path_factory):
             yield running
     finally:
         stop_services(running.services, running.home)
+
+
+@pytest.fixture(scope="session")
+def spare_platform(tmp_path_factory):
+    """A second local platform, started with `mlops up`, for tests that stop or kill its
+    servers (the session's `platform` must never be touched). Each test leaves it up again
+    with `mlops up`, so the next need not start one (a start and stop costs about 30 s)."""
+    from own_platform import own_platform
+
+    with own_platform(tmp_path_factory.mktemp("spare") / "home") as running:
+        yield running
+
+
+@pytest.fixture
+def breakable_platform(spare_platform):
+    """The spare platform, with this process's clients pointed at it for one test."""
+    with clients_pointed_at(spare_platform.client_environment()):
+        yield spare_platform
 
 
 @pytest.fixture

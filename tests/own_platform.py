@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from environment import clients_pointed_at, without_client_variables
+from environment import without_client_variables
 from network import free_port
 
 MLOPS = str(Path(sys.executable).parent / "mlops")
@@ -26,9 +26,9 @@ class OwnPlatform:
         return subprocess.run([MLOPS, *args], capture_output=True, text=True, env=self.env,
                               cwd=cwd or self.home, timeout=timeout)
 
-    def start(self, *args: str, cwd: Path | None = None) -> subprocess.Popen:
+    def start(self, *args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.Popen:
         return subprocess.Popen([MLOPS, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env=self.env, cwd=cwd or self.home)
+                                text=True, env={**self.env, **(env or {})}, cwd=cwd or self.home)
 
     def up(self) -> None:
         started = self.run("up", timeout=300)
@@ -55,7 +55,8 @@ class OwnPlatform:
 
 @contextmanager
 def own_platform(home: Path) -> Iterator[OwnPlatform]:
-    """`mlops up` on free ports in HOME, this process's clients pointed at it; `down` after."""
+    """`mlops up` on free ports in HOME; `mlops down` after. This process's clients are left
+    alone: point them with `clients_pointed_at(running.client_environment())` where needed."""
     env = without_client_variables(os.environ)
     env.update({"MLOPS_HOME": str(home), "MLOPS_MLFLOW_PORT": str(free_port()),
                 "MLOPS_PREFECT_PORT": str(free_port()), "MLOPS_RUNNER_PORT": str(free_port()),
@@ -64,7 +65,6 @@ def own_platform(home: Path) -> Iterator[OwnPlatform]:
     running = OwnPlatform(home, env)
     try:
         running.up()
-        with clients_pointed_at(running.client_environment()):
-            yield running
+        yield running
     finally:
         running.run("down", timeout=120)

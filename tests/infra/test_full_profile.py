@@ -275,8 +275,10 @@ def test_a_search_survives_a_worker_killed_mid_search(full_platform, tmp_path, c
     second = None
     try:
         _wait_for_online_worker()
+        # Lost batches are given up after 10 s idle rather than the default 40 s.
         training = subprocess.Popen([MLOPS, "train", str(spec), "--workers", "2", "--json"],
-                                    env=full_platform.env, cwd=tmp_path, text=True,
+                                    env={**full_platform.env, "MLOPS_FANOUT_IDLE_GRACE_S": "10"},
+                                    cwd=tmp_path, text=True,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         # One storage for the whole wait: each URL given to Optuna opens a connection pool.
         storage = optuna.storages.RDBStorage(client_env["MLOPS_OPTUNA_STORAGE"])
