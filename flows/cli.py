@@ -405,12 +405,12 @@ def models(json_output: JsonOption = False) -> None:
     try:
         from datetime import UTC, datetime
 
-        from mlflow.tracking import MlflowClient
+        _connect(_settings())
+        from mlflow.tracking import MlflowClient  # after connecting: Prefect reads its address once
         from prefect.client.orchestration import get_client
 
         from flows.schedules import describe_models
 
-        _connect(_settings())
         with get_client(sync_client=True) as prefect:
             rows = describe_models(MlflowClient(), prefect, datetime.now(UTC))
     except (InputError, PlatformError) as error:

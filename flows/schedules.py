@@ -11,13 +11,13 @@ replace them all with none.
 import logging
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 from uuid import UUID
 
 from httpx import HTTPStatusError
 from mlflow.tracking import MlflowClient
-from prefect.client.schemas.actions import DeploymentScheduleCreate
+from prefect.client.schemas.actions import DeploymentScheduleCreate, DeploymentUpdate
 from prefect.client.schemas.schedules import IntervalSchedule
 from prefect.exceptions import ObjectNotFound
 
@@ -71,10 +71,10 @@ def decide_schedule(current: ModelSchedule | None, model: str, every_minutes: fl
 
 def next_check(anchor: datetime, every_minutes: float, now: datetime) -> datetime:
     """The first time at or after `now` that an interval schedule anchored at `anchor` fires."""
-    interval = timedelta(minutes=every_minutes)
     if now <= anchor:
         return anchor
-    return anchor + interval * math.ceil((now - anchor) / interval)
+    periods = math.ceil((now - anchor).total_seconds() / (every_minutes * 60))
+    return anchor + timedelta(minutes=every_minutes) * periods
 
 
 def check_trigger(tags: list[str]) -> Literal["schedule", "manual"]:
@@ -92,7 +92,9 @@ def model_schedules(deployment) -> dict[str, ModelSchedule]:
         model = schedule.slug.removeprefix(SLUG_PREFIX)
         found[model] = ModelSchedule(
             model, interval.total_seconds() / 60, schedule.active,
-            schedule.schedule.anchor_date, dict(schedule.parameters), schedule.id)
+            # Prefect gives a pendulum DateTime: a plain one from here on.
+            datetime.fromtimestamp(schedule.schedule.anchor_date.timestamp(), UTC),
+            dict(schedule.parameters), schedule.id)
     return found
 
 
@@ -129,10 +131,10 @@ def schedule_monitoring(prefect, model: str, every_minutes: float) -> Action:
     elif action == "delete":
         prefect.delete_deployment_schedule(deployment.id, current.schedule_id)
     if action in ("create", "update"):
-        # Prefect's scheduler makes runs from a new schedule only at its next loop (60 s);
-        # its own endpoint makes them now, so the first check is not late by up to a minute.
-        prefect.request("POST", "/deployments/{id}/schedule", path_params={"id": deployment.id},
-                        json={})
+        # Prefect's scheduler makes runs of a changed schedule at its next loop (60 s) unless
+        # the deployment itself changed lately (then within 5 s): mark it changed, with the
+        # description it has. (POST /deployments/{id}/schedule, meant for this, fails in 3.8.)
+        prefect.update_deployment(deployment.id, DeploymentUpdate(description=deployment.description))
     log.info("monitoring schedule of %s (every %g minutes): %s", model, every_minutes, action)
     return action
 
