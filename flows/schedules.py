@@ -17,7 +17,7 @@ from uuid import UUID
 
 from httpx import HTTPStatusError
 from mlflow.tracking import MlflowClient
-from prefect.client.schemas.actions import DeploymentScheduleCreate, DeploymentUpdate
+from prefect.client.schemas.actions import DeploymentScheduleCreate
 from prefect.client.schemas.schedules import IntervalSchedule
 from prefect.exceptions import ObjectNotFound
 
@@ -131,10 +131,10 @@ def schedule_monitoring(prefect, model: str, every_minutes: float) -> Action:
     elif action == "delete":
         prefect.delete_deployment_schedule(deployment.id, current.schedule_id)
     if action in ("create", "update"):
-        # Prefect's scheduler makes runs of a changed schedule at its next loop (60 s) unless
-        # the deployment itself changed lately (then within 5 s): mark it changed, with the
-        # description it has. (POST /deployments/{id}/schedule, meant for this, fails in 3.8.)
-        prefect.update_deployment(deployment.id, DeploymentUpdate(description=deployment.description))
+        # Prefect's scheduler makes runs of a new or changed schedule only at its next loop
+        # (60 s; a schedule does not count as a change of its deployment): make them now.
+        prefect.request("POST", "/deployments/{id}/schedule", path_params={"id": deployment.id},
+                        json={})
     log.info("monitoring schedule of %s (every %g minutes): %s", model, every_minutes, action)
     return action
 

@@ -101,6 +101,30 @@ def test_the_runner_applying_monitor_again_keeps_the_schedule(trained):
         before.id, before.schedule, before.parameters)
 
 
+def test_the_runner_brings_back_a_schedule_prefect_dropped(trained):
+    """Given a schedule without a slug added by hand (as in Prefect's UI), applying `monitor`
+    again drops every schedule (Prefect's rule); the runner's start then restores NAME's."""
+    from prefect.client.schemas.schedules import IntervalSchedule
+
+    from flows.serve import deployments, restore_schedules
+
+    monitor = next(d for d in deployments() if d.name == "monitor")
+    with get_client(sync_client=True) as prefect:
+        deployment_id = prefect.read_deployment_by_name(MONITOR_DEPLOYMENT).id
+        prefect.create_deployment_schedules(
+            deployment_id, [(IntervalSchedule(interval=timedelta(days=1)), False)])
+
+    asyncio.run(monitor.aapply())
+    dropped = _schedule()
+    restore_schedules()
+
+    restored = _schedule()
+    assert dropped is None
+    assert restored is not None and restored.active
+    assert restored.schedule.interval == timedelta(minutes=30)  # the champion's spec
+    assert restored.parameters == {"params": {"model": NAME}}
+
+
 def test_the_next_training_follows_the_spec_and_the_schedule_fires(trained):
     """Given a second training whose spec says every 0.1 minutes, the schedule follows it, a
     scheduled run of `monitor` starts for NAME on its own, finds its champion and completes
