@@ -86,19 +86,24 @@ def test_a_first_champion_gets_its_schedule_with_its_parameters(trained, mlops):
     assert datetime.now(UTC) <= next_check <= datetime.now(UTC) + timedelta(minutes=30)
 
 
-def test_the_runner_applying_monitor_again_keeps_the_schedule(trained):
-    """Given NAME's schedule, when `monitor` is applied as the runner does at every start,
-    the same schedule is still there."""
+def test_a_runner_restart_keeps_the_schedule(trained):
+    """Given NAME's schedule, when `monitor` is paused (what the runner does when it stops)
+    and applied again (what it does when it starts), the same schedule is there and due."""
     from flows.serve import deployments
 
     before = _schedule()
     monitor = next(d for d in deployments() if d.name == "monitor")
+    with get_client(sync_client=True) as prefect:
+        prefect.pause_deployment(prefect.read_deployment_by_name(MONITOR_DEPLOYMENT).id)
 
     asyncio.run(monitor.aapply())
 
     after = _schedule()
     assert after is not None and (after.id, after.schedule, after.parameters) == (
         before.id, before.schedule, before.parameters)
+    with get_client(sync_client=True) as prefect:
+        listed = describe_models(MlflowClient(), prefect, datetime.now(UTC))
+    assert next(m for m in listed if m["name"] == NAME)["monitoring"]["next_check"] is not None
 
 
 def test_the_runner_brings_back_a_schedule_prefect_dropped(trained):
