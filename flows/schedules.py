@@ -16,6 +16,7 @@ from typing import Literal
 from uuid import UUID
 
 from httpx import HTTPStatusError
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from prefect.client.schemas.actions import DeploymentScheduleCreate
 from prefect.client.schemas.schedules import IntervalSchedule
@@ -178,5 +179,12 @@ def schedule_missing(client: MlflowClient, prefect) -> dict[str, Action]:
     person added in the UI) and schedules models trained before there were schedules. An
     existing schedule is left as it is: it follows the latest training's spec."""
     scheduled = model_schedules(monitor_deployment(prefect))
-    return {m.name: follow_champion(client, prefect, m.name) for m in list_models(client)
-            if m.champion_version is not None and m.name not in scheduled}
+    done = {}
+    for model in list_models(client):
+        if model.champion_version is None or model.name in scheduled:
+            continue
+        try:
+            done[model.name] = follow_champion(client, prefect, model.name)
+        except (MlflowException, OSError) as error:  # registered elsewhere: no spec of ours
+            log.warning("%s is not scheduled: its champion's spec cannot be read (%s)", model.name, error)
+    return done

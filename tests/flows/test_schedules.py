@@ -85,3 +85,51 @@ def test_only_the_platforms_interval_schedules_are_read_as_models():
     assert (found["a"].every_minutes, found["a"].active) == (60, True)
     assert (found["b.v2"].every_minutes, found["b.v2"].active) == (0.1, False)
     assert found["a"].parameters == {"params": {"model": "a"}}
+
+
+class FakePrefect:
+    """The few calls schedule_monitoring makes, on a `monitor` deployment with no schedules."""
+
+    def __init__(self):
+        self.deployment = SimpleNamespace(id=uuid4(), schedules=[], paused=False, description="")
+        self.created = []
+
+    def read_deployment_by_name(self, name):
+        return self.deployment
+
+    def create_deployment_schedules(self, deployment_id, schedules):
+        self.created.extend(schedules)
+
+    def request(self, *args, **kwargs):
+        pass
+
+
+def test_the_runner_schedules_each_champion_without_a_schedule_from_its_spec(sqlite_mlflow, tmp_path):
+    """Given a champion whose run logged its spec (every 15 minutes), a model without a
+    champion, and a champion registered elsewhere (no spec), only the first is scheduled."""
+    import yaml
+
+    from experiments.artifacts import SPEC_ARTIFACT
+    from flows.schedules import schedule_missing
+
+    client = sqlite_mlflow
+    experiment = client.create_experiment("x", artifact_location=str(tmp_path / "artifacts"))
+    spec = {"name": "ours", "task": "classification", "data": {"source": "d.csv", "target": "y"},
+            "monitoring": {"every_minutes": 15}}
+    for name, with_spec in (("ours", True), ("foreign", False)):
+        run = client.create_run(experiment)
+        if with_spec:
+            client.log_text(run.info.run_id, yaml.safe_dump(spec), SPEC_ARTIFACT)
+        client.create_registered_model(name)
+        client.create_model_version(name, source=str(tmp_path / "model"), run_id=run.info.run_id)
+        client.set_registered_model_alias(name, "champion", "1")
+    client.create_registered_model("untrained")
+    prefect = FakePrefect()
+
+    done = schedule_missing(client, prefect)
+
+    assert done == {"ours": "create"}
+    [made] = prefect.created
+    assert (made.slug, made.parameters, made.active) == (
+        "monitor-ours", {"params": {"model": "ours"}}, True)
+    assert made.schedule.interval == timedelta(minutes=15)
