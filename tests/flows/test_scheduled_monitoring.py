@@ -86,6 +86,20 @@ def test_a_first_champion_gets_its_schedule_with_its_parameters(trained, mlops):
     assert datetime.now(UTC) <= next_check <= datetime.now(UTC) + timedelta(minutes=30)
 
 
+def test_models_prints_a_table(trained):
+    """Without --json, `mlops models` prints a table with the model's row."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    done = CliRunner().invoke(app, ["models"])
+
+    assert done.exit_code == 0, done.output
+    row = next(line for line in done.output.splitlines() if NAME in line)
+    assert [cell.strip() for cell in row.strip("│ ").split("│")][:5] == [
+        NAME, "1", "-", "1", "30 min"]  # champion v1, no challenger, one version
+
+
 def test_a_runner_restart_keeps_the_schedule(trained):
     """Given NAME's schedule, when `monitor` is paused (what the runner does when it stops)
     and applied again (what it does when it starts), the same schedule is there and due."""
