@@ -400,6 +400,35 @@ def _serving_environment(platform, conn, settings) -> dict[str, str]:
 
 
 @app.command()
+def models(json_output: JsonOption = False) -> None:
+    """Every registered model: its champion, challenger, versions and next scheduled check."""
+    try:
+        from datetime import UTC, datetime
+
+        _connect(_settings())
+        from mlflow.tracking import MlflowClient  # after connecting: Prefect reads its address once
+        from prefect.client.orchestration import get_client
+
+        from flows.schedules import describe_models
+
+        with get_client(sync_client=True) as prefect:
+            rows = describe_models(MlflowClient(), prefect, datetime.now(UTC))
+    except (InputError, PlatformError) as error:
+        fail(str(error))
+    if json_output:
+        print(json.dumps({"models": rows}))
+        return
+    table = Table(title="registered models")
+    for column in ("model", "champion", "challenger", "versions", "checks every", "next check"):
+        table.add_column(column)
+    for row in rows:
+        every, at = row["monitoring"]["every_minutes"], row["monitoring"]["next_check"]
+        table.add_row(row["name"], row["champion_version"] or "-", row["challenger_version"] or "-",
+                      str(row["versions"]), f"{every:g} min" if every else "off", at or "-")
+    out.print(table)
+
+
+@app.command()
 def demo(
     trials: Annotated[int | None, typer.Option(min=1, help="Optuna trials")] = None,
 ) -> None:

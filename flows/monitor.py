@@ -17,12 +17,14 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.events import emit_event
+from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from experiments.data import data_digest, load_table
 from experiments.spec import MonitoringSection
 from flows.preflight import require_champion, require_columns
 from flows.recovery import label_this_process, settle_retrainings
+from flows.schedules import check_trigger
 from infra.settings import process_settings
 from monitoring.champion import ChampionData, load_champion_data
 from monitoring.drift import DriftColumns, DriftSummary, compute_drift
@@ -169,7 +171,8 @@ def skipped(champion: ChampionData, reason: str) -> dict:
     """A scheduled check with nothing to check completes, saying so, rather than failing."""
     get_run_logger().warning("%s: no drift check: %s", champion.name, reason)
     return {"model_name": champion.name, "champion_version": champion.version, "skipped": True,
-            "drift_detected": None, "retraining": "not_needed", "reason": reason}
+            "drift_detected": None, "retraining": "not_needed", "reason": reason,
+            "trigger": check_trigger(flow_run.get_tags())}
 
 
 @flow(name="monitor")
@@ -187,7 +190,7 @@ def monitor(params: MonitorParameters) -> dict:
         if len(live) < champion.spec.monitoring.min_rows:
             return skipped(champion, too_little_traffic(len(live), champion.spec.monitoring))
         current, contract_report = checked(live, source, champion)
-    run_id = start_check(client, champion.name, champion.version)
+    run_id = start_check(client, champion.name, champion.version, check_trigger(flow_run.get_tags()))
     try:
         with tempfile.TemporaryDirectory() as tmp:
             html = Path(tmp) / "drift_report.html"

@@ -1,5 +1,8 @@
 """The deployment runner `mlops up` starts: serves train, monitor and retrain deployments.
 
+`monitor` runs on each model's own schedule (flows/schedules.py), made when a version
+becomes champion; applying the deployment here at each start leaves those schedules be.
+
 `retrain` runs on the event `mlops.drift.detected` (resource `mlops.model.<name>`), one at a
 time: a second event while a retraining runs is cancelled rather than queued.
 
@@ -13,6 +16,8 @@ import datetime
 import logging
 from functools import partial
 
+from mlflow.tracking import MlflowClient
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.events import DeploymentEventTrigger
 from prefect.exceptions import TerminationSignal
@@ -27,12 +32,13 @@ from prefect.settings import (
 from flows.monitor import DRIFT_EVENT, monitor
 from flows.recovery import recover
 from flows.retrain import retrain
+from flows.schedules import schedule_missing
 from flows.train import train
 from infra.health import serve_health
 from infra.settings import process_settings
 
 
-def deployments(monitor_interval_minutes: float | None):
+def deployments():
     retrain_trigger = DeploymentEventTrigger(
         name="retrain on drift",
         expect={DRIFT_EVENT},
@@ -47,10 +53,12 @@ def deployments(monitor_interval_minutes: float | None):
     )
     return [
         train.to_deployment(name="train", description="Train an experiment and gate the winner."),
+        # No schedule here: each model's own (flows/schedules.py, slugged, so applying this
+        # deployment again at every start keeps them).
         monitor.to_deployment(
             name="monitor",
-            description="One drift check of a champion against current data.",
-            interval=monitor_interval_minutes * 60 if monitor_interval_minutes else None,
+            description="One drift check of a champion against current data; a schedule per "
+                        "model that has a champion.",
         ),
         retrain.to_deployment(
             name="retrain",
@@ -61,6 +69,13 @@ def deployments(monitor_interval_minutes: float | None):
             ),
         ),
     ]
+
+
+def restore_schedules() -> None:
+    """Models with a champion but no monitoring schedule get one (see schedule_missing)."""
+    with get_client(sync_client=True) as prefect:
+        for model, action in schedule_missing(MlflowClient(), prefect).items():
+            logging.getLogger(__name__).info("monitoring schedule of %s: %s", model, action)
 
 
 def polled_recently(runner: Runner, within_s: float) -> bool:
@@ -83,8 +98,12 @@ def main() -> None:
         register_batch_deployment(settings.work_pool)
     # What prefect.serve does, with the runner in hand for the health check.
     runner = Runner(pause_on_shutdown=True, limit=None)
-    for deployment in deployments(settings.monitor_interval_minutes):
+    for deployment in deployments():
         runner.add_deployment(deployment)
+    try:
+        restore_schedules()
+    except Exception:  # noqa: BLE001 - serving must start anyway; the next training schedules its model
+        logging.getLogger(__name__).warning("could not restore the monitoring schedules", exc_info=True)
     tolerance = PREFECT_RUNNER_POLL_FREQUENCY.value() * PREFECT_RUNNER_SERVER_MISSED_POLLS_TOLERANCE.value()
     serve_health(PREFECT_RUNNER_SERVER_HOST.value(), PREFECT_RUNNER_SERVER_PORT.value(),
                  partial(polled_recently, runner, tolerance))

@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
@@ -19,7 +20,9 @@ from experiments.spec import ExperimentSpec, load_spec, with_overrides
 from experiments.validation import Dataset, load_dataset
 from flows import locks
 from flows.recovery import label_this_process
+from flows.schedules import schedule_monitoring
 from flows.studies import study_storage
+from infra.errors import PlatformError
 from registry.gate import GateResult, apply_gate, decide_gate, score_champion
 from registry.promotion import HoldoutMetric
 
@@ -203,6 +206,18 @@ def link(context: training.TrainingContext, evaluation: training.Evaluation,
     )
 
 
+@task(cache_policy=NO_CACHE)
+def schedule_checks(spec: ExperimentSpec, gate: GateResult) -> None:
+    """Whenever the model has a champion, its monitoring schedule follows this training's spec."""
+    if gate.champion_version is None:
+        return
+    try:
+        with get_client(sync_client=True) as prefect:
+            schedule_monitoring(prefect, spec.name, spec.monitoring.every_minutes)
+    except PlatformError as error:  # no runner has registered `monitor`: the training stands
+        get_run_logger().warning("%s is not scheduled for monitoring: %s", spec.name, error)
+
+
 @flow(name="train", log_prints=False)
 def train(params: TrainParameters) -> dict:
     """Train EXPERIMENT: search, fit, register, and promote the winner."""
@@ -225,6 +240,7 @@ def train(params: TrainParameters) -> dict:
         training.give_up(_client(), study_storage(), tracking)
         raise
     training.finish(_client(), study_storage(), tracking)
+    schedule_checks(spec, gate)
     return {
         "experiment": spec.name,
         "run_id": tracking.run_id,

@@ -75,8 +75,6 @@ class Settings(BaseSettings):
     # Where Optuna keeps studies: a database URL (the full profile sets it); empty means a
     # journal file under home.
     optuna_storage: str = ""
-    # The runner's interval schedule for the `monitor` deployment; empty: none.
-    monitor_interval_minutes: float | None = None
 
     # `mlops serve` and the live-traffic store.
     serve_host: str = "127.0.0.1"

@@ -88,10 +88,12 @@ def previous_retraining(client: MlflowClient, name: str, before_run_id: str) -> 
     return None
 
 
-def start_check(client: MlflowClient, name: str, champion_version: str) -> str:
+def start_check(client: MlflowClient, name: str, champion_version: str, trigger: str = "manual") -> str:
+    """A check's run, tagged with why it ran (`schedule` or `manual`)."""
     experiment_id = ensure_experiment(client, monitoring_experiment(name))
     run = client.create_run(experiment_id, run_name=f"check-v{champion_version}",
-                            tags={"mlops.model_name": name, "mlops.champion_version": champion_version})
+                            tags={"mlops.model_name": name, "mlops.champion_version": champion_version,
+                                  "mlops.trigger": trigger})
     return run.info.run_id
 
 

@@ -122,7 +122,7 @@ def test_a_check_is_one_finished_run_with_its_figures_and_report(client, model, 
         "mlops.model_name": model, "mlops.champion_version": "3", "mlops.drift_detected": "true",
         "mlops.retraining": "triggered", "mlops.retraining_reason": "triggered: because",
         "mlops.retraining_state": "triggered", "mlops.drifted_columns": "x",
-        "mlops.target_drifted": "true",
+        "mlops.target_drifted": "true", "mlops.trigger": "manual",
     }
     assert [a.path for a in client.list_artifacts(run_id, "report")] == ["report/drift_report.html"]
     report = client.download_artifacts(run_id, "report/drift_report.html", str(tmp_path / "got"))
