@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from experiments.data import data_digest, load_table
 from experiments.spec import MonitoringSection
+from flows.events import DRIFT_EVENT, REASON_LABEL, flow_run_url
 from flows.preflight import require_champion, require_columns
 from flows.recovery import label_this_process, settle_retrainings
 from infra.settings import process_settings
@@ -36,8 +37,6 @@ from monitoring.record import (
     start_check,
 )
 from monitoring.traffic import open_files, read_window
-
-DRIFT_EVENT = "mlops.drift.detected"
 
 
 class MonitorParameters(BaseModel):
@@ -148,10 +147,13 @@ def announce(champion: ChampionData, summary: DriftSummary, decision: RetrainDec
     if decision.action == "triggered":
         emit_event(
             event=DRIFT_EVENT,
-            resource={"prefect.resource.id": model_resource(champion.name)},
+            resource={"prefect.resource.id": model_resource(champion.name), REASON_LABEL: "drift"},
             payload={
                 "model": champion.name,
                 "champion_version": champion.version,
+                "reason": decision.reason,
+                "mlflow_url": run_url,
+                "flow_run_url": flow_run_url(),
                 "drift_share": summary.drift_share,
                 "drifted_columns": list(summary.drifted_columns),
                 "monitoring_run_id": run_id,
