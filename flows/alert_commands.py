@@ -5,6 +5,7 @@ import json
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
 from experiments.errors import InputError
 
@@ -12,15 +13,29 @@ alerts_app = typer.Typer(no_args_is_help=True, help="Messages to a webhook on dr
                          "promotion and failure (Prefect notification blocks and automations).")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+err = Console(stderr=True)
+out = Console()
+
+
+def fail(message: str) -> None:
+    """One line on stderr, exit 1 (as every `mlops` command does)."""
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
 
 
 def _prefect():
     """A Prefect client on the running platform (one line and exit 1 when it is not there)."""
-    from flows.cli import _connect, _settings, fail
+    from infra.clients import connect, connection
     from infra.errors import PlatformError
+    from infra.platform import require_running
+    from infra.profiles import platform_from_settings
+    from infra.settings import process_settings
 
     try:
-        conn, _ = _connect(_settings())
+        settings = process_settings()
+        conn = connection(platform_from_settings(settings), settings)
+        connect(conn, settings)
+        require_running(conn.mlflow_url, conn.prefect_api_url)
     except PlatformError as error:
         fail(str(error))
     from prefect.client.orchestration import get_client  # after connecting: it reads the address once
@@ -37,7 +52,6 @@ def add(
     json_output: JsonOption = False,
 ) -> None:
     """Send one message to URL per event of the chosen kinds."""
-    from flows.cli import fail, out
     from flows.webhooks import mask_url, parse_kinds, require_webhook_url
 
     try:
@@ -58,8 +72,6 @@ def add(
 @alerts_app.command("list")
 def list_(json_output: JsonOption = False) -> None:
     """Every alert: its id, its webhook (masked) and the events it is on."""
-    from flows.cli import out
-
     _, client = _prefect()
     from flows.alerts import list_alerts
 
@@ -79,7 +91,6 @@ def remove(
     alert_id: Annotated[str, typer.Argument(metavar="ID", help="As `mlops alerts list` shows it")],
 ) -> None:
     """Remove an alert: its automations and its notification block."""
-    from flows.cli import fail, out
 
     _, client = _prefect()
     from flows.alerts import remove_alert

@@ -14,6 +14,7 @@ on both blocks), so a webhook on this machine works too.
 
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 from prefect.blocks.notifications import CustomWebhookNotificationBlock, SlackWebhook
 from prefect.events.actions import SendNotification
@@ -21,12 +22,17 @@ from prefect.events.schemas.automations import AutomationCore, EventTrigger, Pos
 from prefect.events.schemas.events import ResourceSpecification
 
 from experiments.errors import InputError
-from flows.events import DRIFT_EVENT, PROMOTION_EVENT, REASON_LABEL
+from flows.events import CHECK_LABEL, DRIFT_EVENT, PROMOTION_EVENT, REASON_LABEL, VERSION_LABEL
 from flows.webhooks import is_slack, mask_url
 
 ALERT_TAG = "mlops.alert"
 BLOCK_PREFIX = "mlops-alert-"
 FAILED_EVENTS = ("prefect.flow-run.Failed", "prefect.flow-run.Crashed")
+# Prefect's server may hand one event to the triggers twice (seen: a flow run's Failed event
+# fired an immediate automation twice, 1 s apart). A reactive trigger with a window fires on
+# the first event of its bucket and ignores the rest of the window, so each trigger counts
+# per event identity (the check, the version, the flow run) over this window.
+ONCE_WITHIN = timedelta(minutes=5)
 
 _RETRAINING = (
     "mlops __KIND__ alert: {{ event.payload.model }} v{{ event.payload.champion_version }}: "
@@ -76,12 +82,15 @@ def trigger(kind: str) -> EventTrigger:
     """Each matching event, once."""
     if kind in ("drift", "quality"):
         expect, match = {DRIFT_EVENT}, {"prefect.resource.id": "mlops.model.*", REASON_LABEL: kind}
+        each = {"prefect.resource.id", CHECK_LABEL}
     elif kind == "promotion":
         expect, match = {PROMOTION_EVENT}, {"prefect.resource.id": "mlops.model.*"}
+        each = {"prefect.resource.id", VERSION_LABEL}
     else:
         expect, match = set(FAILED_EVENTS), {"prefect.resource.id": "prefect.flow-run.*"}
-    return EventTrigger(expect=expect, match=ResourceSpecification(match),
-                        posture=Posture.Reactive, threshold=1)
+        each = {"prefect.resource.id"}
+    return EventTrigger(expect=expect, match=ResourceSpecification(match), for_each=each,
+                        posture=Posture.Reactive, threshold=1, within=ONCE_WITHIN)
 
 
 def notification_block(url: str, alert_id: str):

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from prefect.events import emit_event
 from prefect.runtime import flow_run
+from prefect.utilities.urls import url_for
 
 if TYPE_CHECKING:  # the gate's result only passes through: no MLflow import for the CLI
     from registry.gate import GateResult
@@ -18,15 +19,26 @@ PROMOTION_EVENT = "mlops.champion.promoted"
 # Why a check triggered retraining ("drift" or "quality"): a label on the event's resource,
 # so that automations can tell the two apart.
 REASON_LABEL = "mlops.reason"
+# What makes one event of a kind (an alert is sent once per check, per version).
+CHECK_LABEL = "mlops.check"
+VERSION_LABEL = "mlops.version"
 
 
 def model_resource_id(name: str) -> str:
     return f"mlops.model.{name}"
 
 
+def retraining_resource(name: str, reason: str, check_run_id: str) -> dict[str, str]:
+    """The resource of `mlops.drift.detected`: the model, why, and which check."""
+    return {"prefect.resource.id": model_resource_id(name), REASON_LABEL: reason,
+            CHECK_LABEL: check_run_id}
+
+
 def flow_run_url() -> str:
     """The Prefect UI page of the flow run this code runs in ("" outside a flow run)."""
-    return flow_run.ui_url or ""
+    # Not prefect.runtime's flow_run.ui_url: its /flow-runs/... path is not a page of the UI.
+    run_id = flow_run.get_id()
+    return (url_for("flow-run", obj_id=run_id, url_type="ui") or "") if run_id else ""
 
 
 def model_version_url(tracking_uri: str, name: str, version: str) -> str:
@@ -38,7 +50,7 @@ def announce_promotion(tracking_uri: str, name: str, gate: "GateResult", trigger
     """`mlops.champion.promoted` for a version the gate made champion."""
     emit_event(
         event=PROMOTION_EVENT,
-        resource={"prefect.resource.id": model_resource_id(name)},
+        resource={"prefect.resource.id": model_resource_id(name), VERSION_LABEL: gate.version},
         payload={
             "model": name,
             "version": gate.version,

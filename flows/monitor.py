@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from experiments.data import data_digest, load_table
 from experiments.spec import MonitoringSection
-from flows.events import DRIFT_EVENT, REASON_LABEL, flow_run_url
+from flows.events import DRIFT_EVENT, flow_run_url, retraining_resource
 from flows.preflight import require_champion, require_columns
 from flows.recovery import label_this_process, settle_retrainings
 from infra.settings import process_settings
@@ -147,7 +147,7 @@ def announce(champion: ChampionData, summary: DriftSummary, decision: RetrainDec
     if decision.action == "triggered":
         emit_event(
             event=DRIFT_EVENT,
-            resource={"prefect.resource.id": model_resource(champion.name), REASON_LABEL: "drift"},
+            resource=retraining_resource(champion.name, "drift", run_id),
             payload={
                 "model": champion.name,
                 "champion_version": champion.version,

@@ -12,8 +12,9 @@ from experiments.errors import InputError
 
 KINDS = ("drift", "quality", "promotion", "failure")
 MASK = "***"
-# A path segment shown as it is: a short plain word such as `services` or `hooks`. Anything
-# else (digits, long strings) may be a token.
+# The first path segment is shown when it is a short plain word such as `services` or
+# `hooks` and more follows; anything else (the last segment, digits, long strings) may be
+# the token.
 _PLAIN_SEGMENT = re.compile(r"[A-Za-z][A-Za-z_-]{0,15}")
 
 
@@ -44,8 +45,8 @@ def require_webhook_url(url: str) -> str:
 
 
 def mask_url(url: str) -> str:
-    """scheme://host[:port] and the leading plain words of the path; the rest (path tokens,
-    query, fragment, user and password) replaced by ***."""
+    """scheme://host[:port] and the path's first segment when it is a plain word followed by
+    more; the rest (path tokens, query, fragment, user and password) replaced by ***."""
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -56,13 +57,12 @@ def mask_url(url: str) -> str:
     netloc = parts.hostname if port is None else f"{parts.hostname}:{port}"
     if parts.username is not None or parts.password is not None:
         netloc = f"{MASK}@{netloc}"
-    shown, hidden = [], False
-    for segment in [s for s in parts.path.split("/") if s]:
-        if hidden or len(shown) >= 2 or not _PLAIN_SEGMENT.fullmatch(segment):
-            hidden = True
-            break
-        shown.append(segment)
-    path = "".join(f"/{s}" for s in shown) + (f"/{MASK}" if hidden else "")
+    segments = [s for s in parts.path.split("/") if s]
+    path = ""
+    if len(segments) > 1 and _PLAIN_SEGMENT.fullmatch(segments[0]):
+        path = f"/{segments[0]}/{MASK}"
+    elif segments:
+        path = f"/{MASK}"
     query = f"?{MASK}" if parts.query else ""
     fragment = f"#{MASK}" if parts.fragment else ""
     return f"{parts.scheme}://{netloc}{path}{query}{fragment}"

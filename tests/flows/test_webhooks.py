@@ -10,12 +10,15 @@ from flows.webhooks import KINDS, is_slack, mask_url, parse_kinds, require_webho
     ("https://hooks.slack.com/services/T0AAA/B0BBB/XyZsecret123",
      "https://hooks.slack.com/services/***"),
     ("http://127.0.0.1:8123/hook/s3cr3t-token", "http://127.0.0.1:8123/hook/***"),
-    ("https://example.com/webhook?key=abcdef", "https://example.com/webhook?***"),
-    ("https://user:pa55@example.com/notify", "https://***@example.com/notify"),
-    ("https://example.com/abcdefghijklmnopqrstuvwxyz", "https://example.com/***"),
-    ("https://example.com/a/b/c", "https://example.com/a/b/***"),
+    ("https://example.com/webhook?key=abcdef", "https://example.com/***?***"),
+    ("https://user:pa55@example.com/notify", "https://***@example.com/***"),
+    ("https://ntfy.sh/mytopic", "https://ntfy.sh/***"),
+    ("https://example.com/abcdefghijklmnopqrstuvwxyz/x", "https://example.com/***"),
+    ("https://example.com/T0123/hook", "https://example.com/***"),
+    ("https://example.com/a/b/c", "https://example.com/a/***"),
     ("https://example.com", "https://example.com"),
-    ("https://example.com/hook#token", "https://example.com/hook#***"),
+    ("https://example.com/?token=x", "https://example.com?***"),
+    ("https://example.com/hooks/x#token", "https://example.com/hooks/***#***"),
     ("not a url", "***"),
     ("http://[::1", "***"),
 ])
@@ -28,6 +31,7 @@ def test_mask_url_hides_the_secret_parts(url, shown):
     ("pa55", "https://user:pa55@example.com/notify"),
     ("abcdef", "https://example.com/webhook?key=abcdef"),
     ("0123456789", "https://example.com/0123456789"),
+    ("mytopic", "https://ntfy.sh/mytopic"),
 ])
 def test_a_secret_never_appears_in_the_masked_url(secret, url):
     assert secret not in mask_url(url)
