@@ -54,7 +54,7 @@ class Platform:
     def client_environment(self) -> dict[str, str]:
         """The variables MLflow, Prefect and boto3 clients (and our flows) read to use it."""
         return {"MLFLOW_TRACKING_URI": self.mlflow_url, "PREFECT_API_URL": self.prefect_api_url,
-                **FLOW_HEARTBEATS, **self.client_env}
+                **self.client_env}
 
     def state(self) -> dict[str, object]:
         return {

@@ -68,16 +68,22 @@ def _alert_automations():
 def alerts(platform):
     """One alert on the receiver, and one on a webhook that accepts connections and never
     answers: it must delay neither the flows nor the other alert's messages."""
+    from prefect.client.orchestration import get_client
+
+    from flows.alerts import add_alert, remove_alert
+    from flows.webhooks import KINDS
+
     receiver = Receiver()
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(16)
     added = _cli(platform, "alerts", "add", receiver.url, "--json")
     assert added.returncode == 0, added.stderr
-    dead = _cli(platform, "alerts", "add", f"http://127.0.0.1:{silent.getsockname()[1]}/x", "--json")
-    assert dead.returncode == 0, dead.stderr
+    with get_client(sync_client=True) as client:  # in-process: the CLI's path is the first one
+        dead = add_alert(client, f"http://127.0.0.1:{silent.getsockname()[1]}/x", KINDS, platform.mlflow_url)
     yield receiver, json.loads(added.stdout)
-    _cli(platform, "alerts", "remove", json.loads(dead.stdout)["id"])
+    with get_client(sync_client=True) as client:
+        remove_alert(client, dead)
     receiver.server.shutdown()
     silent.close()
 
@@ -210,14 +216,15 @@ def test_the_runner_installed_the_zombie_automation_once(platform):
 
 def test_flow_runs_send_heartbeats(events, platform):
     """The failing deployment run (a process of the runner) sent heartbeats to Prefect."""
-    import httpx
+    from prefect.client.orchestration import get_client
 
     resource = f"prefect.flow-run.{events['failing'].id}"
     query = {"filter": {"event": {"name": ["prefect.flow-run.heartbeat"]},
                         "resource": {"id": [resource]}}, "limit": 10}
 
     def beats():
-        response = httpx.post(f"{platform.prefect_api_url}/events/filter", json=query, timeout=10)
+        with get_client(sync_client=True) as client:  # it carries the CSRF token the server wants
+            response = client._client.post("/events/filter", json=query)
         response.raise_for_status()
         return response.json()["events"]
 
