@@ -23,7 +23,7 @@ from prefect.events.schemas.events import ResourceSpecification
 
 from experiments.errors import InputError
 from flows.events import CHECK_LABEL, DRIFT_EVENT, PROMOTION_EVENT, REASON_LABEL, VERSION_LABEL
-from flows.webhooks import is_slack, mask_url
+from flows.webhooks import KINDS, is_slack, mask_url
 
 ALERT_TAG = "mlops.alert"
 BLOCK_PREFIX = "mlops-alert-"
@@ -100,7 +100,9 @@ def notification_block(url: str, alert_id: str):
         return SlackWebhook(url=url)
     return CustomWebhookNotificationBlock(
         name=f"{BLOCK_PREFIX}{alert_id}", url="{{webhook_url}}", method="POST",
-        json_data={"text": "{{body}}"}, secrets={"webhook_url": url}, timeout=10,
+        # Prefect's server sends notifications two at a time: a webhook that never answers
+        # holds one of the two for this long per message, delaying other alerts (not flows).
+        json_data={"text": "{{body}}"}, secrets={"webhook_url": url}, timeout=5,
     )
 
 
@@ -168,7 +170,7 @@ def list_alerts(client) -> list[Alert]:
     for alert_id, items in sorted(_alert_automations(client).items()):
         kinds = {_tag_value(item.tags, "kind") for item in items}
         alerts.append(Alert(alert_id, _shown_url(client, _block_ids(items)),
-                            tuple(k for k in ("drift", "quality", "promotion", "failure") if k in kinds)))
+                            tuple(k for k in KINDS if k in kinds)))
     return alerts
 
 
