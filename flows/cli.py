@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from experiments.errors import InputError
+from flows.alert_commands import alerts_app
 from infra.errors import PlatformError
 
 app = typer.Typer(
@@ -18,6 +19,7 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Train, track, register and monitor tabular models on MLflow and Prefect.",
 )
+app.add_typer(alerts_app, name="alerts")
 err = Console(stderr=True)
 out = Console()
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from experiments.data import data_digest, load_table
 from experiments.spec import MonitoringSection
+from flows.events import DRIFT_EVENT, flow_run_url, retraining_resource
 from flows.preflight import require_champion, require_columns
 from flows.recovery import label_this_process, settle_retrainings
 from flows.schedules import check_trigger
@@ -38,8 +39,6 @@ from monitoring.record import (
     start_check,
 )
 from monitoring.traffic import open_files, read_window
-
-DRIFT_EVENT = "mlops.drift.detected"
 
 
 class MonitorParameters(BaseModel):
@@ -150,10 +149,13 @@ def announce(champion: ChampionData, summary: DriftSummary, decision: RetrainDec
     if decision.action == "triggered":
         emit_event(
             event=DRIFT_EVENT,
-            resource={"prefect.resource.id": model_resource(champion.name)},
+            resource=retraining_resource(champion.name, "drift", run_id),
             payload={
                 "model": champion.name,
                 "champion_version": champion.version,
+                "reason": decision.reason,
+                "mlflow_url": run_url,
+                "flow_run_url": flow_run_url(),
                 "drift_share": summary.drift_share,
                 "drifted_columns": list(summary.drifted_columns),
                 "monitoring_run_id": run_id,

@@ -29,6 +29,7 @@ from prefect.settings import (
     PREFECT_RUNNER_SERVER_PORT,
 )
 
+from flows.heartbeats import install_zombie_automation
 from flows.monitor import DRIFT_EVENT, monitor
 from flows.recovery import recover
 from flows.retrain import retrain
@@ -86,12 +87,24 @@ def polled_recently(runner: Runner, within_s: float) -> bool:
     return last is not None and (now - last).total_seconds() <= within_s
 
 
+def install_zombie_automation_safely() -> None:
+    """Runs whose process died are crashed by Prefect's server from now on (see heartbeats)."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            install_zombie_automation(client)
+    except Exception:  # noqa: BLE001 - serving must start anyway; the next start installs it
+        logging.getLogger(__name__).warning("could not install the heartbeat automation", exc_info=True)
+
+
 def main() -> None:
     settings = process_settings()
     try:
         recover(runner_starts=True)  # before serving: the runs it crashes must not be picked up as ours
     except Exception:  # noqa: BLE001 - serving must start anyway; the next check settles its own
         logging.getLogger(__name__).warning("could not settle what the last runner left", exc_info=True)
+    install_zombie_automation_safely()
     if settings.profile == "full":  # searches can fan out over the pool's workers
         from flows.pool import register_batch_deployment
 

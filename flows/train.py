@@ -19,6 +19,7 @@ from experiments.data import Split
 from experiments.spec import ExperimentSpec, load_spec, with_overrides
 from experiments.validation import Dataset, load_dataset
 from flows import locks
+from flows.events import announce_promotion
 from flows.recovery import label_this_process
 from flows.schedules import schedule_monitoring
 from flows.studies import study_storage
@@ -179,6 +180,9 @@ def register_and_promote(
             "mlops.flow_run_id": flow_run.get_id() or ""}
     result = promote(_client(), context, evaluation, model_uri, tags)
     _client().set_tag(context.tracking.run_id, "mlops.model_version", result.version)
+    if result.promoted:
+        announce_promotion(_client().tracking_uri, context.spec.name, result, params.trigger,
+                           _run_url(context.tracking.experiment_id, context.tracking.run_id))
     get_run_logger().info(
         "version %s %s: %s", result.version,
         "is the new champion" if result.promoted else "is a challenger", result.decision.reason,

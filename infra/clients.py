@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from infra.platform import CLIENT_RETRIES, Platform
+from infra.platform import CLIENT_RETRIES, FLOW_HEARTBEATS, Platform
 from infra.settings import Settings, use
 
 # Our own progress names the run once; MLflow would print a link per trial run, and a
@@ -36,7 +36,7 @@ class Connection:
 
 def connection(platform: Platform, settings: Settings) -> Connection:
     """The platform's addresses, unless the user set the clients' own variables."""
-    variables = {**QUIET, **CLIENT_RETRIES, **platform.client_environment()}
+    variables = {**QUIET, **CLIENT_RETRIES, **FLOW_HEARTBEATS, **platform.client_environment()}
     if settings.mlflow_tracking_uri:
         variables["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
     if settings.prefect_api_url:

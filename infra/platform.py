@@ -23,6 +23,11 @@ CLIENT_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
                   "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
                   "PREFECT_CLIENT_MAX_RETRIES": "3"}
+# Every process that runs flow runs (runner, workers, the CLI) beats this often; an
+# automation (flows/heartbeats.py) crashes a run whose beats stopped. 30 s is Prefect's
+# minimum (its default is 180 s).
+HEARTBEAT_SECONDS = 30
+FLOW_HEARTBEATS = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,8 @@ def prefect_service(home: Path, host: str, port: int, options: ServerOptions) ->
             "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
             # The UI calls the API from the browser: without this it calls port 4200.
             "PREFECT_UI_API_URL": f"{url}/api",
+            # Links in automations' messages (the `ui_url` filter) point here.
+            "PREFECT_UI_URL": url,
             # Only the UI's own page may call the API from a browser, and a state change
             # needs the token Prefect's UI and clients fetch first (a page elsewhere cannot).
             "PREFECT_SERVER_CORS_ALLOWED_ORIGINS": url,
@@ -144,6 +151,7 @@ def runner_service(home: Path, host: str, port: int, client_env: Mapping[str, st
             "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
             **CLIENT_RETRIES,
+            **FLOW_HEARTBEATS,
             # Off: its /shutdown would answer anyone; flows.serve answers GET /health itself
             # on this host and port.
             "PREFECT_RUNNER_SERVER_ENABLE": "false",

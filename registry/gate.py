@@ -32,6 +32,7 @@ class GateResult:
     promoted: bool
     champion_version: str | None
     decision: PromotionDecision
+    previous_champion: str | None = None  # the champion this version was compared with
 
 
 def score_champion(
@@ -101,4 +102,5 @@ def apply_gate(
         promoted=decision.promote,
         champion_version=version if decision.promote else champion_version,
         decision=decision,
+        previous_champion=champion_version,
     )

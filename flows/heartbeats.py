@@ -1,0 +1,70 @@
+"""Prefect's documented automation that marks a flow run whose heartbeats stopped as Crashed.
+
+A self-hosted Prefect server does not notice a flow-run process that died (killed, machine
+gone): its run stays Running for good. Every flow run sends `prefect.flow-run.heartbeat`
+(the platform sets PREFECT_FLOWS_HEARTBEAT_FREQUENCY for the processes that run flows); this
+automation expects the next heartbeat, or the run's end, within SILENCE_S of the last one,
+and otherwise sets the run Crashed ("How to detect and respond to zombie flows", Prefect
+docs). The runner installs it when it starts, idempotently.
+"""
+
+import logging
+from datetime import timedelta
+
+from prefect.client.schemas.objects import StateType
+from prefect.events.actions import ChangeFlowRunState
+from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+from prefect.events.schemas.events import ResourceSpecification
+
+from infra.platform import HEARTBEAT_SECONDS
+
+log = logging.getLogger(__name__)
+
+NAME = "mlops: crash flow runs whose heartbeats stopped"
+HEARTBEAT_EVENT = "prefect.flow-run.heartbeat"
+# Ten missed beats, and longer than Prefect's default interval (180 s): a flow run started
+# outside the platform's environment, beating every 180 s, is never taken for dead.
+SILENCE_S = 10 * HEARTBEAT_SECONDS
+ENDS = ("Completed", "Failed", "Cancelled", "Crashed")
+
+
+def zombie_automation() -> AutomationCore:
+    return AutomationCore(
+        name=NAME,
+        description=(f"Marks a flow run Crashed when no heartbeat came for {SILENCE_S} s: its "
+                     "process is gone (installed by the mlops runner)."),
+        trigger=EventTrigger(
+            after={HEARTBEAT_EVENT},
+            expect={HEARTBEAT_EVENT, *(f"prefect.flow-run.{state}" for state in ENDS)},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=SILENCE_S),
+        ),
+        actions=[ChangeFlowRunState(
+            state=StateType.CRASHED,
+            message=f"no heartbeat for {SILENCE_S} s: the process running it is gone",
+        )],
+    )
+
+
+def _same(installed, wanted: AutomationCore) -> bool:
+    keys = ("name", "description", "enabled", "trigger", "actions")
+    return installed.model_dump(include=set(keys)) == wanted.model_dump(include=set(keys))
+
+
+def install_zombie_automation(client) -> str:
+    """Create the automation, or bring the one there up to date; one copy only."""
+    wanted = zombie_automation()
+    installed = client.read_automations_by_name(NAME)
+    for extra in installed[1:]:
+        client.delete_automation(extra.id)
+    if not installed:
+        client.create_automation(wanted)
+        log.info("installed the automation %r", NAME)
+        return "created"
+    if _same(installed[0], wanted):
+        return "unchanged"
+    client.update_automation(installed[0].id, wanted)
+    return "updated"
