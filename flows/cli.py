@@ -107,6 +107,8 @@ def up(
     for note in notes:
         err.print(note, highlight=False)
     out.print(f"MLflow UI:  {platform.mlflow_url}\nPrefect UI: {platform.prefect_url}")
+    if platform.evidently_url:
+        out.print(f"Evidently UI: {platform.evidently_url}")
 
 
 def _settle_leftovers() -> list[str]:
@@ -131,6 +133,7 @@ def _status_object(platform) -> dict:
         "profile": platform.profile,
         "mlflow_url": platform.mlflow_url,
         "prefect_url": platform.prefect_url,
+        "evidently_url": platform.evidently_url or None,
         **{k: v for k, v in platform.details.items() if k in ("artifact_root", "s3_endpoint", "database")},
         "services": {
             s.name: {"running": s.running, "url": s.url, "pid": s.pid}

@@ -108,7 +108,7 @@ def test_status_reports_the_full_profile_and_no_secret(full_platform):
     assert report["s3_endpoint"].startswith("http://127.0.0.1:")
     assert report["database"] == full_platform.database_url
     assert all(s["running"] for s in report["services"].values()), report
-    assert set(report["services"]) == {"s3", "mlflow", "prefect", "runner"}
+    assert set(report["services"]) == {"s3", "mlflow", "prefect", "evidently", "runner"}
     assert oct(os.stat(full_platform.home / "secrets.env").st_mode & 0o777) == "0o600"
     for value in full_platform.secrets().values():
         assert value not in status.stdout + again.stdout + again.stderr
