@@ -1,5 +1,6 @@
 """The dashboard a check feeds, planned from its snapshot's metrics (no server)."""
 
+import pandas as pd
 import pytest
 
 from monitoring.dashboard import (
@@ -67,3 +68,48 @@ ROWS_PANEL = Panel(ROWS, "bar", (Series("rows", "RowCount"),))
 ])
 def test_merging_only_ever_adds(existing, wanted, merged):
     assert merge_panels(existing, wanted) == merged
+
+
+@pytest.mark.integration
+def test_live_quality_is_charted_when_snapshots_carry_it(platform, tmp_path):
+    """Given two snapshots holding Evidently's classification metrics (as a check on labelled
+    live rows makes), published to Evidently's UI, then the project's dashboard gains a live
+    quality panel and Evidently serves two points for each of its lines."""
+    import json
+    import urllib.request
+
+    from evidently import BinaryClassification, DataDefinition, Dataset, Report
+    from evidently.metrics import RowCount
+    from evidently.presets import ClassificationPreset
+
+    from monitoring.dashboard import SnapshotInfo, publish_snapshot
+
+    definition = DataDefinition(numerical_columns=["x"], classification=[
+        BinaryClassification(target="label", prediction_labels="prediction")])
+    urls = []
+    for seed, flipped in ((0, 10), (1, 40)):  # the second window has more wrong answers
+        frame = pd.DataFrame({"x": range(100), "label": [i % 2 for i in range(100)]})
+        frame["prediction"] = [1 - y if i < flipped else y for i, y in enumerate(frame["label"])]
+        snapshot = Report([ClassificationPreset(), RowCount()]).run(
+            Dataset.from_pandas(frame, data_definition=definition))
+        path = tmp_path / f"{seed}.json"
+        path.write_text(snapshot.dumps())
+        urls.append(publish_snapshot(platform.evidently_url, "", "it-quality", path,
+                                     SnapshotInfo(f"check {seed}", {"seed": str(seed)})))
+
+    project = urls[0].rsplit("/", 1)[1]
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"{platform.evidently_url}/api/v2/dashboards/{project}", timeout=10) as answer:
+        panels = {p["title"]: p for p in json.loads(answer.read())["panels"]}
+    wanted = {"tags": [], "metadata": {}, "metric": "evidently:metric_v2:Accuracy", "metric_labels": {}}
+    body = json.dumps({"series_filter": [wanted]}).encode()
+    request = urllib.request.Request(f"{platform.evidently_url}/api/v2/snapshots/{project}/data_series_batch",
+                                     data=body, headers={"Content-Type": "application/json"})
+    with opener.open(request, timeout=10) as answer:
+        [accuracy] = json.loads(answer.read())["series"]
+
+    assert urls[0] == urls[1]
+    assert [v["metric"] for v in panels[QUALITY]["values"]] == [
+        "evidently:metric_v2:Accuracy", "evidently:metric_v2:F1Score"]
+    assert accuracy["values"] == [0.9, 0.6]
+    assert ROWS in panels and DRIFT_SHARE not in panels
