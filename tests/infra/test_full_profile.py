@@ -114,6 +114,23 @@ def test_status_reports_the_full_profile_and_no_secret(full_platform):
         assert value not in status.stdout + again.stdout + again.stderr
 
 
+def test_evidently_takes_writes_only_with_its_token(full_platform):
+    """Given the full profile, Evidently's UI (on 127.0.0.1) refuses to create a project
+    without EVIDENTLY_SECRET or with a wrong one, and creates it with the one in secrets.env."""
+    url = full_platform.status()["evidently_url"]
+    token = full_platform.secrets()["EVIDENTLY_SECRET"]
+    body = json.dumps({"name": "it-evidently-token"}).encode()
+    json_body = {"Content-Type": "application/json"}
+
+    anonymous, _ = http(f"{url}/api/projects", "POST", json_body, body)
+    wrong, _ = http(f"{url}/api/projects", "POST", {**json_body, "evidently-secret": "guess"}, body)
+    right, _ = http(f"{url}/api/projects", "POST", {**json_body, "evidently-secret": token}, body)
+
+    assert url.startswith("http://127.0.0.1:")
+    assert anonymous in (401, 403) and wrong in (401, 403)
+    assert right == 200 or right == 201
+
+
 def test_anonymous_and_wrong_credentials_are_refused(full_platform):
     """MLflow, Prefect and S3 answer 401/403 without the platform's credentials."""
     status = full_platform.status()
