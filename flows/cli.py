@@ -321,6 +321,7 @@ def _print_monitoring(result: dict) -> None:
                       f"triggered by check {earlier['monitoring_run_id']})")
     table.add_row("monitoring run", result["run_url"])
     table.add_row("report", result["report_uri"])
+    table.add_row("dashboard", result.get("evidently_url") or "not published (see the flow's log)")
     out.print(table)
 
 
