@@ -100,8 +100,10 @@ def publish_snapshot(base_url: str, secret: str, project: str, snapshot_path: Pa
     from evidently.ui.workspace import RemoteWorkspace
 
     workspace = RemoteWorkspace(base_url, secret=secret or None)
-    found = [p for p in workspace.search_project(project) if p.name == project]
-    project_id = found[0].id if found else workspace.create_project(
+    # Two first checks at once may both make the project: all then use the oldest (ids are
+    # UUIDv7, in order of creation), so one dashboard gets every later check.
+    found = sorted(str(p.id) for p in workspace.search_project(project) if p.name == project)
+    project_id = found[0] if found else workspace.create_project(
         project, description=f"Drift and quality checks of the model {project}").id
     data = json.loads(snapshot_path.read_text())
     data.update(name=info.name, metadata={**(data.get("metadata") or {}), **info.metadata})
