@@ -109,6 +109,8 @@ def up(
     for note in notes:
         err.print(note, highlight=False)
     out.print(f"MLflow UI:  {platform.mlflow_url}\nPrefect UI: {platform.prefect_url}")
+    if platform.evidently_url:
+        out.print(f"Evidently UI: {platform.evidently_url}")
 
 
 def _settle_leftovers() -> list[str]:
@@ -133,6 +135,7 @@ def _status_object(platform) -> dict:
         "profile": platform.profile,
         "mlflow_url": platform.mlflow_url,
         "prefect_url": platform.prefect_url,
+        "evidently_url": platform.evidently_url or None,
         **{k: v for k, v in platform.details.items() if k in ("artifact_root", "s3_endpoint", "database")},
         "services": {
             s.name: {"running": s.running, "url": s.url, "pid": s.pid}
@@ -320,6 +323,7 @@ def _print_monitoring(result: dict) -> None:
                       f"triggered by check {earlier['monitoring_run_id']})")
     table.add_row("monitoring run", result["run_url"])
     table.add_row("report", result["report_uri"])
+    table.add_row("dashboard", result.get("evidently_url") or "not published (see the flow's log)")
     out.print(table)
 
 

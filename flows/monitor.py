@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from experiments.data import data_digest, load_table
 from experiments.spec import MonitoringSection
+from flows.dashboard import publish_check
 from flows.events import DRIFT_EVENT, flow_run_url, retraining_resource
 from flows.preflight import require_champion, require_columns
 from flows.recovery import label_this_process, settle_retrainings
@@ -39,6 +40,8 @@ from monitoring.record import (
     start_check,
 )
 from monitoring.traffic import open_files, read_window
+
+SNAPSHOT = "snapshot.json"  # Evidently's snapshot of a check, for its dashboard
 
 
 class MonitorParameters(BaseModel):
@@ -105,6 +108,7 @@ def checked(current: pd.DataFrame, uri: str, champion: ChampionData):
 
 @task(cache_policy=NO_CACHE)
 def check_drift(champion: ChampionData, current, html_path: Path) -> DriftSummary:
+    """Drift of `current`; the report as HTML at html_path, its snapshot beside it (SNAPSHOT)."""
     contract = champion.contract
     target = contract.target if contract.target in current.columns else None
     return compute_drift(
@@ -112,6 +116,7 @@ def check_drift(champion: ChampionData, current, html_path: Path) -> DriftSummar
             contract.numeric, contract.categorical, target=target,
             target_kind="categorical" if contract.task == "classification" else "numeric"),
         seed=champion.spec.tuning.seed, html_path=html_path,
+        snapshot_path=html_path.with_name(SNAPSHOT),
     )
 
 
@@ -132,14 +137,15 @@ def decide(champion: ChampionData, summary: DriftSummary) -> RetrainDecision:
 
 @task(cache_policy=NO_CACHE)
 def announce(champion: ChampionData, summary: DriftSummary, decision: RetrainDecision,
-             run_id: str, run_url: str, current_uri: str) -> None:
+             run_id: str, run_url: str, current_uri: str, dashboard_url: str | None = None) -> None:
     """A Prefect artifact for every check; the drift event only when retraining is due."""
     columns = ", ".join(summary.drifted_columns) or "none"
     create_markdown_artifact(
         key=f"{champion.spec.slug}-drift",
         markdown=(
             f"# Drift check of {champion.name} v{champion.version}\n\n"
-            f"[MLflow run]({run_url})\n\n"
+            f"[MLflow run]({run_url})"
+            + (f" · [Evidently dashboard]({dashboard_url})" if dashboard_url else "") + "\n\n"
             f"drift share **{summary.drift_share:.2f}** (threshold "
             f"{champion.spec.monitoring.drift_share}); drifted: {columns}\n\n"
             f"retraining: **{decision.action}**: {decision.reason}\n"
@@ -205,13 +211,14 @@ def monitor(params: MonitorParameters) -> dict:
                 reference_digest=data_digest(champion.reference),
                 current_digest=data_digest(current), current_uri=source,
             ), html)
+            dashboard = publish_check(champion.name, champion.version, run_id, html.with_name(SNAPSHOT))
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise
     run = client.get_run(run_id)
     run_url = f"{client.tracking_uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
     # The event carries a path only: "" tells retraining the data was live traffic.
-    announce(champion, summary, decision, run_id, run_url, params.current or "")
+    announce(champion, summary, decision, run_id, run_url, params.current or "", dashboard)
     return {
         "model_name": champion.name,
         "champion_version": champion.version,
@@ -224,7 +231,7 @@ def monitor(params: MonitorParameters) -> dict:
         "reason": decision.reason,
         "monitoring_run_id": run_id,
         "previous_retraining": previous_retraining(client, champion.name, before_run_id=run_id),
-        "run_url": run_url,
+        "run_url": run_url, "evidently_url": dashboard,
         "sampled": summary.sampled,
     }
 

@@ -8,6 +8,7 @@ from infra import accounts, database, objectstore
 from infra.platform import (
     Platform,
     ServerOptions,
+    evidently_service,
     mlflow_service,
     prefect_service,
     runner_service,
@@ -61,8 +62,11 @@ def full_platform(settings: Settings, ports: Mapping[str, int], secrets: Mapping
             home, host, ports["s3"], keys["AWS_ACCESS_KEY_ID"], keys["AWS_SECRET_ACCESS_KEY"], [serve_keys]))
     mlflow = mlflow_service(host, ports["mlflow"], _mlflow_options(settings, stores, secrets))
     prefect = prefect_service(home, host, ports["prefect"], _prefect_options(stores, secrets))
-    client_env = _client_env(settings, stores, secrets, mlflow.url, prefect.url)
-    services += [mlflow, prefect, runner_service(home, host, ports["runner"], client_env, wave=2)]
+    # Its workspace stays on this machine's disk under MLOPS_HOME: nothing in it is shared.
+    evidently = evidently_service(home, ports["evidently"], secrets["EVIDENTLY_SECRET"], wave=1)
+    client_env = {**_client_env(settings, stores, secrets, mlflow.url, prefect.url),
+                  "MLOPS_EVIDENTLY_URL": evidently.url, "EVIDENTLY_SECRET": secrets["EVIDENTLY_SECRET"]}
+    services += [mlflow, prefect, evidently, runner_service(home, host, ports["runner"], client_env, wave=2)]
     return Platform("full", home, mlflow.url, prefect.url, tuple(services),
                     client_env=client_env, details=_details(settings, stores),
                     before_wave=_before_wave(stores, secrets, mlflow.url),

@@ -2,13 +2,22 @@
 
 from pathlib import Path
 
-from infra.platform import Platform, ServerOptions, mlflow_service, prefect_service, runner_service
+from infra.platform import (
+    Platform,
+    ServerOptions,
+    evidently_service,
+    mlflow_service,
+    prefect_service,
+    runner_service,
+)
 
 
 def local_platform(
-    home: Path, host: str, mlflow_port: int, prefect_port: int, runner_port: int | None = None
+    home: Path, host: str, mlflow_port: int, prefect_port: int, runner_port: int | None = None,
+    evidently_port: int | None = None,
 ) -> Platform:
-    """MLflow and Prefect (and the deployment runner, given its port) on this machine."""
+    """MLflow and Prefect (and the deployment runner and Evidently's UI, given their ports)
+    on this machine."""
     home = home.resolve()
     artifacts = home / "mlflow" / "artifacts"
     mlflow = mlflow_service(host, mlflow_port, ServerOptions(
@@ -18,8 +27,13 @@ def local_platform(
     ))
     prefect = prefect_service(home, host, prefect_port, ServerOptions())
     services = (mlflow, prefect)
+    client_env = {"MLFLOW_TRACKING_URI": mlflow.url, "PREFECT_API_URL": f"{prefect.url}/api",
+                  "MLOPS_PROFILE": "local"}
+    if evidently_port is not None:
+        # Alongside the others: it takes seconds to import, which would add to `up` if it waited.
+        evidently = evidently_service(home, evidently_port)
+        services += (evidently,)
+        client_env["MLOPS_EVIDENTLY_URL"] = evidently.url
     if runner_port is not None:
-        client_env = {"MLFLOW_TRACKING_URI": mlflow.url, "PREFECT_API_URL": f"{prefect.url}/api",
-                      "MLOPS_PROFILE": "local"}
         services += (runner_service(home, host, runner_port, client_env),)
     return Platform("local", home, mlflow.url, prefect.url, services)

@@ -14,6 +14,10 @@ from infra.errors import PlatformError
 from infra.services import Service, is_healthy, venv_bin
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+EVIDENTLY = "evidently"
+# Evidently's UI reads everything without authentication (its token guards writes only), so
+# it listens on this machine only, whatever MLOPS_HOST says.
+EVIDENTLY_HOST = "127.0.0.1"
 LEASES_ON_DISK = "prefect.server.concurrency.lease_storage.filesystem"
 # MLflow's client retries a failed request 7 times over ~4 minutes, Prefect's 5 times over
 # ~1 minute: a server that stopped would hold a training that long at every call. Three
@@ -51,16 +55,23 @@ class Platform:
     def prefect_api_url(self) -> str:
         return f"{self.prefect_url}/api"
 
+    @property
+    def evidently_url(self) -> str:
+        """Evidently's UI, where checks add their snapshots; empty when it has none."""
+        return next((s.url for s in self.services if s.name == EVIDENTLY), "")
+
     def client_environment(self) -> dict[str, str]:
         """The variables MLflow, Prefect and boto3 clients (and our flows) read to use it."""
+        evidently = {"MLOPS_EVIDENTLY_URL": self.evidently_url} if self.evidently_url else {}
         return {"MLFLOW_TRACKING_URI": self.mlflow_url, "PREFECT_API_URL": self.prefect_api_url,
-                **self.client_env}
+                **evidently, **self.client_env}
 
     def state(self) -> dict[str, object]:
         return {
             "profile": self.profile,
             "mlflow_url": self.mlflow_url,
             "prefect_url": self.prefect_url,
+            **({"evidently_url": self.evidently_url} if self.evidently_url else {}),
             **self.details,
             "services": {s.name: {"url": s.url, "port": s.port} for s in self.services},
         }
@@ -127,6 +138,24 @@ def prefect_service(home: Path, host: str, port: int, options: ServerOptions) ->
         },
         unset_env=("PREFECT_API_URL", "PREFECT_PROFILE", *options.unset_env),
         wave=options.wave,
+    )
+
+
+def evidently_service(home: Path, port: int, secret: str = "", wave: int = 0) -> Service:
+    """Evidently's UI: a project per model, a snapshot per check, dashboards over time. With
+    `secret`, writes need it (header `evidently-secret`); it goes in the environment, not argv."""
+    url = f"http://{EVIDENTLY_HOST}:{port}"
+    workspace = home / "evidently"
+    return Service(
+        name=EVIDENTLY,
+        argv=(venv_bin("evidently"), "ui", "--workspace", str(workspace),
+              "--host", EVIDENTLY_HOST, "--port", str(port)),
+        host=EVIDENTLY_HOST, port=port, url=url, health_url=f"{url}/api/version",
+        port_variable="MLOPS_EVIDENTLY_PORT",
+        # DO_NOT_TRACK: its usage telemetry would dial out on every request.
+        env={"DO_NOT_TRACK": "1", **({"EVIDENTLY_SECRET": secret} if secret else {})},
+        unset_env=() if secret else ("EVIDENTLY_SECRET",),
+        folders=(workspace,), wave=wave,
     )
 
 

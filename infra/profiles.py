@@ -59,10 +59,11 @@ def platform_from_settings(settings: Settings, profile: str | None = None,
         "prefect": recorded.get("prefect") or settings.prefect_port,
         "runner": recorded.get("runner") or settings.runner_port,
         "s3": recorded.get("s3") or settings.s3_port,
+        "evidently": recorded.get("evidently") or settings.evidently_port,
     }
     if chosen == "local":
         return local_platform(settings.home, settings.host, ports["mlflow"], ports["prefect"],
-                              ports["runner"])
+                              ports["runner"], ports["evidently"])
     if state.get("profile") == "full":
         settings = settings_from_state(settings, state)
     return full_platform(settings, ports, secrets if secrets is not None else require(settings))

@@ -16,6 +16,7 @@ from infra.errors import PlatformError
 from infra.services import write_private
 from infra.settings import (
     DATABASE_SECRET_NAMES,
+    EVIDENTLY_SECRET_NAMES,
     GENERATED_SECRET_NAMES,
     SECRET_NAMES,
     SERVE_SECRET_NAMES,
@@ -44,6 +45,7 @@ def generate() -> dict[str, str]:
         "MLOPS_SERVE_AWS_ACCESS_KEY_ID": "MLOPSSERVE" + _token(10, string.ascii_uppercase + string.digits),
         "MLOPS_SERVE_AWS_SECRET_ACCESS_KEY": _token(40),
         "MLOPS_SERVE_TOKEN": _token(40),
+        "EVIDENTLY_SECRET": _token(40),
     }
 
 
@@ -64,7 +66,8 @@ def ensure(settings: Settings) -> dict[str, str]:
 def require(settings: Settings) -> dict[str, str]:
     """The secrets a running full platform was started with; one line when some are missing."""
     found = settings.secrets()
-    missing = [n for n in SECRET_NAMES + DATABASE_SECRET_NAMES + SERVE_SECRET_NAMES if n not in found]
+    missing = [n for n in SECRET_NAMES + DATABASE_SECRET_NAMES + SERVE_SECRET_NAMES + EVIDENTLY_SECRET_NAMES
+               if n not in found]
     if missing:
         raise PlatformError(
             f"the full profile's secrets ({', '.join(missing)}) are not in the environment, "

@@ -35,8 +35,12 @@ DATABASE_SECRET_NAMES = tuple(f"MLOPS_DATABASE_PASSWORD_{store.upper()}"
 SERVE_SECRET_NAMES = ("MLOPS_SERVE_MLFLOW_PASSWORD", "MLOPS_SERVE_AWS_ACCESS_KEY_ID",
                       "MLOPS_SERVE_AWS_SECRET_ACCESS_KEY", "MLOPS_SERVE_TOKEN")
 SERVE_MLFLOW_USERNAME = "mlops-serve"
+# The token Evidently's UI wants for writes (new projects, snapshots, dashboards), under the
+# name its server and our flows read; reads stay open (Evidently has no read authentication).
+EVIDENTLY_SECRET_NAMES = ("EVIDENTLY_SECRET",)
 # Every secret `mlops up --profile full` generates when it is not set.
-GENERATED_SECRET_NAMES = SECRET_NAMES + SERVER_SECRET_NAMES + DATABASE_SECRET_NAMES + SERVE_SECRET_NAMES
+GENERATED_SECRET_NAMES = (SECRET_NAMES + SERVER_SECRET_NAMES + DATABASE_SECRET_NAMES + SERVE_SECRET_NAMES
+                          + EVIDENTLY_SECRET_NAMES)
 
 
 def _native(name: str):
@@ -59,6 +63,7 @@ class Settings(BaseSettings):
     mlflow_port: int = 5000
     prefect_port: int = 4200
     runner_port: int = 4280
+    evidently_port: int = 8000
     profile: Literal["local", "full"] = "local"
     start_timeout_s: float = 90.0
     # The full profile. The server URL names no database: each store gets its own.
@@ -94,6 +99,9 @@ class Settings(BaseSettings):
     traffic_max_rows: int = 1_000_000  # unwritten rows kept while the store fails
     traffic_backoff_max_s: float = 60.0
 
+    # Where flows add their checks' snapshots (Evidently's UI); `mlops up` tells its clients.
+    evidently_url: str = ""
+
     # Clients' own variables: when set, they win over the addresses `mlops up` recorded.
     mlflow_tracking_uri: str = _native("MLFLOW_TRACKING_URI")
     prefect_api_url: str = _native("PREFECT_API_URL")
@@ -103,6 +111,7 @@ class Settings(BaseSettings):
     aws_access_key_id: SecretStr = _secret("AWS_ACCESS_KEY_ID")
     aws_secret_access_key: SecretStr = _secret("AWS_SECRET_ACCESS_KEY")
     mlflow_flask_server_secret_key: SecretStr = _secret("MLFLOW_FLASK_SERVER_SECRET_KEY")
+    evidently_secret: SecretStr = _secret("EVIDENTLY_SECRET")
     database_password_mlflow: SecretStr = SecretStr("")
     database_password_mlflow_auth: SecretStr = SecretStr("")
     database_password_prefect: SecretStr = SecretStr("")

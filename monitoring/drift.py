@@ -141,8 +141,10 @@ def compute_drift(
     max_rows: int = 20_000,
     seed: int = 0,
     html_path: Path | None = None,
+    snapshot_path: Path | None = None,
 ) -> DriftSummary:
-    """Compare current with reference column by column; sample each side down to max_rows rows."""
+    """Compare current with reference column by column; sample each side down to max_rows rows.
+    The report goes to `html_path` as HTML and to `snapshot_path` as Evidently's snapshot JSON."""
     features, target = columns.features, columns.target
     _check_inputs(reference, current, columns, max_rows)
     kinds = _column_kinds(reference, current, columns)
@@ -164,8 +166,7 @@ def compute_drift(
     snapshot = _run_report(
         ref, cur, kinds, thresholds, features, target if has_target else None, for_html=html_path is not None
     )
-    if html_path is not None:
-        snapshot.save_html(str(html_path))
+    _save(snapshot, html_path, snapshot_path)
     results = _read_snapshot(snapshot.dict(), kinds)
 
     found = tuple(results[c] for c in features)
@@ -180,6 +181,14 @@ def compute_drift(
         max_rows=max_rows,
         target=results[target] if has_target else None,
     )
+
+
+def _save(snapshot, html_path: Path | None, snapshot_path: Path | None) -> None:
+    """The report as HTML (for people) and as Evidently's snapshot JSON (for its UI)."""
+    if html_path is not None:
+        snapshot.save_html(str(html_path))
+    if snapshot_path is not None:
+        Path(snapshot_path).write_text(snapshot.dumps())
 
 
 def _check_inputs(
@@ -273,7 +282,7 @@ def _run_report(ref, cur, kinds, thresholds, features, target, *, for_html: bool
     """One ValueDrift metric per column; inside DataDriftPreset only when the HTML is wanted."""
     # Imported here: Evidently takes seconds to import.
     from evidently import DataDefinition, Dataset, Report
-    from evidently.metrics import ValueDrift
+    from evidently.metrics import RowCount, ValueDrift
     from evidently.presets import DataDriftPreset
 
     definition = DataDefinition(
@@ -300,7 +309,8 @@ def _run_report(ref, cur, kinds, thresholds, features, target, *, for_html: bool
         metrics = [ValueDrift(column=c, method=methods[c], threshold=thresholds[c]) for c in features]
     if target is not None:
         metrics.append(ValueDrift(column=target, method=methods[target], threshold=thresholds[target]))
-    report = Report(metrics, include_tests=True)
+    # The rows checked, for the dashboard over time.
+    report = Report([*metrics, RowCount()], include_tests=True)
     return report.run(
         Dataset.from_pandas(cur, data_definition=definition),
         Dataset.from_pandas(ref, data_definition=definition),

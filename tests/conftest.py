@@ -94,12 +94,13 @@ def sqlite_mlflow(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory):
-    """A running local platform (MLflow, Prefect, the deployment runner) for the whole session."""
+    """A running local platform (MLflow, Prefect, the deployment runner, Evidently's UI) for the
+    whole session."""
     from infra.local import local_platform
     from infra.services import start_services, stop_services, write_state
 
     home = tmp_path_factory.mktemp("mlops-home")
-    running = local_platform(home, "127.0.0.1", free_port(), free_port(), free_port())
+    running = local_platform(home, "127.0.0.1", free_port(), free_port(), free_port(), free_port())
     try:
         start_services(running.services, running.home, timeout_s=180)
         write_state(running.home, running.state())
@@ -234,6 +235,7 @@ def full_platform(tmp_path_factory):
         "MLOPS_HOME": str(home), "MLOPS_DATABASE_URL": database_url, "MLOPS_DATABASE_PREFIX": prefix,
         "MLOPS_MLFLOW_PORT": str(free_port()), "MLOPS_PREFECT_PORT": str(free_port()),
         "MLOPS_RUNNER_PORT": str(free_port()), "MLOPS_S3_PORT": str(free_s3_port()),
+        "MLOPS_EVIDENTLY_PORT": str(free_port()),
         "MLOPS_START_TIMEOUT_S": "240",
     })
     running = FullPlatform(home, env, prefix, database_url)

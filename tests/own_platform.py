@@ -60,7 +60,7 @@ def own_platform(home: Path) -> Iterator[OwnPlatform]:
     env = without_client_variables(os.environ)
     env.update({"MLOPS_HOME": str(home), "MLOPS_MLFLOW_PORT": str(free_port()),
                 "MLOPS_PREFECT_PORT": str(free_port()), "MLOPS_RUNNER_PORT": str(free_port()),
-                "MLOPS_START_TIMEOUT_S": "240"})
+                "MLOPS_EVIDENTLY_PORT": str(free_port()), "MLOPS_START_TIMEOUT_S": "240"})
     home.mkdir(parents=True, exist_ok=True)
     running = OwnPlatform(home, env)
     try:

@@ -27,6 +27,9 @@ pytestmark = pytest.mark.integration
 # files; the API they describe needs the auth string).
 PUBLIC = {"/health", "/healthz", "/api/health"}
 PUBLIC_BY_SERVICE = {"prefect": {"/", "/docs", "/openapi.json"}}
+# Evidently's UI has no read authentication (its token guards writes), so every read is open
+# by design: it listens on 127.0.0.1 only. What a stranger must not do there is write.
+READS_OPEN = {"evidently"}
 # What a stranger would try: each service's reads and writes, SeaweedFS's file and cluster
 # API, and the control endpoints of Prefect's runner web server.
 TRIES = (
@@ -62,7 +65,8 @@ def _what_a_stranger_gets(port: int, service: str) -> list[str]:
     got = []
     for method, path in TRIES:
         status = http_answer(port, method, path)
-        if status is not None and status < 400 and not (method == "GET" and path in public):
+        read = method == "GET" and (path in public or service in READS_OPEN)
+        if status is not None and status < 400 and not read:
             got.append(f"{method} {path} -> {status}")
     if (answer := tls_answer(port)) is not None:
         got.append(f"TLS without a client certificate -> {answer.splitlines()[0]!r}")
@@ -84,7 +88,7 @@ def test_every_port_of_the_full_platform_refuses_strangers(full_platform):
     without the certificate, its gRPC ports refuse clear text, the runner answers /health only."""
     services = _ports(full_platform)
     s3 = services["s3"]
-    expected = {services[name] for name in ("mlflow", "prefect", "runner")}
+    expected = {services[name] for name in ("mlflow", "prefect", "runner", "evidently")}
     expected |= {s3 + offset + grpc for offset in range(4) for grpc in (0, 10000)}
 
     ports = _platform_ports(full_platform.home)
@@ -97,6 +101,7 @@ def test_every_port_of_the_full_platform_refuses_strangers(full_platform):
     assert http_answer(services["mlflow"], "GET", TRIES[6][1]) == 401
     assert http_answer(services["prefect"], "GET", "/api/admin/settings") == 401
     assert http_answer(s3, "GET", "/mlops/") == 403
+    assert http_answer(services["evidently"], "POST", "/api/projects") in (401, 403)
     for internal in (s3 + 1, s3 + 2, s3 + 3):  # master, volume, filer: HTTPS only
         assert http_answer(internal, "GET", "/dir/status") == 400
 
@@ -176,11 +181,12 @@ def test_the_runner_port_offers_no_shutdown(platform):
     assert Path(f"/proc/{pid}").exists()
 
 
-def test_the_local_platform_leaves_open_only_mlflow_and_prefect(platform):
+def test_the_local_platform_leaves_open_only_mlflow_prefect_and_evidently(platform):
     """Given the local profile, which has no authentication on purpose (one user, loopback
-    only), then MLflow and Prefect are the only ports that answer a stranger: the runner's
-    port and any other its processes open (Prefect's per-run control channel) refuse."""
-    open_by_design = {s.port for s in platform.services if s.name in ("mlflow", "prefect")}
+    only), then MLflow, Prefect and Evidently's UI are the only ports that answer a stranger:
+    the runner's port and any other its processes open (Prefect's per-run control channel)
+    refuse."""
+    open_by_design = {s.port for s in platform.services if s.name in ("mlflow", "prefect", "evidently")}
     runner = next(s for s in platform.services if s.name == "runner")
 
     ports = _platform_ports(platform.home)

@@ -17,7 +17,7 @@ import yaml
 from infra import objectstore
 from infra.full import full_platform
 from infra.secrets import SECRET_NAMES, SERVER_SECRET_NAMES
-from infra.settings import DATABASE_SECRET_NAMES, SERVE_SECRET_NAMES, Settings
+from infra.settings import DATABASE_SECRET_NAMES, EVIDENTLY_SECRET_NAMES, SERVE_SECRET_NAMES, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
@@ -26,22 +26,26 @@ ENV_EXAMPLE = INFRA / ".env.example"
 DOCKERFILE = INFRA / "Dockerfile"
 POSTGRES_MAJOR = 15  # the PostgreSQL these machines run, which the full profile is tested on
 
-SECRETS = (*SECRET_NAMES, *SERVER_SECRET_NAMES, *DATABASE_SECRET_NAMES, "POSTGRES_PASSWORD")
+SECRETS = (*SECRET_NAMES, *SERVER_SECRET_NAMES, *DATABASE_SECRET_NAMES, *EVIDENTLY_SECRET_NAMES,
+           "POSTGRES_PASSWORD")
 # `mlops serve` is not a compose service: its credentials are only needed to describe the platform.
 FAKE = {name: f"fake{index}{name.lower().replace('_', '')}"
         for index, name in enumerate((*SECRETS, *SERVE_SECRET_NAMES))}
 ONE_SHOT = {"create-bucket", "create-databases"}
-SERVICES = {"postgres", "s3", "create-bucket", "create-databases", "mlflow", "prefect", "runner", "worker"}
+SERVICES = {"postgres", "s3", "create-bucket", "create-databases", "mlflow", "prefect", "runner", "worker",
+            "evidently"}
 PROJECT_IMAGE_SERVICES = {"create-bucket", "create-databases", "mlflow", "runner", "worker"}
-PUBLISHED = {"mlflow": "mlflow_port", "prefect": "prefect_port", "runner": "runner_port", "s3": "s3_port"}
+PUBLISHED = {"mlflow": "mlflow_port", "prefect": "prefect_port", "runner": "runner_port", "s3": "s3_port",
+             "evidently": "evidently_port"}
 DEFAULT_PORTS = {name.removesuffix("_port"): Settings.model_fields[name].default
-                 for name in ("mlflow_port", "prefect_port", "runner_port", "s3_port")}
+                 for name in PUBLISHED.values()}
 # Where compose differs from one host on purpose: services find each other by name, listen on
 # the container's network, and keep their files at fixed paths in the image.
 IN_CONTAINERS = {
     "MLFLOW_TRACKING_URI": f"http://mlflow:{DEFAULT_PORTS['mlflow']}",
     "PREFECT_API_URL": f"http://prefect:{DEFAULT_PORTS['prefect']}/api",
     "MLOPS_HOME": "/var/lib/mlops",
+    "MLOPS_EVIDENTLY_URL": "http://evidently:8000",
     "PREFECT_HOME": "/var/lib/mlops/prefect",
     "PREFECT_RUNNER_SERVER_HOST": "0.0.0.0",
     "MLFLOW_AUTH_CONFIG_PATH": "/etc/mlflow/basic_auth.ini",
@@ -205,7 +209,8 @@ def test_every_service_exists(raw):
 def test_every_long_running_service_has_a_healthcheck(compose):
     """Given the services that keep running, then each has a health check of its own API."""
     probes = {"postgres": "pg_isready", "s3": ":8333/healthz", "mlflow": ":5000/health",
-              "prefect": ":4200/api/health", "runner": ":4280/health", "worker": "require_worker"}
+              "prefect": ":4200/api/health", "runner": ":4280/health", "worker": "require_worker",
+              "evidently": ":8000/api/version"}
     for name, spec in compose["services"].items():
         if name in ONE_SHOT:
             assert spec.get("restart") == "no", f"{name} runs once: it must not restart"
@@ -284,6 +289,7 @@ def test_ports_follow_the_settings_and_bind_loopback_by_default(raw, compose):
         assert published[name] == [f"127.0.0.1:{port}:{port}"]
     moved = resolve(raw, {**FAKE, "MLOPS_BIND": "0.0.0.0", "MLOPS_MLFLOW_PORT": "5500"})
     assert moved["services"]["mlflow"]["ports"] == ["0.0.0.0:5500:5000"]
+    assert moved["services"]["evidently"]["ports"] == ["127.0.0.1:8000:8000"]  # reads are open
 
 
 def _same_environment(expected: Mapping[str, str], actual: Mapping[str, str], who: str) -> None:

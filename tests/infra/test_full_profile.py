@@ -108,10 +108,27 @@ def test_status_reports_the_full_profile_and_no_secret(full_platform):
     assert report["s3_endpoint"].startswith("http://127.0.0.1:")
     assert report["database"] == full_platform.database_url
     assert all(s["running"] for s in report["services"].values()), report
-    assert set(report["services"]) == {"s3", "mlflow", "prefect", "runner"}
+    assert set(report["services"]) == {"s3", "mlflow", "prefect", "evidently", "runner"}
     assert oct(os.stat(full_platform.home / "secrets.env").st_mode & 0o777) == "0o600"
     for value in full_platform.secrets().values():
         assert value not in status.stdout + again.stdout + again.stderr
+
+
+def test_evidently_takes_writes_only_with_its_token(full_platform):
+    """Given the full profile, Evidently's UI (on 127.0.0.1) refuses to create a project
+    without EVIDENTLY_SECRET or with a wrong one, and creates it with the one in secrets.env."""
+    url = full_platform.status()["evidently_url"]
+    token = full_platform.secrets()["EVIDENTLY_SECRET"]
+    body = json.dumps({"name": "it-evidently-token"}).encode()
+    json_body = {"Content-Type": "application/json"}
+
+    anonymous, _ = http(f"{url}/api/projects", "POST", json_body, body)
+    wrong, _ = http(f"{url}/api/projects", "POST", {**json_body, "evidently-secret": "guess"}, body)
+    right, _ = http(f"{url}/api/projects", "POST", {**json_body, "evidently-secret": token}, body)
+
+    assert url.startswith("http://127.0.0.1:")
+    assert anonymous in (401, 403) and wrong in (401, 403)
+    assert right == 200 or right == 201
 
 
 def test_anonymous_and_wrong_credentials_are_refused(full_platform):
@@ -220,6 +237,8 @@ def test_monitoring_and_drift_retraining_work_unchanged(full_platform, trained, 
     result = json.loads(checked.stdout)
     assert result["drift_detected"] is True and result["retraining"] == "triggered"
     assert result["report_uri"].startswith("mlflow-artifacts:") or result["report_uri"].startswith("s3://")
+    # On its dashboard: `mlops monitor` wrote to Evidently's UI with the token from secrets.env.
+    assert result["evidently_url"].startswith(f"{full_platform.status()['evidently_url']}/projects/")
     done = wait_for_retraining(MlflowClient(), NAME, result["monitoring_run_id"], timeout_s=400)
     assert done is not None and done["version"] is not None, "no retraining finished"
     assert done["run"].data.tags["mlops.trigger"] == "drift"

@@ -98,8 +98,8 @@ def test_full_platform_services_and_client_environment(clean_env):
     values = secrets.ensure(load_settings(home=home))
     platform = platform_from_settings(load_settings(home=home), profile="full")
 
-    assert [s.name for s in platform.services] == ["s3", "mlflow", "prefect", "runner"]
-    assert [s.wave for s in platform.services] == [0, 1, 1, 2]
+    assert [s.name for s in platform.services] == ["s3", "mlflow", "prefect", "evidently", "runner"]
+    assert [s.wave for s in platform.services] == [0, 1, 1, 1, 2]
     env = platform.client_environment()
     for name in SECRET_NAMES:
         assert env[name] == values[name]
@@ -204,3 +204,23 @@ def test_describing_a_platform_writes_nothing(clean_env):
         assert not home.exists()
     written = {path.name for service in platform.services for path, _ in service.files}
     assert written == {"identities.json", "basic_auth.ini"}
+
+
+def test_evidently_stays_on_loopback_and_wants_its_token_for_writes(clean_env):
+    """Given the full profile on a non-loopback MLOPS_HOST, Evidently's UI (no read
+    authentication) still binds 127.0.0.1; its write token reaches the server and the clients
+    through the environment only, and the serving process never gets it."""
+    home = clean_env / "home"
+    values = secrets.ensure(load_settings(home=home))
+    platform = platform_from_settings(load_settings(home=home, host="0.0.0.0"), profile="full")
+    by_name = {s.name: s for s in platform.services}
+
+    evidently, runner = by_name["evidently"], by_name["runner"]
+    assert by_name["mlflow"].host == "0.0.0.0" and evidently.host == "127.0.0.1"
+    assert evidently.argv[evidently.argv.index("--host") + 1] == "127.0.0.1"
+    assert evidently.env["EVIDENTLY_SECRET"] == values["EVIDENTLY_SECRET"]
+    assert values["EVIDENTLY_SECRET"] not in " ".join(evidently.argv)
+    token = values["EVIDENTLY_SECRET"]
+    assert runner.env["EVIDENTLY_SECRET"] == platform.client_environment()["EVIDENTLY_SECRET"] == token
+    assert runner.env["MLOPS_EVIDENTLY_URL"] == platform.evidently_url == evidently.url
+    assert "EVIDENTLY_SECRET" not in platform.serve_env

@@ -17,14 +17,15 @@ def test_status_json_reports_running_services(mlops, platform):
     assert status["mlflow_url"] == platform.mlflow_url
     assert status["prefect_url"] == platform.prefect_url
     assert all(s["running"] for s in status["services"].values())
-    assert set(status["services"]) == {"mlflow", "prefect", "runner"}
+    assert set(status["services"]) == {"mlflow", "prefect", "runner", "evidently"}
+    assert status["evidently_url"] == platform.evidently_url == status["services"]["evidently"]["url"]
 
 
 def test_up_twice_is_harmless(mlops, platform):
     done = mlops("up")
 
     assert done.returncode == 0, done.stderr
-    assert done.stderr.count("already running") == 3
+    assert done.stderr.count("already running") == 4
 
 
 def test_up_of_the_other_profile_says_what_runs_and_starts_nothing(mlops, platform):

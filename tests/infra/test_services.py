@@ -293,6 +293,7 @@ def test_platform_uses_the_ports_a_previous_up_recorded(tmp_path):
     assert platform.client_environment() == {
         "MLFLOW_TRACKING_URI": "http://127.0.0.1:5055",
         "PREFECT_API_URL": "http://127.0.0.1:4255/api",
+        "MLOPS_EVIDENTLY_URL": "http://127.0.0.1:8000",
     }
 
 
@@ -338,3 +339,21 @@ def test_a_scrubbed_environment_keeps_the_basics_and_what_is_given(monkeypatch):
     assert env["PATH"] == os.environ["PATH"] and env["HOME"] == os.environ["HOME"]
     assert "MLOPS_DATABASE_URL" not in env and "PREFECT_API_AUTH_STRING" not in env
     assert set(env) <= set(services_module._BASIC_VARIABLES) | {"MLFLOW_TRACKING_PASSWORD"}
+
+
+def test_evidently_listens_on_loopback_with_its_workspace_under_home(tmp_path):
+    """Given the local platform with an Evidently port, then Evidently's UI is a service bound
+    to 127.0.0.1, health-checked on /api/version, its workspace under MLOPS_HOME, no telemetry,
+    and clients (the runner, the CLI) are told where it is."""
+    platform = local_platform(tmp_path, "127.0.0.1", 5055, 4255, 4280, 8011)
+
+    evidently = next(s for s in platform.services if s.name == "evidently")
+    runner = next(s for s in platform.services if s.name == "runner")
+
+    assert evidently.argv[1:] == ("ui", "--workspace", str(tmp_path.resolve() / "evidently"),
+                                  "--host", "127.0.0.1", "--port", "8011")
+    assert evidently.health_url == "http://127.0.0.1:8011/api/version" and evidently.wave == 0
+    assert evidently.env["DO_NOT_TRACK"] == "1" and "EVIDENTLY_SECRET" in evidently.unset_env
+    assert platform.evidently_url == runner.env["MLOPS_EVIDENTLY_URL"] == "http://127.0.0.1:8011"
+    assert platform.client_environment()["MLOPS_EVIDENTLY_URL"] == "http://127.0.0.1:8011"
+    assert platform.state()["evidently_url"] == "http://127.0.0.1:8011"
