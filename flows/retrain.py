@@ -1,19 +1,24 @@
 """The retraining flow: what the `mlops.drift.detected` event starts.
 
-It is the training flow, tagged `mlops.trigger=drift` with the check that caused it, on the
-champion's spec with the drifted data added when it carries labels, its search warm-started
-from the champion's parameters; the same champion/challenger gate decides.
+It is the training flow, tagged `mlops.trigger=drift` (or `quality`) with the check that
+caused it, on the champion's spec with the drifted data added when it carries labels, its
+search warm-started from the champion's parameters; the same champion/challenger gate decides.
+
+A retraining for degraded live quality always adds the labelled live records (feedback of the
+last `monitoring.feedback_days`): when the inputs stayed put and the answers changed, the
+spec's data alone would teach the same model again.
 """
 
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import pandas as pd
 import yaml
 from mlflow.tracking import MlflowClient
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from experiments.data import load_table
 from flows.preflight import require_champion
@@ -32,6 +37,15 @@ class RetrainParameters(BaseModel):
     monitoring_run_id: str | None = Field(None, description="The drift check that asked for it")
     current: str | None = Field(
         None, description="The drifted data, added to training if labelled; empty: live traffic")
+    reason: Literal["drift", "quality"] = Field(
+        "drift", description="What the check found: data drift, or degraded live quality "
+        "(which adds the labelled live records to training)")
+
+    @field_validator("reason", mode="before")
+    @classmethod
+    def _drift_when_unsaid(cls, value):
+        # An event from before live quality existed renders its missing reason as "".
+        return value or "drift"
 
 
 @task(cache_policy=NO_CACHE)
@@ -53,7 +67,7 @@ def prepare(params: RetrainParameters) -> TrainParameters:
         if spec.data.target in current.columns:
             extra.append(current[[c for c in columns if c in current.columns]])
             logger.info("adding %d labelled rows of %s", len(current), params.current)
-    if spec.monitoring.retrain_on_feedback:
+    if adds_feedback(params.reason, spec.monitoring.retrain_on_feedback):
         files = open_files(process_settings().traffic_base)
         labelled = labelled_live_rows(files, champion.name, spec.data.target, spec.monitoring.feedback_days)
         logger.info("adding %d labelled rows of live traffic (feedback)", len(labelled))
@@ -72,9 +86,15 @@ def prepare(params: RetrainParameters) -> TrainParameters:
     spec_path = folder / f"{spec.slug}-{stamp}.yaml"
     spec_path.write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     return TrainParameters(
-        experiment=str(spec_path), trigger="drift",
+        experiment=str(spec_path), trigger=params.reason,
         monitoring_run_id=params.monitoring_run_id, warm_start=champion.best_params or None,
     )
+
+
+def adds_feedback(reason: str, retrain_on_feedback: bool) -> bool:
+    """Whether training adds labelled live records: when the spec asks, and always when the
+    labels are what showed the champion to be wrong."""
+    return retrain_on_feedback or reason == "quality"
 
 
 def labelled_live_rows(files, model: str, target: str, days: float,

@@ -42,6 +42,7 @@ def deployments(monitor_interval_minutes: float | None):
                 "model": "{{ event.payload.model }}",
                 "monitoring_run_id": "{{ event.payload.monitoring_run_id }}",
                 "current": "{{ event.payload.current }}",
+                "reason": "{{ event.payload.reason }}",
             }
         },
     )
