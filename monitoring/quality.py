@@ -109,8 +109,9 @@ def _shown(p_value: float | None) -> str:
 
 
 def trigger_reason(action: str, drifted: bool, degraded: bool) -> str | None:
-    """Why a check triggered retraining: live labels showing a worse model outrank drift,
-    because a quality retraining also learns from those labels."""
+    """Why a check triggered retraining: `quality` only when the labels alone asked for it;
+    drifted data is the older, label-free signal and keeps its name when both speak (a drift
+    retraining on a labelled `--current` file adds its rows all the same)."""
     if action != "triggered":
         return None
-    return "quality" if degraded else "drift"
+    return "quality" if degraded and not drifted else "drift"

@@ -125,3 +125,19 @@ def test_flipped_labels_with_unchanged_inputs_retrain_for_quality(trained):
     assert done["run"].data.tags["mlops.trigger"] == "quality"
     assert done["version"].tags["mlops.trigger"] == "quality"
     assert int(done["run"].data.params["rows"]) == 400 + 400  # the spec's rows and the live ones
+    event = _event_of(result["monitoring_run_id"])
+    assert event.resource["mlops.reason"] == "quality" and event.payload["reason"] == "quality"
+
+
+def _event_of(monitoring_run_id: str):
+    """The retraining event the check emitted, as the Prefect server keeps it."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    from flows.monitor import DRIFT_EVENT, model_resource
+
+    wanted = EventFilter(event=EventNameFilter(name=[DRIFT_EVENT]),
+                         resource=EventResourceFilter(id=[model_resource(NAME)]))
+    with get_client(sync_client=True) as client:
+        events = client.read_events(filter=wanted).events
+    return next(e for e in events if e.payload.get("monitoring_run_id") == monitoring_run_id)

@@ -61,8 +61,10 @@ def test_stationary_data_does_not_trigger(trained):
     assert scored == features  # every feature column judged, each by its recorded method
     assert all(params[f"method.{c}"] in ("wasserstein", "jensenshannon") for c in features)
     assert run.data.tags["mlops.drift_detected"] == "false"
+    # The batch carries its labels: live quality is judged, and has a report of its own.
     assert [a.path for a in client.list_artifacts(run.info.run_id, "report")] == [
-        "report/drift_report.html"]
+        "report/drift_report.html", "report/quality_report.html"]
+    assert result["quality"]["degraded"] is False and result["quality"]["labelled_rows"] == 300
 
 
 def test_drift_retrains_through_the_event_then_cools_down(trained):

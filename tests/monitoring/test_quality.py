@@ -136,7 +136,7 @@ def test_rows_that_cannot_be_scored_give_no_verdict():
     [
         ("triggered", True, False, "drift"),
         ("triggered", False, True, "quality"),
-        ("triggered", True, True, "quality"),  # the labels show it; retraining learns from them
+        ("triggered", True, True, "drift"),  # drift would have triggered without the labels
         ("triggered", False, False, "drift"),  # confirmed by earlier checks (N of M)
         ("cooldown", False, True, None),
         ("not_needed", False, False, None),
