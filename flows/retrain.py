@@ -11,7 +11,6 @@ spec's data alone would teach the same model again.
 
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Literal
 
 import pandas as pd
 import yaml
@@ -29,6 +28,8 @@ from monitoring.champion import load_champion_data
 from monitoring.record import record_retraining, retraining_state
 from monitoring.traffic import open_files, read_labelled
 
+REASONS = ("drift", "quality")
+
 
 class RetrainParameters(BaseModel):
     """Filled in by the drift event's payload, or by hand from the Prefect UI."""
@@ -37,15 +38,19 @@ class RetrainParameters(BaseModel):
     monitoring_run_id: str | None = Field(None, description="The drift check that asked for it")
     current: str | None = Field(
         None, description="The drifted data, added to training if labelled; empty: live traffic")
-    reason: Literal["drift", "quality"] = Field(
-        "drift", description="What the check found: data drift, or degraded live quality "
-        "(which adds the labelled live records to training)")
+    # Text rather than an enum: the server checks a triggered run's parameters against the
+    # schema before this model sees them, and an event without a reason renders it as "".
+    reason: str = Field(
+        "drift", description="What the check found: drift (data drift), or quality (degraded "
+        "live quality, which adds the labelled live records to training)")
 
     @field_validator("reason", mode="before")
     @classmethod
-    def _drift_when_unsaid(cls, value):
-        # An event from before live quality existed renders its missing reason as "".
-        return value or "drift"
+    def _known_reason(cls, value):
+        value = value or "drift"
+        if value not in REASONS:
+            raise ValueError(f"reason must be one of {', '.join(REASONS)}, got {value!r}")
+        return value
 
 
 @task(cache_policy=NO_CACHE)

@@ -95,3 +95,12 @@ def test_an_event_without_a_reason_is_a_drift_retraining(given, expected):
     from flows.retrain import RetrainParameters
 
     assert RetrainParameters(model="m", reason=given).reason == expected
+
+
+def test_an_unknown_reason_is_refused():
+    from pydantic import ValidationError
+
+    from flows.retrain import RetrainParameters
+
+    with pytest.raises(ValidationError, match="reason must be one of drift, quality"):
+        RetrainParameters(model="m", reason="whim")
