@@ -42,7 +42,9 @@ def deployments(monitor_interval_minutes: float | None):
                 "model": "{{ event.payload.model }}",
                 "monitoring_run_id": "{{ event.payload.monitoring_run_id }}",
                 "current": "{{ event.payload.current }}",
-                "reason": "{{ event.payload.reason }}",
+                # Prefect renders a lone expression through tojson, which fails on a
+                # missing key: an event without a reason (an older check's) is drift.
+                "reason": "{{ event.payload.reason | default('drift') }}",
             }
         },
     )

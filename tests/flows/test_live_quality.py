@@ -139,5 +139,5 @@ def _event_of(monitoring_run_id: str):
     wanted = EventFilter(event=EventNameFilter(name=[DRIFT_EVENT]),
                          resource=EventResourceFilter(id=[model_resource(NAME)]))
     with get_client(sync_client=True) as client:
-        events = client.read_events(filter=wanted).events
+        events = client.read_events(filter=wanted, limit=50).events
     return next(e for e in events if e.payload.get("monitoring_run_id") == monitoring_run_id)
