@@ -166,7 +166,8 @@ def announce(champion: ChampionData, summary: DriftSummary, decision: RetrainDec
                 "drifted_columns": list(summary.drifted_columns),
                 "monitoring_run_id": run_id,
                 "current": current_uri,
-                "reason": reason or "drift",
+                # "drift" or "quality": the new version's mlops.trigger
+                "trigger": reason or "drift",
             },
         )
 

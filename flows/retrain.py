@@ -28,7 +28,7 @@ from monitoring.champion import load_champion_data
 from monitoring.record import record_retraining, retraining_state
 from monitoring.traffic import open_files, read_labelled
 
-REASONS = ("drift", "quality")
+TRIGGERS = ("drift", "quality")
 
 
 class RetrainParameters(BaseModel):
@@ -39,17 +39,17 @@ class RetrainParameters(BaseModel):
     current: str | None = Field(
         None, description="The drifted data, added to training if labelled; empty: live traffic")
     # Text rather than an enum: the server checks a triggered run's parameters against the
-    # schema before this model sees them, and an event without a reason renders it as "".
-    reason: str = Field(
+    # schema before this model sees them, and an event without a trigger renders it as "".
+    trigger: str = Field(
         "drift", description="What the check found: drift (data drift), or quality (degraded "
         "live quality, which adds the labelled live records to training)")
 
-    @field_validator("reason", mode="before")
+    @field_validator("trigger", mode="before")
     @classmethod
-    def _known_reason(cls, value):
+    def _known_trigger(cls, value):
         value = value or "drift"
-        if value not in REASONS:
-            raise ValueError(f"reason must be one of {', '.join(REASONS)}, got {value!r}")
+        if value not in TRIGGERS:
+            raise ValueError(f"trigger must be one of {', '.join(TRIGGERS)}, got {value!r}")
         return value
 
 
@@ -72,7 +72,7 @@ def prepare(params: RetrainParameters) -> TrainParameters:
         if spec.data.target in current.columns:
             extra.append(current[[c for c in columns if c in current.columns]])
             logger.info("adding %d labelled rows of %s", len(current), params.current)
-    if adds_feedback(params.reason, spec.monitoring.retrain_on_feedback):
+    if adds_feedback(params.trigger, spec.monitoring.retrain_on_feedback):
         files = open_files(process_settings().traffic_base)
         labelled = labelled_live_rows(files, champion.name, spec.data.target, spec.monitoring.feedback_days)
         logger.info("adding %d labelled rows of live traffic (feedback)", len(labelled))
@@ -91,15 +91,15 @@ def prepare(params: RetrainParameters) -> TrainParameters:
     spec_path = folder / f"{spec.slug}-{stamp}.yaml"
     spec_path.write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     return TrainParameters(
-        experiment=str(spec_path), trigger=params.reason,
+        experiment=str(spec_path), trigger=params.trigger,
         monitoring_run_id=params.monitoring_run_id, warm_start=champion.best_params or None,
     )
 
 
-def adds_feedback(reason: str, retrain_on_feedback: bool) -> bool:
+def adds_feedback(trigger: str, retrain_on_feedback: bool) -> bool:
     """Whether training adds labelled live records: when the spec asks, and always when the
     labels are what showed the champion to be wrong."""
-    return retrain_on_feedback or reason == "quality"
+    return retrain_on_feedback or trigger == "quality"
 
 
 def labelled_live_rows(files, model: str, target: str, days: float,

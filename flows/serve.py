@@ -43,8 +43,8 @@ def deployments(monitor_interval_minutes: float | None):
                 "monitoring_run_id": "{{ event.payload.monitoring_run_id }}",
                 "current": "{{ event.payload.current }}",
                 # Prefect renders a lone expression through tojson, which fails on a
-                # missing key: an event without a reason (an older check's) is drift.
-                "reason": "{{ event.payload.reason | default('drift') }}",
+                # missing key: an event without a trigger (an older check's) is drift.
+                "trigger": "{{ event.payload.trigger | default('drift') }}",
             }
         },
     )

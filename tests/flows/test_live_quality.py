@@ -126,7 +126,7 @@ def test_flipped_labels_with_unchanged_inputs_retrain_for_quality(trained):
     assert done["version"].tags["mlops.trigger"] == "quality"
     assert int(done["run"].data.params["rows"]) == 400 + 400  # the spec's rows and the live ones
     event = _event_of(result["monitoring_run_id"])
-    assert event.resource["mlops.reason"] == "quality" and event.payload["reason"] == "quality"
+    assert event.resource["mlops.reason"] == "quality" and event.payload["trigger"] == "quality"
 
 
 def _event_of(monitoring_run_id: str):

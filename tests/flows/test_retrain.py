@@ -81,26 +81,26 @@ def _labels(request_id: str, moment: datetime) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("reason", "retrain_on_feedback", "adds"),
+    ("trigger", "retrain_on_feedback", "adds"),
     [("drift", False, False), ("drift", True, True), ("quality", False, True), ("quality", True, True)],
 )
-def test_a_quality_retraining_always_learns_from_the_live_labels(reason, retrain_on_feedback, adds):
+def test_a_quality_retraining_always_learns_from_the_live_labels(trigger, retrain_on_feedback, adds):
     from flows.retrain import adds_feedback
 
-    assert adds_feedback(reason, retrain_on_feedback) is adds
+    assert adds_feedback(trigger, retrain_on_feedback) is adds
 
 
 @pytest.mark.parametrize(("given", "expected"), [("", "drift"), (None, "drift"), ("quality", "quality")])
-def test_an_event_without_a_reason_is_a_drift_retraining(given, expected):
+def test_an_event_without_a_trigger_is_a_drift_retraining(given, expected):
     from flows.retrain import RetrainParameters
 
-    assert RetrainParameters(model="m", reason=given).reason == expected
+    assert RetrainParameters(model="m", trigger=given).trigger == expected
 
 
-def test_an_unknown_reason_is_refused():
+def test_an_unknown_trigger_is_refused():
     from pydantic import ValidationError
 
     from flows.retrain import RetrainParameters
 
-    with pytest.raises(ValidationError, match="reason must be one of drift, quality"):
-        RetrainParameters(model="m", reason="whim")
+    with pytest.raises(ValidationError, match="trigger must be one of drift, quality"):
+        RetrainParameters(model="m", trigger="whim")
