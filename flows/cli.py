@@ -315,6 +315,9 @@ def _print_monitoring(result: dict) -> None:
     table.add_row("drift detected", "yes" if result["drift_detected"] else "no")
     table.add_row("drift share", f"{result['drift_share']:.2f}")
     table.add_row("drifted columns", ", ".join(result["drifted_columns"]) or "none")
+    table.add_row("live quality", result.get("quality_note") or "not checked")
+    if result.get("prediction_drift") is not None:
+        table.add_row("prediction drift", "yes" if result["prediction_drift"] else "no")
     table.add_row("retraining", f"{result['retraining']}: {result['reason']}")
     earlier = result.get("previous_retraining")
     if earlier:

@@ -24,13 +24,16 @@ from experiments.data import data_digest, load_table
 from experiments.spec import MonitoringSection
 from flows.dashboard import publish_check
 from flows.events import DRIFT_EVENT, flow_run_url, retraining_resource
+from flows.live_check import check_live, live_result, load_labelled, record_live
 from flows.preflight import require_champion, require_columns
 from flows.recovery import label_this_process, settle_retrainings
 from flows.schedules import check_trigger
 from infra.settings import process_settings
 from monitoring.champion import ChampionData, load_champion_data
 from monitoring.drift import DriftColumns, DriftSummary, compute_drift
+from monitoring.live import LiveCheck
 from monitoring.policy import RetrainDecision, decide_retraining, is_drift
+from monitoring.quality import trigger_reason
 from monitoring.record import (
     DriftCheck,
     last_triggered_at,
@@ -51,10 +54,6 @@ class MonitorParameters(BaseModel):
     current: str | None = Field(
         None, description="Current data: a CSV/Parquet file, a folder of them, or a URI; "
         "empty: the latest window of live traffic recorded by `mlops serve`")
-
-
-def model_resource(name: str) -> str:
-    return f"mlops.model.{name}"
 
 
 @task(cache_policy=NO_CACHE)
@@ -121,11 +120,12 @@ def check_drift(champion: ChampionData, current, html_path: Path) -> DriftSummar
 
 
 @task(cache_policy=NO_CACHE)
-def decide(champion: ChampionData, summary: DriftSummary) -> RetrainDecision:
+def decide(champion: ChampionData, summary: DriftSummary, live: LiveCheck) -> RetrainDecision:
+    """Degraded live quality counts as drift does: same N-of-M policy, same cooldown."""
     client = MlflowClient()
     policy = champion.spec.monitoring
-    return decide_retraining(
-        drifted_now=is_drift(summary.drift_share, policy.drift_share),
+    decision = decide_retraining(
+        drifted_now=is_drift(summary.drift_share, policy.drift_share) or live.degraded,
         recent=recent_drift_flags(client, champion.name, policy.window_count - 1),
         windows_needed=policy.windows_needed,
         window_count=policy.window_count,
@@ -133,12 +133,17 @@ def decide(champion: ChampionData, summary: DriftSummary) -> RetrainDecision:
         now=datetime.now(UTC),
         cooldown=timedelta(minutes=policy.cooldown_minutes),
     )
+    if not live.degraded:
+        return decision
+    return RetrainDecision(decision.action, f"Live quality degraded ({live.quality.note}); the "
+                           f"policy counts it as drift. {decision.reason}")
 
 
 @task(cache_policy=NO_CACHE)
 def announce(champion: ChampionData, summary: DriftSummary, decision: RetrainDecision,
-             run_id: str, run_url: str, current_uri: str, dashboard_url: str | None = None) -> None:
+             result: dict, current_uri: str, reason: str | None = None) -> None:
     """A Prefect artifact for every check; the drift event only when retraining is due."""
+    run_id, run_url, dashboard_url = result["monitoring_run_id"], result["run_url"], result["evidently_url"]
     columns = ", ".join(summary.drifted_columns) or "none"
     create_markdown_artifact(
         key=f"{champion.spec.slug}-drift",
@@ -155,7 +160,8 @@ def announce(champion: ChampionData, summary: DriftSummary, decision: RetrainDec
     if decision.action == "triggered":
         emit_event(
             event=DRIFT_EVENT,
-            resource=retraining_resource(champion.name, "drift", run_id),
+            # mlops.reason lets an automation tell drift from quality retrainings apart.
+            resource=retraining_resource(champion.name, reason or "drift", run_id),
             payload={
                 "model": champion.name,
                 "champion_version": champion.version,
@@ -166,6 +172,8 @@ def announce(champion: ChampionData, summary: DriftSummary, decision: RetrainDec
                 "drifted_columns": list(summary.drifted_columns),
                 "monitoring_run_id": run_id,
                 "current": current_uri,
+                # "drift" or "quality": the new version's mlops.trigger
+                "trigger": reason or "drift",
             },
         )
 
@@ -198,12 +206,15 @@ def monitor(params: MonitorParameters) -> dict:
         if len(live) < champion.spec.monitoring.min_rows:
             return skipped(champion, too_little_traffic(len(live), champion.spec.monitoring))
         current, contract_report = checked(live, source, champion)
+    labelled = load_labelled(champion, current, bool(params.current))
     run_id = start_check(client, champion.name, champion.version, check_trigger(flow_run.get_tags()))
     try:
         with tempfile.TemporaryDirectory() as tmp:
             html = Path(tmp) / "drift_report.html"
             summary = check_drift(champion, current, html)
-            decision = decide(champion, summary)
+            live_check, quality_html = check_live(champion, current, labelled, Path(tmp))
+            decision = decide(champion, summary, live_check)
+            record_live(client, run_id, live_check, quality_html)
             record_check(client, run_id, DriftCheck(
                 summary, contract_report, decision,
                 drift_detected=is_drift(summary.drift_share, champion.spec.monitoring.drift_share),
@@ -215,10 +226,19 @@ def monitor(params: MonitorParameters) -> dict:
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise
+    result = drift_result(client, champion, summary, decision, run_id, dashboard)
+    reason = trigger_reason(decision.action, result["drift_detected"], live_check.degraded)
+    # The event carries a path only: "" tells retraining the data was live traffic.
+    announce(champion, summary, decision, result, params.current or "", reason)
+    return {**result, "trigger_reason": reason,
+            **live_result(client, run_id, live_check, quality_html)}
+
+
+def drift_result(client: MlflowClient, champion: ChampionData, summary: DriftSummary,
+                 decision: RetrainDecision, run_id: str, dashboard: str | None) -> dict:
+    """The check's answer about drift and the decision, with links to its run."""
     run = client.get_run(run_id)
     run_url = f"{client.tracking_uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
-    # The event carries a path only: "" tells retraining the data was live traffic.
-    announce(champion, summary, decision, run_id, run_url, params.current or "", dashboard)
     return {
         "model_name": champion.name,
         "champion_version": champion.version,

@@ -1,8 +1,12 @@
 """The retraining flow: what the `mlops.drift.detected` event starts.
 
-It is the training flow, tagged `mlops.trigger=drift` with the check that caused it, on the
-champion's spec with the drifted data added when it carries labels, its search warm-started
-from the champion's parameters; the same champion/challenger gate decides.
+It is the training flow, tagged `mlops.trigger=drift` (or `quality`) with the check that
+caused it, on the champion's spec with the drifted data added when it carries labels, its
+search warm-started from the champion's parameters; the same champion/challenger gate decides.
+
+A retraining for degraded live quality always adds the labelled live records (feedback of the
+last `monitoring.feedback_days`): when the inputs stayed put and the answers changed, the
+spec's data alone would teach the same model again.
 """
 
 import logging
@@ -13,7 +17,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from experiments.data import load_table
 from flows.preflight import require_champion
@@ -24,6 +28,8 @@ from monitoring.champion import load_champion_data
 from monitoring.record import record_retraining, retraining_state
 from monitoring.traffic import open_files, read_labelled
 
+TRIGGERS = ("drift", "quality")
+
 
 class RetrainParameters(BaseModel):
     """Filled in by the drift event's payload, or by hand from the Prefect UI."""
@@ -32,6 +38,19 @@ class RetrainParameters(BaseModel):
     monitoring_run_id: str | None = Field(None, description="The drift check that asked for it")
     current: str | None = Field(
         None, description="The drifted data, added to training if labelled; empty: live traffic")
+    # Text rather than an enum: the server checks a triggered run's parameters against the
+    # schema before this model sees them, and an event without a trigger renders it as "".
+    trigger: str = Field(
+        "drift", description="What the check found: drift (data drift), or quality (degraded "
+        "live quality, which adds the labelled live records to training)")
+
+    @field_validator("trigger", mode="before")
+    @classmethod
+    def _known_trigger(cls, value):
+        value = value or "drift"
+        if value not in TRIGGERS:
+            raise ValueError(f"trigger must be one of {', '.join(TRIGGERS)}, got {value!r}")
+        return value
 
 
 @task(cache_policy=NO_CACHE)
@@ -53,7 +72,7 @@ def prepare(params: RetrainParameters) -> TrainParameters:
         if spec.data.target in current.columns:
             extra.append(current[[c for c in columns if c in current.columns]])
             logger.info("adding %d labelled rows of %s", len(current), params.current)
-    if spec.monitoring.retrain_on_feedback:
+    if adds_feedback(params.trigger, spec.monitoring.retrain_on_feedback):
         files = open_files(process_settings().traffic_base)
         labelled = labelled_live_rows(files, champion.name, spec.data.target, spec.monitoring.feedback_days)
         logger.info("adding %d labelled rows of live traffic (feedback)", len(labelled))
@@ -72,9 +91,15 @@ def prepare(params: RetrainParameters) -> TrainParameters:
     spec_path = folder / f"{spec.slug}-{stamp}.yaml"
     spec_path.write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     return TrainParameters(
-        experiment=str(spec_path), trigger="drift",
+        experiment=str(spec_path), trigger=params.trigger,
         monitoring_run_id=params.monitoring_run_id, warm_start=champion.best_params or None,
     )
+
+
+def adds_feedback(trigger: str, retrain_on_feedback: bool) -> bool:
+    """Whether training adds labelled live records: when the spec asks, and always when the
+    labels are what showed the champion to be wrong."""
+    return retrain_on_feedback or trigger == "quality"
 
 
 def labelled_live_rows(files, model: str, target: str, days: float,

@@ -49,6 +49,9 @@ def deployments():
                 "model": "{{ event.payload.model }}",
                 "monitoring_run_id": "{{ event.payload.monitoring_run_id }}",
                 "current": "{{ event.payload.current }}",
+                # Prefect renders a lone expression through tojson, which fails on a
+                # missing key: an event without a trigger (an older check's) is drift.
+                "trigger": "{{ event.payload.trigger | default('drift') }}",
             }
         },
     )

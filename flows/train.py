@@ -39,7 +39,7 @@ class TrainParameters(BaseModel):
         None, description="Data to train on instead of the spec's data.source (path or URI)"
     )
     trials: int | None = Field(None, ge=1, description="Optuna trials (default: the spec's)")
-    trigger: Literal["manual", "drift", "schedule"] = Field(
+    trigger: Literal["manual", "drift", "quality", "schedule"] = Field(
         "manual", description="Why this training runs; recorded as the tag mlops.trigger"
     )
     monitoring_run_id: str | None = Field(

@@ -17,13 +17,15 @@ def monitoring_experiment(name: str) -> str:
 
 
 def recent_drift_flags(client: MlflowClient, name: str, count: int) -> list[bool]:
-    """Drift flags of the last `count` checks, oldest first."""
+    """Drift flags of the last `count` checks, oldest first; degraded live quality counts as
+    drift, so both signals share the N-of-M policy."""
     experiment = client.get_experiment_by_name(monitoring_experiment(name))
     if experiment is None or count <= 0:
         return []
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"],
                               max_results=count)
-    return [r.data.tags.get("mlops.drift_detected") == "true" for r in reversed(runs)]
+    return [r.data.tags.get("mlops.drift_detected") == "true"
+            or r.data.tags.get("mlops.quality_degraded") == "true" for r in reversed(runs)]
 
 
 def last_triggered_at(client: MlflowClient, name: str) -> datetime | None:

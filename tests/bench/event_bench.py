@@ -39,11 +39,11 @@ def _measure_once(client, index: int, timeout_s: float = 120) -> dict[str, float
     """Seconds from the event until the run exists, is picked up, and runs."""
     from prefect.events import emit_event
 
-    from flows.monitor import DRIFT_EVENT, model_resource
+    from flows.events import DRIFT_EVENT, model_resource_id
 
     marker = f"bench-{index}-{time.time_ns()}"
     sent = time.monotonic()
-    emit_event(event=DRIFT_EVENT, resource={"prefect.resource.id": model_resource("bench-none")},
+    emit_event(event=DRIFT_EVENT, resource={"prefect.resource.id": model_resource_id("bench-none")},
                payload={"model": "bench-none", "monitoring_run_id": marker, "current": ""})
     seen: dict[str, float] = {}
     while time.monotonic() - sent < timeout_s:

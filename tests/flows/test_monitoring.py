@@ -61,8 +61,10 @@ def test_stationary_data_does_not_trigger(trained):
     assert scored == features  # every feature column judged, each by its recorded method
     assert all(params[f"method.{c}"] in ("wasserstein", "jensenshannon") for c in features)
     assert run.data.tags["mlops.drift_detected"] == "false"
+    # The batch carries its labels: live quality is judged, and has a report of its own.
     assert [a.path for a in client.list_artifacts(run.info.run_id, "report")] == [
-        "report/drift_report.html"]
+        "report/drift_report.html", "report/quality_report.html"]
+    assert result["quality"]["degraded"] is False and result["quality"]["labelled_rows"] == 300
 
 
 def test_drift_retrains_through_the_event_then_cools_down(trained):
@@ -95,13 +97,13 @@ def test_two_drift_events_at_once_give_one_retraining(trained):
     from prefect.client.orchestration import get_client
     from prefect.events import emit_event
 
-    from flows.monitor import DRIFT_EVENT, model_resource
+    from flows.events import DRIFT_EVENT, model_resource_id
 
     _, folder = trained
     drifted = _batch(folder, "drifted-twice", seed=23, shift=2.0)
     ids = {"concurrent-a", "concurrent-b"}
     for run_id in sorted(ids):
-        emit_event(event=DRIFT_EVENT, resource={"prefect.resource.id": model_resource(NAME)},
+        emit_event(event=DRIFT_EVENT, resource={"prefect.resource.id": model_resource_id(NAME)},
                    payload={"model": NAME, "monitoring_run_id": run_id, "current": drifted})
 
     deadline = time.monotonic() + 420

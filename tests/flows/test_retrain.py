@@ -78,3 +78,29 @@ def _labels(request_id: str, moment: datetime) -> dict:
             LABEL: np.array(["yes", "no"], dtype=object),
             "served_hour": np.array([hour_of(moment)] * 2, dtype=object),
             "received_at": np.full(2, np.datetime64(moment.replace(tzinfo=None), "us"))}
+
+
+@pytest.mark.parametrize(
+    ("trigger", "retrain_on_feedback", "adds"),
+    [("drift", False, False), ("drift", True, True), ("quality", False, True), ("quality", True, True)],
+)
+def test_a_quality_retraining_always_learns_from_the_live_labels(trigger, retrain_on_feedback, adds):
+    from flows.retrain import adds_feedback
+
+    assert adds_feedback(trigger, retrain_on_feedback) is adds
+
+
+@pytest.mark.parametrize(("given", "expected"), [("", "drift"), (None, "drift"), ("quality", "quality")])
+def test_an_event_without_a_trigger_is_a_drift_retraining(given, expected):
+    from flows.retrain import RetrainParameters
+
+    assert RetrainParameters(model="m", trigger=given).trigger == expected
+
+
+def test_an_unknown_trigger_is_refused():
+    from pydantic import ValidationError
+
+    from flows.retrain import RetrainParameters
+
+    with pytest.raises(ValidationError, match="trigger must be one of drift, quality"):
+        RetrainParameters(model="m", trigger="whim")

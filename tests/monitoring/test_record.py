@@ -139,6 +139,21 @@ def test_flags_come_back_oldest_first_and_only_the_last_n(client, model, tmp_pat
     assert recent_drift_flags(client, model, 0) == []
 
 
+def test_degraded_live_quality_counts_as_a_flag(client, model, tmp_path):
+    """Given a check without drift whose live quality was degraded, and one judged fine, the
+    N-of-M policy reads the first as flagged: both signals share one policy."""
+    from monitoring.live import LiveCheck, LiveQuality
+    from monitoring.quality import QualityVerdict
+
+    for degraded in (True, False):
+        run_id = record(client, model, tmp_path, a_check(drifted=False, action="not_needed"))
+        verdict = QualityVerdict("roc_auc", 0.5, 0.9, 200, degraded, 0.0, "judged")
+        client.set_tag(run_id, "mlops.quality_degraded",
+                       LiveCheck(LiveQuality(verdict, 200, "judged"), None).tags()["mlops.quality_degraded"])
+
+    assert recent_drift_flags(client, model, 2) == [True, False]
+
+
 def test_a_model_never_checked_has_no_flags_and_never_triggered(client):
     assert recent_drift_flags(client, "never-checked", 3) == []
     assert last_triggered_at(client, "never-checked") is None
