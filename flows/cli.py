@@ -411,6 +411,14 @@ def _serving_environment(platform, conn, settings) -> dict[str, str]:
 @app.command()
 def models(json_output: JsonOption = False) -> None:
     """Every registered model: its champion, challenger, versions and next scheduled check."""
+    rows = _model_rows()
+    if json_output:
+        print(json.dumps({"models": rows}))
+        return
+    _print_models(rows)
+
+
+def _model_rows() -> list[dict]:
     try:
         from datetime import UTC, datetime
 
@@ -421,12 +429,12 @@ def models(json_output: JsonOption = False) -> None:
         from flows.schedules import describe_models
 
         with get_client(sync_client=True) as prefect:
-            rows = describe_models(MlflowClient(), prefect, datetime.now(UTC))
+            return describe_models(MlflowClient(), prefect, datetime.now(UTC))
     except (InputError, PlatformError) as error:
         fail(str(error))
-    if json_output:
-        print(json.dumps({"models": rows}))
-        return
+
+
+def _print_models(rows: list[dict]) -> None:
     table = Table(title="registered models")
     for column in ("model", "champion", "challenger", "versions", "checks every", "next check"):
         table.add_column(column)
@@ -463,9 +471,14 @@ def demo(
         err.print("waiting for the retraining that the drift event started ...")
         done = wait_for_retraining(MlflowClient(), "penguins", check["monitoring_run_id"])
         out.print(_chain(check, done))
+    out.print("\n[bold]From now on the loop runs by itself[/bold]: each champion is checked on "
+              "its live traffic on a schedule (Prefect UI: Deployments > monitor > Schedules)")
+    _print_models(_model_rows())
     out.print(
         f"\nThe platform keeps running. MLflow UI: {result['mlflow_ui']}  "
-        f"Prefect UI: {result['prefect_ui']}\nStop it with `mlops down`."
+        f"Prefect UI: {result['prefect_ui']}\n"
+        f"Drift over time, one point per check: {check.get('evidently_url') or 'not published'}\n"
+        "Stop it with `mlops down`."
     )
 
 

@@ -94,7 +94,7 @@ def test_live_quality_is_charted_when_snapshots_carry_it(platform, tmp_path):
             Dataset.from_pandas(frame, data_definition=definition))
         path = tmp_path / f"{seed}.json"
         path.write_text(snapshot.dumps())
-        urls.append(publish_snapshot(platform.evidently_url, "", "it-quality", path,
+        urls.append(publish_snapshot(platform.evidently_url, "", "it-quality-panel", path,
                                      SnapshotInfo(f"check {seed}", {"seed": str(seed)})))
 
     project = urls[0].rsplit("/", 1)[1]
