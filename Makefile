@@ -44,6 +44,7 @@ bench: $(STAMP) wrk ## Measure the speed figures; prints them, writes bench-*.js
 	$(BIN)/python tests/bench/run.py --out bench-results.json
 	$(BIN)/python tests/bench/drift_bench.py | tee bench-drift.json
 	$(BIN)/python tests/bench/event_bench.py | tee bench-event.json
+	$(BIN)/python tests/bench/loop_bench.py | tee bench-loop.json
 	$(BIN)/python tests/bench/serve_bench.py | tee bench-serve.json
 	$(BIN)/python tests/bench/full_bench.py | tee bench-full.json
 
