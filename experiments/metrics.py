@@ -1,8 +1,15 @@
 """Scores computed the same way in the search, on the holdout and in promotion."""
 
+import math
+import warnings
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
+from sklearn.exceptions import UndefinedMetricWarning
+
+ScoreFn = Callable[[np.ndarray, np.ndarray], float]
 
 
 def model_output(model, features: pd.DataFrame, task: str) -> np.ndarray:
@@ -33,6 +40,18 @@ def score(metric: str, y_true, output: np.ndarray, classes) -> float:
     if metric == "f1":
         return float(_f1(y_true, predicted, classes))
     raise ValueError(f"unknown metric '{metric}'")
+
+
+def defined_score(score_fn: ScoreFn, y_true, output) -> float | None:
+    """The score, or None where it has no value (a sample without every class: scikit-learn
+    raises for some metrics and answers NaN with a warning for roc_auc)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        try:
+            value = float(score_fn(y_true, output))
+        except ValueError:
+            return None
+    return value if math.isfinite(value) else None
 
 
 def _f1(y_true, predicted, classes) -> float:

@@ -16,15 +16,11 @@ beating its predecessor on that holdout) is what `tolerance` absorbs. On station
 check is therefore flagged less often than `alpha`, the more so the larger the tolerance.
 """
 
-import math
-import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.exceptions import UndefinedMetricWarning
 
-ScoreFn = Callable[[np.ndarray, np.ndarray], float]
+from experiments.metrics import ScoreFn, defined_score
 
 
 @dataclass(frozen=True)
@@ -63,7 +59,7 @@ def judge_quality(y_true, output: np.ndarray, score: ScoreFn, rule: QualityRule,
     n = len(y_true)
     if n < rule.min_labelled:
         return None
-    live = _scored(score, y_true, output)
+    live = defined_score(score, y_true, output)
     if live is None:
         return None
     sign = 1.0 if rule.greater_is_better else -1.0
@@ -86,22 +82,10 @@ def _resampled_shortfalls(y_true, output, score: ScoreFn, rule: QualityRule,
     found = []
     for _ in range(rule.n_resamples):
         rows = rng.integers(0, n, n)
-        value = _scored(score, y_true[rows], output[rows])
+        value = defined_score(score, y_true[rows], output[rows])
         if value is not None:
             found.append(sign * (rule.reference - value))
     return np.asarray(found)
-
-
-def _scored(score: ScoreFn, y_true, output) -> float | None:
-    """The score, or None where it has no value (a sample without every class: scikit-learn
-    raises for some metrics and answers NaN with a warning for roc_auc)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UndefinedMetricWarning)
-        try:
-            value = float(score(y_true, output))
-        except ValueError:
-            return None
-    return value if math.isfinite(value) else None
 
 
 def _shown(p_value: float | None) -> str:

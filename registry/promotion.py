@@ -5,12 +5,11 @@ version is promoted when it is better on the full holdout and the share of resam
 which it is not better (a one-sided p-value) is below alpha.
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-ScoreFn = Callable[[np.ndarray, np.ndarray], float]
+from experiments.metrics import ScoreFn, defined_score
 
 
 @dataclass(frozen=True)
@@ -51,17 +50,22 @@ def decide_promotion(
     champion = score_fn(y_true, champion_output)
     sign = 1.0 if metric.greater_is_better else -1.0
     delta = sign * (candidate - champion)
+    if not (np.isfinite(candidate) and np.isfinite(champion)):
+        return PromotionDecision(
+            False, f"{metric.name} is undefined on this holdout (candidate {candidate}, "
+            f"champion {champion}): the two versions cannot be compared", candidate,
+            champion, None, None,
+        )
     rng = np.random.default_rng(seed)
     deltas = []
     for _ in range(n_resamples):
         idx = rng.integers(0, len(y_true), len(y_true))
-        try:
-            deltas.append(
-                sign * (score_fn(y_true[idx], candidate_output[idx])
-                        - score_fn(y_true[idx], champion_output[idx]))
-            )
-        except ValueError:
-            continue  # a resample without every class cannot be scored by some metrics
+        # A resample without every class has no score for some metrics (roc_auc): it is
+        # left out, never counted for either side.
+        new = defined_score(score_fn, y_true[idx], candidate_output[idx])
+        old = defined_score(score_fn, y_true[idx], champion_output[idx])
+        if new is not None and old is not None:
+            deltas.append(sign * (new - old))
     if not deltas:
         return PromotionDecision(
             False, "the holdout is too small to compare the two versions", candidate,

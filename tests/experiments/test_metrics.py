@@ -127,3 +127,22 @@ class _Model:
 def test_model_output_is_probabilities_or_predictions(task, shape):
     """Given a model, then classification uses predict_proba and regression predict."""
     assert model_output(_Model(), np.zeros((3, 1)), task).shape == shape
+
+
+def test_defined_score_is_none_where_the_metric_has_no_value():
+    """Given a sample with one class only, then roc_auc (NaN with a warning) and a metric that
+    raises both give None; a defined score comes back as it is."""
+    import warnings
+
+    from sklearn.metrics import roc_auc_score
+
+    from experiments.metrics import defined_score
+
+    def raises(y, output):
+        raise ValueError("only one class")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and nothing is warned on the way
+        assert defined_score(roc_auc_score, np.zeros(5), np.linspace(0, 1, 5)) is None
+    assert defined_score(raises, np.zeros(5), np.zeros(5)) is None
+    assert defined_score(roc_auc_score, np.array([0, 1, 1]), np.array([0.1, 0.8, 0.9])) == 1.0

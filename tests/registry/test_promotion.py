@@ -142,3 +142,50 @@ def test_decision_is_deterministic_for_a_seed():
         return decide_promotion(LABELS, candidate, champion, ACCURACY, n_resamples=200, seed=5)
 
     assert decide() == decide()
+
+
+def _roc_auc(y, scores) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, scores))
+
+
+ROC_AUC = HoldoutMetric("roc_auc", True, _roc_auc)
+
+
+def one_positive_among(n: int, candidate_mistakes: int, champion_mistakes: int,
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A holdout with one positive: a third of its resamples hold no positive, and roc_auc
+    has no value on them. The candidate ranks `candidate_mistakes` negatives above the
+    positive, the champion `champion_mistakes` (more)."""
+    y = np.array([1] + [0] * (n - 1))
+    candidate = np.concatenate([[0.6], np.linspace(0.1, 0.5, n - 1)])
+    candidate[1:1 + candidate_mistakes] = 0.7
+    champion = candidate.copy()
+    champion[1:1 + champion_mistakes] = 0.95
+    return y, candidate, champion
+
+
+def test_resamples_without_a_score_count_for_neither_side():
+    """Given a holdout where roc_auc is undefined on a third of the resamples, then the
+    p-value is the share of the scored resamples where the candidate is not better: those
+    with no score do not count as wins (which would lower it by a third)."""
+    y, candidate, champion = one_positive_among(30, candidate_mistakes=1, champion_mistakes=4)
+
+    decision = decide_promotion(y, candidate, champion, ROC_AUC)
+
+    scored = int(decision.reason.split("paired bootstrap n=")[1].split(",")[0])
+    assert 550 < scored < 750  # about (1 - (29/30)**30) of 1000 resamples hold the positive
+    assert decision.p_value == pytest.approx(0.0565, abs=0.0005)  # 0.037 when they counted as wins
+    assert not decision.promote
+
+
+def test_undefined_score_on_the_whole_holdout_never_promotes():
+    """Given a holdout with one class only, then the versions cannot be compared: no promotion."""
+    y = np.zeros(40, dtype=int)
+    candidate, champion = np.linspace(0, 1, 40), np.linspace(1, 0, 40)
+
+    decision = decide_promotion(y, candidate, champion, ROC_AUC)
+
+    assert not decision.promote
+    assert "undefined on this holdout" in decision.reason
