@@ -63,3 +63,22 @@ def test_the_automation_is_prefects_documented_zombie_detector(silence):
     assert trigger.within.total_seconds() == silence
     assert [(a.type, a.state.value, a.message) for a in automation.actions] == [
         ("change-flow-run-state", "CRASHED", crash_message(silence))]
+
+
+def test_mlops_up_refuses_a_short_silence_in_one_line_and_starts_nothing(tmp_path: Path):
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    short = 2 * HEARTBEAT_SECONDS - 1
+    env = {**os.environ, "MLOPS_HOME": str(home), "MLOPS_HEARTBEAT_SILENCE_S": str(short)}
+
+    done = subprocess.run([str(Path(sys.executable).parent / "mlops"), "up"], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=120)
+
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error: MLOPS_HEARTBEAT_SILENCE_S: must be at least ")
+    assert f"(got {short})" in line
+    assert not home.exists()
