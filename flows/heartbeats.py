@@ -3,9 +3,9 @@
 A self-hosted Prefect server does not notice a flow-run process that died (killed, machine
 gone): its run stays Running for good. Every flow run sends `prefect.flow-run.heartbeat`
 (the platform sets PREFECT_FLOWS_HEARTBEAT_FREQUENCY for the processes that run flows); this
-automation expects the next heartbeat, or the run's end, within SILENCE_S of the last one,
-and otherwise sets the run Crashed ("How to detect and respond to zombie flows", Prefect
-docs). The runner installs it when it starts, idempotently.
+automation expects the next heartbeat, or the run's end, within a silence of the last one
+(the setting `heartbeat_silence_s`), and otherwise sets the run Crashed ("How to detect and
+respond to zombie flows", Prefect docs). The runner installs it when it starts, idempotently.
 """
 
 import logging
@@ -16,22 +16,21 @@ from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.events.schemas.events import ResourceSpecification
 
-from infra.platform import HEARTBEAT_SECONDS
-
 log = logging.getLogger(__name__)
 
 NAME = "mlops: crash flow runs whose heartbeats stopped"
 HEARTBEAT_EVENT = "prefect.flow-run.heartbeat"
-# Ten missed beats, and longer than Prefect's default interval (180 s): a flow run started
-# outside the platform's environment, beating every 180 s, is never taken for dead.
-SILENCE_S = 10 * HEARTBEAT_SECONDS
 ENDS = ("Completed", "Failed", "Cancelled", "Crashed")
 
 
-def zombie_automation() -> AutomationCore:
+def crash_message(silence_s: int) -> str:
+    return f"no heartbeat for {silence_s} s: the process running it is gone"
+
+
+def zombie_automation(silence_s: int) -> AutomationCore:
     return AutomationCore(
         name=NAME,
-        description=(f"Marks a flow run Crashed when no heartbeat came for {SILENCE_S} s: its "
+        description=(f"Marks a flow run Crashed when no heartbeat came for {silence_s} s: its "
                      "process is gone (installed by the mlops runner)."),
         trigger=EventTrigger(
             after={HEARTBEAT_EVENT},
@@ -40,11 +39,11 @@ def zombie_automation() -> AutomationCore:
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
             threshold=1,
-            within=timedelta(seconds=SILENCE_S),
+            within=timedelta(seconds=silence_s),
         ),
         actions=[ChangeFlowRunState(
             state=StateType.CRASHED,
-            message=f"no heartbeat for {SILENCE_S} s: the process running it is gone",
+            message=crash_message(silence_s),
         )],
     )
 
@@ -54,9 +53,9 @@ def _same(installed, wanted: AutomationCore) -> bool:
     return installed.model_dump(include=set(keys)) == wanted.model_dump(include=set(keys))
 
 
-def install_zombie_automation(client) -> str:
-    """Create the automation, or bring the one there up to date; one copy only."""
-    wanted = zombie_automation()
+def install_zombie_automation(client, silence_s: int) -> str:
+    """Create the automation, or bring the one there up to date (another silence); one copy only."""
+    wanted = zombie_automation(silence_s)
     installed = client.read_automations_by_name(NAME)
     for extra in installed[1:]:
         client.delete_automation(extra.id)

@@ -90,13 +90,13 @@ def polled_recently(runner: Runner, within_s: float) -> bool:
     return last is not None and (now - last).total_seconds() <= within_s
 
 
-def install_zombie_automation_safely() -> None:
+def install_zombie_automation_safely(silence_s: int) -> None:
     """Runs whose process died are crashed by Prefect's server from now on (see heartbeats)."""
     from prefect.client.orchestration import get_client
 
     try:
         with get_client(sync_client=True) as client:
-            install_zombie_automation(client)
+            install_zombie_automation(client, silence_s)
     except Exception:  # noqa: BLE001 - serving must start anyway; the next start installs it
         logging.getLogger(__name__).warning("could not install the heartbeat automation", exc_info=True)
 
@@ -107,7 +107,7 @@ def main() -> None:
         recover(runner_starts=True)  # before serving: the runs it crashes must not be picked up as ours
     except Exception:  # noqa: BLE001 - serving must start anyway; the next check settles its own
         logging.getLogger(__name__).warning("could not settle what the last runner left", exc_info=True)
-    install_zombie_automation_safely()
+    install_zombie_automation_safely(settings.heartbeat_silence_s)
     if settings.profile == "full":  # searches can fan out over the pool's workers
         from flows.pool import register_batch_deployment
 

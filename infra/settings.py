@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Literal
 
 from dotenv.parser import parse_stream
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from infra.errors import PlatformError
+from infra.platform import HEARTBEAT_SECONDS
 
 DOTENV = Path(".env")
 # The full profile's secrets, under the names each client already reads.
@@ -77,6 +78,11 @@ class Settings(BaseSettings):
     # given up as lost and another started (a dead worker's trial stops being "running" once
     # the study's heartbeat grace, 20 s, has passed).
     fanout_idle_grace_s: float = Field(40.0, gt=0)
+    # A flow run that sent no heartbeat for this long is marked Crashed by the automation the
+    # runner installs (flows/heartbeats.py). Runs beat every HEARTBEAT_SECONDS, so the default
+    # is ten missed beats, and longer than Prefect's default interval (180 s): a flow run
+    # started outside the platform's environment is not taken for dead while it runs.
+    heartbeat_silence_s: int = 300
     # Where Optuna keeps studies: a database URL (the full profile sets it); empty means a
     # journal file under home.
     optuna_storage: str = ""
@@ -121,6 +127,15 @@ class Settings(BaseSettings):
     serve_aws_secret_access_key: SecretStr = SecretStr("")
     serve_token: SecretStr = SecretStr("")
 
+    @field_validator("heartbeat_silence_s")
+    @classmethod
+    def _beats_missed(cls, value: int) -> int:
+        # One late beat (a busy machine) must not get a living run crashed.
+        if value < 2 * HEARTBEAT_SECONDS:
+            raise ValueError(f"must be at least {2 * HEARTBEAT_SECONDS} s, twice the "
+                             f"{HEARTBEAT_SECONDS} s between a flow run's heartbeats (got {value})")
+        return value
+
     @property
     def traffic_base(self) -> str:
         """MLOPS_TRAFFIC_URI (a path or s3://bucket/prefix), else <MLOPS_HOME>/traffic."""
@@ -141,11 +156,26 @@ def secrets_file(home: Path) -> Path:
 
 
 def load_settings(dotenv: Path = DOTENV, **overrides) -> Settings:
-    """Settings from the environment, then `dotenv`, then MLOPS_HOME/secrets.env."""
-    home = Settings(_env_file=_checked(dotenv), **overrides).home
-    stored = secrets_file(home)
-    # pydantic-settings lets a later file win; the environment wins over both.
-    return Settings(_env_file=(_checked(stored), _checked(dotenv)), **overrides)
+    """Settings from the environment, then `dotenv`, then MLOPS_HOME/secrets.env; a bad
+    value is a PlatformError naming its variable."""
+    try:
+        home = Settings(_env_file=_checked(dotenv), **overrides).home
+        stored = secrets_file(home)
+        # pydantic-settings lets a later file win; the environment wins over both.
+        return Settings(_env_file=(_checked(stored), _checked(dotenv)), **overrides)
+    except ValidationError as error:
+        raise PlatformError(_one_line(error)) from None
+
+
+def _one_line(error: ValidationError) -> str:
+    first = error.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else ""
+    known = Settings.model_fields.get(field)
+    # A client's own variable (no prefix) keeps its name.
+    name = (field.upper() if known.validation_alias else f"MLOPS_{field.upper()}") if known else field
+    problem = first["msg"].removeprefix("Value error, ")
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{name}: {problem}{more}"
 
 
 def _checked(path: Path) -> Path:

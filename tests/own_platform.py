@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,10 +54,12 @@ class OwnPlatform:
 
 
 @contextmanager
-def own_platform(home: Path) -> Iterator[OwnPlatform]:
-    """`mlops up` on free ports in HOME; `mlops down` after. This process's clients are left
-    alone: point them with `clients_pointed_at(running.client_environment())` where needed."""
+def own_platform(home: Path, settings: Mapping[str, str] | None = None) -> Iterator[OwnPlatform]:
+    """`mlops up` on free ports in HOME (with MLOPS_* `settings` of its own); `mlops down`
+    after. This process's clients are left alone: point them with
+    `clients_pointed_at(running.client_environment())` where needed."""
     env = without_client_variables(os.environ)
+    env.update(settings or {})
     env.update({"MLOPS_HOME": str(home), "MLOPS_MLFLOW_PORT": str(free_port()),
                 "MLOPS_PREFECT_PORT": str(free_port()), "MLOPS_RUNNER_PORT": str(free_port()),
                 "MLOPS_EVIDENTLY_PORT": str(free_port()), "MLOPS_START_TIMEOUT_S": "240"})

@@ -198,21 +198,23 @@ def test_remove_removes_the_automations_and_the_block(alerts, platform):
 
 def test_the_runner_installed_the_zombie_automation_once(platform):
     """The runner, on start, installed Prefect's automation that crashes a flow run whose
-    heartbeats stopped; installing again changes nothing."""
+    heartbeats stopped, with the silence of its settings; installing again changes nothing."""
     from prefect.client.orchestration import get_client
 
     from flows.heartbeats import NAME as ZOMBIES
-    from flows.heartbeats import SILENCE_S, install_zombie_automation
+    from flows.heartbeats import install_zombie_automation
+    from infra.settings import load_settings
 
+    silence = load_settings().heartbeat_silence_s  # the runner inherits this environment
     with get_client(sync_client=True) as client:
-        again = install_zombie_automation(client)
+        again = install_zombie_automation(client, silence)
         [installed] = client.read_automations_by_name(ZOMBIES)
 
     assert again == "unchanged"
     assert installed.trigger.posture == "Proactive"
     assert installed.trigger.after == {"prefect.flow-run.heartbeat"}
     assert installed.trigger.for_each == {"prefect.resource.id"}
-    assert installed.trigger.within.total_seconds() == SILENCE_S
+    assert installed.trigger.within.total_seconds() == silence
     assert [(a.type, a.state.value) for a in installed.actions] == [("change-flow-run-state", "CRASHED")]
 
 
