@@ -1,0 +1,47 @@
+"""Flow runs start warm: each is a fork of a process that imported the flows once.
+
+Prefect's runner starts every flow run in a new Python process (multiprocessing's `spawn`),
+which imports the flow's module, and with it scikit-learn, MLflow, Prefect and skops (skops
+alone imports every scikit-learn estimator), before the run can start: 5 s on a quiet
+machine and 30 s on a busy one, most of the time from a drift event to its retraining
+running, and paid again by every scheduled check.
+
+Here the runner starts a forkserver that imports those modules once, and the runner's flow
+runs are forked from it: ready in a fraction of a second. A run is still a process of its
+own (a crash or a kill takes that run only), gets the environment the runner gives it, and
+starts from the server's freshly imported state, never from another run's. The server holds
+no thread and no connection when it forks (checked in tests/flows/test_warm.py).
+
+Prefect chooses the start method inside `run_flow_in_subprocess` (`get_context("spawn")`,
+prefect 3.8); `use_warm_processes` makes that call answer the forkserver's context, in the
+runner's process only.
+"""
+
+import multiprocessing
+import multiprocessing.forkserver
+import types
+
+import prefect.flow_engine
+
+# The modules every flow run of the runner needs: the flows and what they import.
+PRELOAD = ("flows.train", "flows.monitor", "flows.retrain")
+
+
+def _forkserver_multiprocessing() -> types.SimpleNamespace:
+    """`multiprocessing` as prefect.flow_engine sees it: every context is the forkserver's."""
+    return types.SimpleNamespace(
+        get_context=lambda method=None: multiprocessing.get_context("forkserver"),
+        context=multiprocessing.context,
+    )
+
+
+def use_warm_processes(preload: tuple[str, ...] = PRELOAD) -> None:
+    """Start the forkserver now (it imports `preload` in the background) and make the flow runs
+    this process starts forks of it."""
+    if not hasattr(prefect.flow_engine, "multiprocessing"):
+        raise RuntimeError("prefect.flow_engine no longer starts flow runs through multiprocessing; "
+                           "flows/warm.py needs a look at this Prefect version")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(preload))
+    multiprocessing.forkserver.ensure_running()
+    prefect.flow_engine.multiprocessing = _forkserver_multiprocessing()
