@@ -35,11 +35,13 @@ from flows.recovery import recover
 from flows.retrain import retrain
 from flows.schedules import schedule_missing
 from flows.train import train
+from flows.warm import use_warm_processes
 from infra.health import serve_health
 from infra.settings import process_settings
 
 
-def deployments():
+def served_flows():
+    """Each flow the runner serves, with its deployment's options."""
     retrain_trigger = DeploymentEventTrigger(
         name="retrain on drift",
         expect={DRIFT_EVENT},
@@ -56,23 +58,27 @@ def deployments():
         },
     )
     return [
-        train.to_deployment(name="train", description="Train an experiment and gate the winner."),
+        (train, {"name": "train", "description": "Train an experiment and gate the winner."}),
         # No schedule here: each model's own (flows/schedules.py, slugged, so applying this
         # deployment again at every start keeps them).
-        monitor.to_deployment(
-            name="monitor",
-            description="One drift check of a champion against current data; a schedule per "
-                        "model that has a champion.",
-        ),
-        retrain.to_deployment(
-            name="retrain",
-            description="Retrain after drift (started by the mlops.drift.detected event).",
-            triggers=[retrain_trigger],
-            concurrency_limit=ConcurrencyLimitConfig(
+        (monitor, {
+            "name": "monitor",
+            "description": "One drift check of a champion against current data; a schedule per "
+                           "model that has a champion.",
+        }),
+        (retrain, {
+            "name": "retrain",
+            "description": "Retrain after drift (started by the mlops.drift.detected event).",
+            "triggers": [retrain_trigger],
+            "concurrency_limit": ConcurrencyLimitConfig(
                 limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
             ),
-        ),
+        }),
     ]
+
+
+def deployments():
+    return [flow.to_deployment(**options) for flow, options in served_flows()]
 
 
 def restore_schedules() -> None:
@@ -112,10 +118,13 @@ def main() -> None:
         from flows.pool import register_batch_deployment
 
         register_batch_deployment(settings.work_pool)
-    # What prefect.serve does, with the runner in hand for the health check.
+    use_warm_processes()
+    # What Flow.serve does, for several flows, with the runner in hand for the health check.
+    # Flows added as objects run in a fork of the warm process (flows/warm.py), not in a new
+    # `python -m prefect.engine` that imports everything again.
     runner = Runner(pause_on_shutdown=True, limit=None)
-    for deployment in deployments():
-        runner.add_deployment(deployment)
+    for flow, options in served_flows():
+        runner.add_flow(flow, **options)
     try:
         restore_schedules()
     except Exception:  # noqa: BLE001 - serving must start anyway; the next training schedules its model
