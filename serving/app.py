@@ -91,17 +91,19 @@ class Api:
         try:
             self._admit(request)
             with self._place():
-                records = await self._records(request)
-                outcome = await self._answer(records)
+                records, proba = await self._records(request)
+                outcome = await self._answer(records, proba)
         except Refused as refused:
             return refused.response()
         if not isinstance(outcome, Answer):
             return json_response({"detail": outcome.describe(), "record": outcome.record,
                                   "field": outcome.field}, 422)
         self.overload.answered()
-        return json_response({"predictions": outcome.predictions,
-                              "model_version": outcome.model_version,
-                              "request_id": outcome.request_id})
+        answer = {"predictions": outcome.predictions, "model_version": outcome.model_version,
+                  "request_id": outcome.request_id}
+        if outcome.probabilities is not None:
+            answer |= {"classes": outcome.classes, "probabilities": outcome.probabilities}
+        return json_response(answer)
 
     async def feedback(self, request: Request) -> Response:
         try:
@@ -176,20 +178,28 @@ class Api:
             self.overload.refuse(str(error))
             raise Refused(503, f"{error}; retry later", retry_after(error.retry_after_s)) from error
 
-    async def _records(self, request: Request) -> list:
-        """The records of a /predict body, within the limits."""
+    async def _records(self, request: Request) -> tuple[list, bool]:
+        """The records of a /predict body, within the limits, and whether it asks for class
+        probabilities (a classifier's only)."""
         payload = await _read_json(request, self.limits.max_body_bytes)
-        records = _field(payload, "records", list, ("records",))
+        records = _field(payload, "records", list, ("records", "proba"))
+        proba = payload.get("proba", False)
+        if not isinstance(proba, bool):
+            raise Refused(422, "'proba' must be true or false")
+        model = self.watcher.current
+        if proba and model is not None and model.contract.task != "classification":
+            raise Refused(422, f"'proba': {model.name} is a {model.contract.task} model; "
+                          "probabilities are a classifier's")
         if not records:
             raise Refused(422, "'records' must hold at least one record")
         if len(records) > self.limits.max_records:
             raise Refused(413, f"{len(records)} records in one request; at most "
                           f"{self.limits.max_records} (MLOPS_SERVE_MAX_RECORDS)")
-        return records
+        return records, proba
 
-    async def _answer(self, records: list) -> Answer | Problem:
+    async def _answer(self, records: list, proba: bool) -> Answer | Problem:
         try:
-            return await self.batcher.predict(records)
+            return await self.batcher.predict(records, proba)
         except NoModel as error:
             raise Refused(503, str(error)) from error
         except (Overloaded, BufferFull) as error:

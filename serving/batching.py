@@ -28,6 +28,8 @@ class Answer:
     model_version: str
     request_id: str
     hour: str  # the partition its records went to
+    classes: list | None = None  # with probabilities: their columns' classes
+    probabilities: list | None = None  # one row per record, when the request asked
 
 
 @dataclass(frozen=True)
@@ -86,16 +88,17 @@ class Batcher:
             await asyncio.gather(self._task, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
-    async def predict(self, records: list) -> Answer | Problem:
-        """The request's outcome; Overloaded at once when the queue holds too many records
-        (one request alone is always taken), BufferFull when its traffic cannot be kept."""
+    async def predict(self, records: list, proba: bool = False) -> Answer | Problem:
+        """The request's outcome (with class probabilities when `proba`); Overloaded at once
+        when the queue holds too many records (one request alone is always taken),
+        BufferFull when its traffic cannot be kept."""
         n = len(records)
         if self._queued and self._queued + n > self._max_queued:
             raise Overloaded(f"overloaded: {self._queued} records wait to be predicted (at most "
                              f"{self._max_queued}, MLOPS_SERVE_MAX_QUEUED_RECORDS); retry later")
         future = asyncio.get_running_loop().create_future()
         self._queued += n
-        self._queue.put_nowait((records, future))
+        self._queue.put_nowait((records, future, proba))
         return await future
 
     def label(self, request_id: str) -> None:
@@ -127,17 +130,19 @@ class Batcher:
         model = self._models.current
         if model is None:
             return _fail(batch, NoModel("no model is loaded yet"))
-        requests = [records for records, _ in batch]
+        requests = [records for records, _, _ in batch]
+        wants_proba = [proba for _, _, proba in batch]
         loop = asyncio.get_running_loop()
         try:
-            outcomes = await loop.run_in_executor(self._executor, self._answer, model, requests)
+            outcomes = await loop.run_in_executor(self._executor, self._answer, model, requests,
+                                                  wants_proba)
         except BufferFull as error:  # the store is behind: refuse rather than answer unrecorded
             return _fail(batch, error)
         except Exception as error:  # noqa: BLE001 - fail this batch's requests, keep serving
             log.exception("predicting a batch of %d requests failed", len(batch))
             return _fail(batch, error)
         self._remember(model, outcomes)
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
+        for (_, future, _), outcome in zip(batch, outcomes, strict=True):
             if not future.done():
                 future.set_result(outcome)
 
@@ -156,14 +161,20 @@ class Batcher:
             batch.append(item)
             size += len(item[0])
 
-    def _answer(self, model: ServedModel, requests: list[list]) -> list[Answer | Problem]:
+    def _answer(self, model: ServedModel, requests: list[list],
+                wants_proba: list[bool]) -> list[Answer | Problem]:
         """Check, predict and record one batch (runs in the predict thread)."""
         check = check_batch(requests, model.contract)
         outcomes: list[Answer | Problem | None] = [check.rejected.get(i) for i in range(len(requests))]
         if not check.accepted:
             return outcomes
         features = check.features
-        predictions = np.asarray(model.predict(features))
+        classes, probabilities = None, None
+        if any(wants_proba[i] for i in check.accepted) and model.contract.task == "classification":
+            predictions, classes, probabilities = model.predict_with_proba(features)
+            classes = np.asarray(classes).tolist()  # numpy scalars as JSON's own types
+        else:
+            predictions = np.asarray(model.predict(features))
         ids = [uuid.uuid4().hex for _ in check.accepted]
         served_at = datetime.now(UTC)
         sizes = np.asarray(check.sizes)
@@ -179,8 +190,11 @@ class Batcher:
             "record_index": np.arange(n) - np.repeat(starts, sizes),
         })
         for request, request_id, start, size in zip(check.accepted, ids, starts, sizes, strict=True):
-            outcomes[request] = Answer(predictions[start:start + size].tolist(), model.version,
-                                       request_id, hour)
+            shown = wants_proba[request] and probabilities is not None
+            outcomes[request] = Answer(
+                predictions[start:start + size].tolist(), model.version, request_id, hour,
+                classes if shown else None,
+                probabilities[start:start + size].tolist() if shown else None)
         for column, n in check.unseen_categories.items():
             self.unseen_categories[column] = self.unseen_categories.get(column, 0) + n
         self.records_served += len(features)
@@ -198,6 +212,6 @@ class Batcher:
 
 
 def _fail(batch: list, error: Exception) -> None:
-    for _, future in batch:
+    for _, future, _ in batch:
         if not future.done():
             future.set_exception(error)

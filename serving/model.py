@@ -42,6 +42,12 @@ class ServedModel:
         with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
             return predict(self.pipeline, features)
 
+    def predict_with_proba(self, features: pd.DataFrame) -> tuple[np.ndarray, list, np.ndarray]:
+        """Predictions, the classes in the probabilities' column order, and the class
+        probabilities (a classifier's; the predictions are the same as `predict`'s)."""
+        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+            return predict_with_proba(self.pipeline, features)
+
     def describe(self) -> dict:
         return {"name": self.name, "version": self.version, "run_id": self.run_id,
                 "loaded_at": self.loaded_at.isoformat(timespec="seconds"),
@@ -49,27 +55,52 @@ class ServedModel:
 
 
 def predict(pipeline: Pipeline, features: pd.DataFrame) -> np.ndarray:
-    """pipeline.predict, with forests summed in a plain loop (see forest_predict)."""
-    final = pipeline.steps[-1][1]
-    if type(final) not in (RandomForestClassifier, RandomForestRegressor) or final.n_outputs_ != 1:
+    """pipeline.predict, with forests summed in a plain loop (see forest_average)."""
+    forest = _single_output_forest(pipeline)
+    if forest is None:
         return pipeline.predict(features)
-    prepared = features
+    average = forest_average(forest, _prepared(pipeline, features))
+    return forest.classes_.take(np.argmax(average, axis=1), axis=0) if _is_classifier(forest) else average
+
+
+def predict_with_proba(pipeline: Pipeline, features: pd.DataFrame) -> tuple[np.ndarray, list, np.ndarray]:
+    """pipeline.predict and pipeline.predict_proba, from one pass over a forest's trees."""
+    forest = _single_output_forest(pipeline)
+    if forest is None or not _is_classifier(forest):
+        return pipeline.predict(features), list(pipeline.classes_), pipeline.predict_proba(features)
+    average = forest_average(forest, _prepared(pipeline, features))
+    return forest.classes_.take(np.argmax(average, axis=1), axis=0), list(forest.classes_), average
+
+
+def _single_output_forest(pipeline: Pipeline):
+    final = pipeline.steps[-1][1]
+    if type(final) in (RandomForestClassifier, RandomForestRegressor) and final.n_outputs_ == 1:
+        return final
+    return None
+
+
+def _is_classifier(forest) -> bool:
+    return isinstance(forest, RandomForestClassifier)
+
+
+def _prepared(pipeline: Pipeline, features: pd.DataFrame):
     for _, step in pipeline.steps[:-1]:
-        prepared = step.transform(prepared)
-    return forest_predict(final, prepared)
+        features = step.transform(features)
+    return features
 
 
-def forest_predict(forest, X) -> np.ndarray:
-    """What a single-output forest's predict computes, without the joblib wrapper that
-    sklearn puts around each tree (most of the time on small batches): the same trees'
-    outputs summed in the same order, then divided, as `predict` does with n_jobs=1."""
+def forest_average(forest, X) -> np.ndarray:
+    """What a single-output forest's predict and predict_proba average, without the joblib
+    wrapper that sklearn puts around each tree (most of the time on small batches): the same
+    trees' outputs summed in the same order, then divided, as they do with n_jobs=1. Class
+    probabilities for a classifier, predictions for a regressor."""
     X = forest._validate_X_predict(X)
-    classifier = isinstance(forest, RandomForestClassifier)
+    classifier = _is_classifier(forest)
     total = np.zeros((X.shape[0], forest.n_classes_) if classifier else X.shape[0], dtype=np.float64)
     for tree in forest.estimators_:
         total += (tree.predict_proba if classifier else tree.predict)(X, check_input=False)
     total /= len(forest.estimators_)
-    return forest.classes_.take(np.argmax(total, axis=1), axis=0) if classifier else total
+    return total
 
 
 def load_version(version: ModelVersion, client: MlflowClient | None = None) -> ServedModel:

@@ -80,6 +80,31 @@ def test_predictions_are_the_registered_models_own(server, trained):
         NAME, version, MlflowClient().get_model_version(NAME, version).run_id)
 
 
+def test_probabilities_are_the_registered_models_own(server, trained):
+    """Given `"proba": true`, the answer adds the classes and, per record, the registered
+    version's own predict_proba, over HTTP; without it, neither key."""
+    from experiments.contract import DataContract
+    from experiments.pipelines import feature_frame
+    from registry.loading import load_registered
+
+    sent = as_records(binary_frame(n=40, seed=33))
+
+    answer = server.client.post("/predict", json={"records": sent, "proba": True})
+    plain = server.predict(sent).json()
+
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    loaded = load_registered(MlflowClient(), NAME, body["model_version"])
+    contract = DataContract.from_dict(loaded.metadata["mlops_contract"])
+    frame = pd.DataFrame(sent).astype({"x1": float, "x2": float, "noise": float})
+    frame["colour"] = frame["colour"].where(frame["colour"].notna(), np.nan)
+    features = feature_frame(frame, contract.numeric, contract.categorical)
+    assert body["classes"] == loaded.pipeline.classes_.tolist()
+    assert np.allclose(body["probabilities"], loaded.pipeline.predict_proba(features), rtol=0, atol=1e-12)
+    assert body["predictions"] == plain["predictions"]
+    assert "probabilities" not in plain and "classes" not in plain
+
+
 @pytest.mark.parametrize(
     ("change", "record", "field"),
     [({"x1": "high"}, 1, "x1"), ({"colour": 7}, 1, "colour"), ("drop x2", 1, "x2"),

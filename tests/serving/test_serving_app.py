@@ -91,6 +91,7 @@ def test_predictions_are_the_pipelines(serve, model):
      (b'{"records": []}', 422, "at least one record"),
      (b'{"records": {"x1": 1}}', 422, "'records' must be a list"),
      (b'{"records": [{}], "extra": 1}', 422, "unknown field(s) extra"),
+     (b'{"records": [{}], "proba": "yes"}', 422, "'proba' must be true or false"),
      (b'{"records": [' + b"{}," * 50 + b"{}]}", 413, "51 records in one request; at most 50"),
      (b'{"records": [{"x1": "' + b"a" * 30_000 + b'"}]}', 413, "at most 20000")],
 )
@@ -224,6 +225,51 @@ def test_concurrent_requests_share_predict_calls(tmp_path, model, monkeypatch):
             assert outcome.predictions == model.pipeline.predict(features).tolist()
     assert len(calls) <= 5 and sum(calls) == 39 * 3
     assert len(read_parts(LocalFiles(tmp_path), "m", TRAFFIC)) == 39 * 3
+
+
+def test_only_the_requests_that_ask_get_probabilities(tmp_path, model):
+    """Given requests with and without `proba` in one batch, then each that asked gets the
+    classes and its own records' predict_proba rows; the others get predictions only, the
+    same as when nobody asks."""
+    sent = [records(3, seed=i) for i in range(6)]
+    asks = [i % 2 == 0 for i in range(6)]
+
+    async def scenario():
+        writer = TrafficWriter(LocalFiles(tmp_path), "m")
+        batcher = Batcher(Holder(model), writer, wait_s=0.005)
+        await batcher.start()
+        outcomes = await asyncio.gather(*(batcher.predict(r, a) for r, a in zip(sent, asks, strict=True)))
+        await batcher.stop()
+        writer.close()
+        return outcomes
+
+    outcomes = asyncio.run(scenario())
+
+    for request, asked, outcome in zip(sent, asks, outcomes, strict=True):
+        features = feature_frame(pd.DataFrame(request), model.contract.numeric, model.contract.categorical)
+        assert outcome.predictions == model.pipeline.predict(features).tolist()
+        if asked:
+            assert outcome.classes == model.pipeline.classes_.tolist()
+            assert outcome.probabilities == model.pipeline.predict_proba(features).tolist()
+        else:
+            assert outcome.classes is None and outcome.probabilities is None
+
+
+def test_probabilities_of_a_regression_model_are_refused(serve):
+    """Given a regression model, then `"proba": true` is a 422 that says why."""
+    frame = binary_frame(n=200, seed=5).drop(columns="label")
+    contract = infer_contract(frame, "x1", "regression")
+    pipeline = build_pipeline("regression", "random_forest", {"n_estimators": 5},
+                              contract.numeric, contract.categorical, seed=0)
+    pipeline.fit(feature_frame(frame, contract.numeric, contract.categorical), frame["x1"])
+    client, _ = serve(ServedModel("r", "1", "run-2", contract, pipeline, datetime.now(UTC)))
+    sent = [{k: v for k, v in row.items() if k != "x1"} for row in records(2)]
+
+    answer = client.post("/predict", json={"records": sent, "proba": True})
+
+    assert answer.status_code == 422
+    assert "r is a regression model; probabilities are a classifier's" in answer.json()["detail"]
+    assert client.post("/predict", json={"records": sent}).status_code == 200
 
 
 def test_with_a_token_every_route_but_health_needs_it(serve):

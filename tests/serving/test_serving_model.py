@@ -16,8 +16,9 @@ from serving.model import (
     ModelLoadError,
     ServedModel,
     example_features,
-    forest_predict,
+    forest_average,
     predict,
+    predict_with_proba,
 )
 
 
@@ -35,7 +36,25 @@ def test_forest_predict_is_the_forests_own(task, target):
 
     assert (predict(pipeline, x) == pipeline.predict(x)).all()
     prepared = pipeline.named_steps["prepare"].transform(x)
-    assert (forest_predict(pipeline.named_steps["model"], prepared) == pipeline.predict(x)).all()
+    own = pipeline.predict_proba(x) if task == "classification" else pipeline.predict(x)
+    assert (forest_average(pipeline.named_steps["model"], prepared) == own).all()
+
+
+@pytest.mark.parametrize("family", ["random_forest", "logistic_regression", "hist_gradient_boosting"])
+def test_predictions_with_probabilities_are_the_pipelines_own(family):
+    """Predictions, classes and probabilities are bit-for-bit predict, classes_ and
+    predict_proba, the forest's from one pass over its trees."""
+    frame = binary_frame(n=300, seed=6)
+    contract = infer_contract(frame, "label", "classification")
+    x = feature_frame(frame, contract.numeric, contract.categorical)
+    pipeline = build_pipeline("classification", family, {}, contract.numeric, contract.categorical, 2)
+    pipeline.fit(x, frame["label"])
+
+    predictions, classes, probabilities = predict_with_proba(pipeline, x)
+
+    assert (predictions == pipeline.predict(x)).all()
+    assert classes == list(pipeline.classes_)
+    assert (probabilities == pipeline.predict_proba(x)).all()
 
 
 @pytest.mark.parametrize("family", ["logistic_regression", "hist_gradient_boosting"])
