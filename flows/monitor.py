@@ -25,6 +25,7 @@ from experiments.spec import MonitoringSection
 from flows.dashboard import publish_check
 from flows.events import DRIFT_EVENT, flow_run_url, retraining_resource
 from flows.live_check import check_live, live_result, load_labelled, record_live
+from flows.naming import name_this_run
 from flows.preflight import require_champion, require_columns
 from flows.recovery import label_this_process, settle_retrainings
 from flows.schedules import check_trigger
@@ -195,6 +196,7 @@ def skipped(champion: ChampionData, reason: str) -> dict:
 def monitor(params: MonitorParameters) -> dict:
     """Check MODEL's champion against current data; trigger retraining on real drift."""
     label_this_process()
+    name_this_run("monitor", params.model, check_trigger(flow_run.get_tags()))
     client = MlflowClient()
     champion = load_champion(params.model)
     settle_earlier(params.model)

@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field, field_validator
 
 from experiments.data import load_table
+from flows.naming import name_this_run
 from flows.preflight import require_champion
 from flows.recovery import label_this_process
 from flows.train import TrainParameters, train
@@ -141,6 +142,7 @@ HOOKS = [tell_the_check]
 def retrain(params: RetrainParameters) -> dict:
     """Retrain MODEL after drift; the new version must beat the champion to replace it."""
     label_this_process()
+    name_this_run("retrain", params.model, params.trigger)
     return train(prepare(params))
 
 

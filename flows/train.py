@@ -20,6 +20,7 @@ from experiments.spec import ExperimentSpec, load_spec, with_overrides
 from experiments.validation import Dataset, load_dataset
 from flows import locks
 from flows.events import announce_promotion
+from flows.naming import name_this_run
 from flows.recovery import label_this_process
 from flows.schedules import schedule_monitoring
 from flows.studies import study_storage
@@ -228,6 +229,7 @@ def train(params: TrainParameters) -> dict:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     label_this_process()
     spec = resolve_spec(params)
+    name_this_run("train", spec.name, params.trigger)
     dataset = load_and_validate(spec)
     data = split(spec, dataset)
     tracking = start_tracking(spec, dataset, params)

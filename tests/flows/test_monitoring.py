@@ -118,6 +118,14 @@ def test_two_drift_events_at_once_give_one_retraining(trained):
                 break
             time.sleep(3)
     assert sorted(states.values()) == ["CANCELLED", "COMPLETED"], states
+    completed = next(r for r in runs if r.state.type.value == "COMPLETED")
+    assert completed.name == f"retrain {NAME} after drift"
+    assert {f"model:{NAME}", "trigger:drift"} <= set(completed.tags)
+    with get_client(sync_client=True) as client:
+        subflows = [r for r in client.read_flow_runs(limit=200)
+                    if r.parent_task_run_id is not None and r.name == f"train {NAME}"
+                    and "trigger:drift" in r.tags and f"model:{NAME}" in r.tags]
+    assert subflows  # the retraining's own training, named and tagged the same way
 
 
 @pytest.mark.parametrize(

@@ -181,6 +181,12 @@ def test_the_next_training_follows_the_spec_and_the_schedule_fires(trained):
 
     assert run.state.is_completed(), run.state
     assert run.created_by.display_value == f"monitor-{NAME}"
+    assert run.name == f"monitor {NAME}"
+    assert {f"model:{NAME}", "trigger:schedule", "auto-scheduled"} <= set(run.tags)
+    with get_client(sync_client=True) as prefect:
+        training = prefect.read_flow_run(second["flow_run_id"])
+    assert training.name == f"train {NAME}"
+    assert {f"model:{NAME}", "trigger:manual"} <= set(training.tags)
     assert f"{NAME}: no drift check: too little live traffic: 0 records" in logs
     assert second["champion_version"] is not None
     assert NAME not in left and _schedule() is None
