@@ -223,6 +223,7 @@ def monitor(params: MonitorParameters) -> dict:
                 threshold=champion.spec.monitoring.drift_share,
                 reference_digest=data_digest(champion.reference),
                 current_digest=data_digest(current), current_uri=source,
+                quality_degraded=live_check.degraded,
             ), html)
             dashboard = publish_check(champion.name, champion.version, run_id, html.with_name(SNAPSHOT))
     except BaseException:

@@ -91,7 +91,8 @@ def previous_retraining(client: MlflowClient, name: str, before_run_id: str) -> 
 
 
 def start_check(client: MlflowClient, name: str, champion_version: str, trigger: str = "manual") -> str:
-    """A check's run, tagged with why it ran (`schedule` or `manual`)."""
+    """A check's run, tagged with why it ran (`schedule` or `manual`); renamed with its
+    verdict when it is recorded."""
     experiment_id = ensure_experiment(client, monitoring_experiment(name))
     run = client.create_run(experiment_id, run_name=f"check-v{champion_version}",
                             tags={"mlops.model_name": name, "mlops.champion_version": champion_version,
@@ -111,6 +112,16 @@ class DriftCheck:
     reference_digest: str
     current_digest: str
     current_uri: str
+    quality_degraded: bool = False  # live labels showed the champion doing worse
+
+
+def verdict_name(check: DriftCheck) -> str:
+    """The run's name in MLflow's list: what was found and what was decided,
+    e.g. `drift 0.43: triggered`, `drift 0.00, quality degraded: triggered`."""
+    found = f"drift {check.summary.drift_share:.2f}"
+    if check.quality_degraded:
+        found += ", quality degraded"
+    return f"{found}: {check.decision.action}"
 
 
 def record_check(client: MlflowClient, run_id: str, check: DriftCheck, report_html: Path) -> None:
@@ -159,6 +170,8 @@ def check_tags(check: DriftCheck) -> dict[str, str]:
     """The verdict and the decision: what recent_drift_flags and last_triggered_at search."""
     summary = check.summary
     tags = {
+        "mlflow.runName": verdict_name(check),
+        "mlflow.note.content": check.decision.reason,  # the run's description in MLflow's UI
         "mlops.drift_detected": str(check.drift_detected).lower(),
         "mlops.retraining": check.decision.action,
         "mlops.retraining_reason": check.decision.reason,

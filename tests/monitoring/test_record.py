@@ -25,6 +25,7 @@ from monitoring.record import (
     retraining_state,
     start_check,
     unsettled_retrainings,
+    verdict_name,
 )
 
 
@@ -104,7 +105,7 @@ def test_a_check_is_one_finished_run_with_its_figures_and_report(client, model, 
 
     run = client.get_run(run_id)
 
-    assert run.info.status == "FINISHED" and run.info.run_name == "check-v3"
+    assert run.info.status == "FINISHED" and run.info.run_name == "drift 0.50: triggered"
     assert run.data.params == {
         "current_uri": "s3://bucket/current.csv", "reference_digest": "ref123",
         "current_digest": "cur456", "drift_share_threshold": "0.3", "reference_rows": "300",
@@ -117,6 +118,7 @@ def test_a_check_is_one_finished_run_with_its_figures_and_report(client, model, 
         "target_drift_score": 0.4, "unseen_categories.colour": 3.0, "out_of_range.x": 2.0,
         "unexpected_nulls.colour": 4.0,
     }
+    assert run.data.tags["mlflow.note.content"] == "triggered: because"
     tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
     assert tags == {
         "mlops.model_name": model, "mlops.champion_version": "3", "mlops.drift_detected": "true",
@@ -209,6 +211,19 @@ def test_unsettled_checks_are_those_still_triggered_or_running(client, model, tm
 ])
 def test_prefect_states_are_recorded_in_the_checks_words(prefect, recorded):
     assert retraining_state(prefect) == recorded
+
+
+@pytest.mark.parametrize(
+    ("drifted", "degraded", "action", "expected"),
+    [(True, False, "triggered", "drift 0.50: triggered"),
+     (False, False, "not_needed", "drift 0.00: not_needed"),
+     (False, True, "cooldown", "drift 0.00, quality degraded: cooldown")],
+)
+def test_a_checks_name_says_its_verdict(drifted, degraded, action, expected):
+    check = replace(a_check(drifted=drifted, action=action), quality_degraded=degraded)
+
+    assert verdict_name(check) == expected
+    assert check_tags(check)["mlflow.runName"] == expected
 
 
 def test_a_check_without_labels_records_no_target_drift():
