@@ -12,6 +12,7 @@ import httpx
 import pytest
 from mlflow.tracking import MlflowClient
 from network import free_port
+from polling import wait_for
 from prefect.client.orchestration import get_client
 from serve_process import Server, as_records, user_environment
 from synthetic import binary_frame
@@ -172,6 +173,34 @@ def test_two_promotions_at_once_are_made_in_turn(mlops, trained):
     assert champion_of(name) == moved[1]["champion_version"]
     with get_client(sync_client=True) as prefect:  # the gate's lock, not one of its own
         assert prefect.read_global_concurrency_limit_by_name(f"mlops-promote-{name}").limit == 1
+
+
+# A promotion here starts and reaches the lock in about 15 s on a busy machine.
+HELD_S = 45.0
+
+
+def test_a_promotion_waits_for_the_gate_and_replaces_the_champion_it_made(mlops, trained):
+    """Given a retraining's gate holding the model's lock, when a person promotes meanwhile,
+    then the promotion waits until the gate has moved `champion` and let go, and replaces the
+    gate's champion: both moves are in the history, the gate's first."""
+    from flows import locks
+    from registry.champion import Move, move_champion
+
+    name = "it-life-gate"
+    model_with_versions(name, trained[0], 3)
+    with ThreadPoolExecutor(1) as pool:
+        with locks.held(locks.promotion_lock(name)):
+            person = pool.submit(mlops, "promote", name, "2", "--reason", "by hand", "--json")
+            move_champion(MlflowClient(), name, "3", Move("gate", "wins: a retraining", "1"))
+            moved_meanwhile = wait_for(lambda: champion_of(name) != "3", timeout_s=HELD_S)
+            assert not person.done()
+        moved = as_json(person.result())
+
+    assert not moved_meanwhile, "the promotion moved champion while the gate held the lock"
+
+    assert (moved["champion_version"], moved["previous_champion"]) == ("2", "3")
+    assert [(h["version"], h["by"]) for h in champion_history(MlflowClient(), name)] == [
+        ("1", "gate"), ("3", "gate"), ("2", getpass.getuser())]
 
 
 def test_two_promotions_of_one_version_at_once_move_it_once(mlops, trained):
