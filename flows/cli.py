@@ -531,9 +531,10 @@ def _move(json_output: bool, how: str, model: str, *args) -> None:
 
         from flows import lifecycle
 
-        # The lock's events may still be on their way out at exit; Prefect's note of that
-        # ("Still processing items") is not the user's business.
-        _quiet_prefect_errors(progress=False)
+        # The lock's events are sent at exit, and Prefect's queue (a logger named after its
+        # class) notes "Still processing items" on stderr meanwhile: not the user's business.
+        # Failures to send are logged elsewhere, and still shown.
+        logging.getLogger("EventsWorker").setLevel(logging.ERROR)
         client = MlflowClient()
         moved = getattr(lifecycle, how)(client, model, *args, by=_person())
         note = lifecycle.follow(client, model)
