@@ -445,6 +445,113 @@ def _print_models(rows: list[dict]) -> None:
     out.print(table)
 
 
+def _person() -> str:
+    """Who moves `champion` by hand: the OS user running the command."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name in the environment nor the password database
+        return "unknown"
+
+
+@app.command()
+def history(
+    model: Annotated[str, typer.Argument(help="The registered model")],
+    json_output: JsonOption = False,
+) -> None:
+    """Every version that held `champion`, oldest first: from, until, who moved it and why."""
+    try:
+        _connect(_settings(), prefect=False)  # the history is in MLflow only
+        from mlflow.tracking import MlflowClient
+
+        from flows.lifecycle import require_model
+        from registry.history import champion_history
+
+        client = MlflowClient()
+        require_model(client, model)
+        rows = champion_history(client, model)
+    except (InputError, PlatformError) as error:
+        fail(str(error))
+    if json_output:
+        print(json.dumps({"model_name": model, "history": rows}))
+        return
+    if not rows:
+        out.print(f"no version of {model} has held champion yet", highlight=False)
+        return
+    table = Table(title=f"champion of {model}, oldest first")
+    for column in ("version", "from", "until", "by", "reason"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["version"], row["from"], row["until"] or "now", row["by"], row["reason"])
+    out.print(table)
+
+
+ReasonOption = Annotated[str | None, typer.Option(help="Why champion moves (recorded with the move)")]
+
+
+@app.command()
+def promote(
+    model: Annotated[str, typer.Argument(help="The registered model")],
+    version: Annotated[str, typer.Argument(help="The version that takes `champion`")],
+    reason: ReasonOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Move `champion` to VERSION, recording why, who and when; `mlops serve` follows."""
+    from flows.move_input import require_reason, require_version_number
+
+    try:  # checked before the platform is contacted: bad input moves nothing
+        reason, version = require_reason(reason), require_version_number(version)
+    except InputError as error:
+        fail(str(error))
+    _move(json_output, "promote", model, version, reason)
+
+
+@app.command()
+def rollback(
+    model: Annotated[str, typer.Argument(help="The registered model")],
+    reason: ReasonOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Move `champion` back to the version that held it before the current one."""
+    from flows.move_input import require_reason
+
+    try:
+        reason = require_reason(reason, required=False)
+    except InputError as error:
+        fail(str(error))
+    _move(json_output, "rollback", model, reason)
+
+
+def _move(json_output: bool, how: str, model: str, *args) -> None:
+    """Promote or roll back under the model's lock, then let its monitoring follow."""
+    try:
+        _connect(_settings())
+        from mlflow.tracking import MlflowClient  # after connecting: Prefect reads its address once
+
+        from flows import lifecycle
+
+        # The lock's events are sent at exit, and Prefect's queue (a logger named after its
+        # class) notes "Still processing items" on stderr meanwhile: not the user's business.
+        # Failures to send are logged elsewhere, and still shown.
+        logging.getLogger("EventsWorker").setLevel(logging.ERROR)
+        client = MlflowClient()
+        moved = getattr(lifecycle, how)(client, model, *args, by=_person())
+        note = lifecycle.follow(client, model)
+    except (InputError, PlatformError) as error:
+        fail(str(error))
+    if note:
+        err.print(f"warning: {note}", highlight=False, soft_wrap=True)
+    if json_output:
+        print(json.dumps({"model_name": moved.model_name, "champion_version": moved.champion_version,
+                          "previous_champion": moved.previous_champion, "by": moved.by,
+                          "reason": moved.reason}))
+        return
+    out.print(f"{model}: champion is version {moved.champion_version} (was "
+              f"{moved.previous_champion or 'none'}), moved by {moved.by}: {moved.reason}",
+              highlight=False)
+
+
 @app.command()
 def demo(
     trials: Annotated[int | None, typer.Option(min=1, help="Optuna trials")] = None,

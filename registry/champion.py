@@ -1,5 +1,6 @@
 """Registered models by alias only: `champion` serves, `challenger` waits, history is kept."""
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import mlflow
@@ -7,12 +8,30 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from registry.history import (
+    BY_TAG,
+    FROM_TAG,
+    GATE,
+    REASON_TAG,
+    UNTIL_TAG,
+    Period,
+    log_period,
+)
 from registry.loading import DIGEST_TAG, digest_of
 from registry.promotion import PromotionDecision
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 _NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
+
+
+@dataclass(frozen=True)
+class Move:
+    """Who moves `champion` (`gate` or a person), why, and from which version (None: none)."""
+
+    by: str
+    reason: str
+    previous: str | None
 
 
 def _is_not_found(error: MlflowException) -> bool:
@@ -48,32 +67,36 @@ def register(client: MlflowClient, name: str, model_uri: str, run_id: str, tags:
     return client.get_model_version(name, version.version)
 
 
+def move_champion(client: MlflowClient, name: str, version: str, move: Move) -> None:
+    """Give VERSION `champion` and record the move: a period in the model's history, and on
+    the versions the latest period's tags (VERSION's from, by, reason; the previous one's until).
+
+    Call under the model's promotion lock: the previous champion read before is the one replaced.
+    """
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    # The SQLite store gives versions as numbers where the REST client gives text.
+    version, previous = str(version), None if move.previous is None else str(move.previous)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    log_period(client, name, Period(version, now, move.by, move.reason))
+    tags = client.get_model_version(name, version).tags
+    for key, value in ((FROM_TAG, now), (REASON_TAG, move.reason), (BY_TAG, move.by)):
+        client.set_model_version_tag(name, version, key, value)
+    if UNTIL_TAG in tags:  # serving again: its latest period is open
+        client.delete_model_version_tag(name, version, UNTIL_TAG)
+    if previous is not None and previous != version:
+        client.set_model_version_tag(name, previous, UNTIL_TAG, now)
+    aliases = client.get_registered_model(name).aliases or {}
+    if str(aliases.get(CHALLENGER, "")) == version:  # no longer waiting: it serves
+        client.delete_registered_model_alias(name, CHALLENGER)
+
+
 def apply_decision(
     client: MlflowClient, name: str, version: str, decision: PromotionDecision,
     previous_version: str | None,
 ) -> None:
-    """Move `champion` (recording when) or mark the version `challenger`, tagging why."""
-    now = datetime.now(UTC).isoformat(timespec="seconds")
-    client.set_model_version_tag(name, version, "mlops.promotion", decision.reason)
+    """Move `champion` (recorded as the gate's move) or mark the version `challenger`, tagging why."""
     if decision.promote:
-        client.set_registered_model_alias(name, CHAMPION, version)
-        client.set_model_version_tag(name, version, "mlops.champion_from", now)
-        if previous_version is not None:
-            client.set_model_version_tag(name, previous_version, "mlops.champion_until", now)
+        move_champion(client, name, version, Move(GATE, decision.reason, previous_version))
         return
+    client.set_model_version_tag(name, version, REASON_TAG, decision.reason)
     client.set_registered_model_alias(name, CHALLENGER, version)
-
-
-def champion_history(client: MlflowClient, name: str) -> list[dict[str, str | None]]:
-    """Every version that held `champion`, oldest first, with when it took and lost it."""
-    versions = client.search_model_versions(f"name = '{name}'")
-    held = [
-        {
-            "version": v.version,
-            "from": v.tags.get("mlops.champion_from"),
-            "until": v.tags.get("mlops.champion_until"),
-        }
-        for v in versions
-        if "mlops.champion_from" in v.tags
-    ]
-    return sorted(held, key=lambda h: h["from"] or "")

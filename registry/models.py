@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from mlflow.tracking import MlflowClient
 
 from registry.champion import CHALLENGER, CHAMPION
+from registry.search import pages
 
 
 @dataclass(frozen=True)
@@ -15,25 +16,14 @@ class ModelSummary:
     versions: int
 
 
-def _pages(search, **kwargs):
-    """Every item of an MLflow search, page after page."""
-    token = None
-    while True:
-        page = search(page_token=token, **kwargs)
-        yield from page
-        token = page.token
-        if not token:
-            return
-
-
 def count_versions(client: MlflowClient, name: str) -> int:
-    return sum(1 for _ in _pages(client.search_model_versions, filter_string=f"name = '{name}'"))
+    return sum(1 for _ in pages(client.search_model_versions, filter_string=f"name = '{name}'"))
 
 
 def list_models(client: MlflowClient) -> list[ModelSummary]:
     """Every registered model, by name, with the versions its aliases point at."""
     summaries = []
-    for model in _pages(client.search_registered_models, max_results=100):
+    for model in pages(client.search_registered_models, max_results=100):
         # MLflow gives alias targets as numbers; versions are strings everywhere else.
         aliases = {alias: str(version) for alias, version in (model.aliases or {}).items()}
         summaries.append(ModelSummary(

@@ -159,7 +159,7 @@ def test_champion_moves_only_when_the_new_version_wins(platform, tmp_path):
     assert third["promoted"], third["reason"]
     assert third["reason"].startswith("wins")
     assert client.get_model_version_by_alias("it-gate", "champion").version == third["model_version"]
-    from registry.champion import champion_history
+    from registry.history import champion_history
 
     history = champion_history(client, "it-gate")
     assert [h["version"] for h in history] == [first["model_version"], third["model_version"]]

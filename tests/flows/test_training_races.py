@@ -16,7 +16,7 @@ from experiments import training
 from experiments.search import journal_storage
 from experiments.spec import parse_spec
 from experiments.validation import load_dataset
-from registry.champion import champion_history
+from registry.history import champion_history
 
 pytestmark = pytest.mark.integration
 

@@ -11,6 +11,7 @@ from experiments.tracking import log_sklearn_model
 from experiments.training import holdout_output_fn
 from registry.champion import register
 from registry.gate import ChampionOutput, apply_gate, decide_gate, score_champion
+from registry.history import champion_history
 from registry.promotion import HoldoutMetric
 
 NAME = "gate-test"
@@ -90,7 +91,8 @@ def test_worse_version_becomes_challenger_with_the_reason(gate, sqlite_mlflow):
 
 def test_better_version_takes_champion_and_closes_the_old_reign(gate, sqlite_mlflow):
     """Given a champion that learnt nothing, when a good model arrives, then it takes
-    `champion` and the old one records until when it served."""
+    `champion`, the old one records until when it served, and the history has both, moved
+    by the gate for the reasons it gave."""
     gate(fitted(shuffled=True))
 
     result = gate(fitted())
@@ -98,7 +100,10 @@ def test_better_version_takes_champion_and_closes_the_old_reign(gate, sqlite_mlf
     assert result.promoted and result.decision.reason.startswith("wins: roc_auc")
     assert holding(sqlite_mlflow, "champion") == "2"
     assert version(sqlite_mlflow, "2").tags["mlops.champion_from"]
+    assert version(sqlite_mlflow, "2").tags["mlops.promoted_by"] == "gate"
     assert version(sqlite_mlflow, "1").tags["mlops.champion_until"]
+    assert [(h["version"], h["by"], h["reason"]) for h in champion_history(sqlite_mlflow, NAME)] == [
+        ("1", "gate", "no champion yet"), ("2", "gate", result.decision.reason)]
 
 
 def test_champion_that_cannot_score_the_holdout_keeps_serving(gate, sqlite_mlflow):
