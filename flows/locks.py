@@ -6,12 +6,14 @@ most, not for good.
 """
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists
+
+from infra.errors import PlatformError
 
 LEASE_S = 60.0  # renewed by Prefect every 45 s while held
 WAIT_S = 600.0  # a lock that cannot be had in ten minutes is a fault to report, not to wait out
@@ -31,7 +33,7 @@ def ensure_lock(name: str) -> None:
             pass  # another training created it first, or an earlier one did
         limit = client.read_global_concurrency_limit_by_name(name)
     if limit.limit != 1 or not limit.active:
-        raise RuntimeError(
+        raise PlatformError(
             f"the Prefect concurrency limit {name} must be active with 1 slot "
             f"(it has {limit.limit}, active={limit.active}): set it back, or delete it"
         )
@@ -41,6 +43,14 @@ def ensure_lock(name: str) -> None:
 def held(name: str) -> Iterator[None]:
     """Hold the lock `name` while the block runs; no other holder anywhere meanwhile."""
     ensure_lock(name)
-    # strict: a limit that vanished must stop the block, not let it run unguarded.
-    with concurrency(name, occupy=1, timeout_seconds=WAIT_S, lease_duration=LEASE_S, strict=True):
+    with ExitStack() as stack:
+        try:
+            # strict: a limit that vanished must stop the block, not let it run unguarded.
+            stack.enter_context(concurrency(name, occupy=1, timeout_seconds=WAIT_S,
+                                            lease_duration=LEASE_S, strict=True))
+        except TimeoutError as error:
+            raise PlatformError(
+                f"the lock {name} was not free within {WAIT_S:.0f} s: another promotion of "
+                "this model still holds it (Prefect UI: Concurrency > Global); try again later"
+            ) from error
         yield

@@ -139,3 +139,33 @@ def test_a_promotion_lock_with_more_than_one_slot_is_refused(platform):
 
     with pytest.raises(RuntimeError, match="must be active with 1 slot"), locks.held(name):
         pass
+
+
+def test_a_lock_not_free_in_time_is_one_clear_error(platform, monkeypatch):
+    """Given the lock held by another holder for longer than the wait, entering it fails with
+    a PlatformError naming the lock (one line in the CLI), and the block never runs."""
+    import threading
+
+    from flows import locks
+    from infra.errors import PlatformError
+
+    name = locks.promotion_lock("it-lock-busy")
+    taken, release = threading.Event(), threading.Event()
+
+    def holder():
+        with locks.held(name):
+            taken.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    ran = []
+    try:
+        assert taken.wait(60)
+        monkeypatch.setattr(locks, "WAIT_S", 2.0)
+        with pytest.raises(PlatformError, match=f"the lock {name} was not free within 2 s"), locks.held(name):
+            ran.append(True)
+    finally:
+        release.set()
+        thread.join(60)
+    assert ran == []
