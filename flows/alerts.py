@@ -4,7 +4,8 @@ An alert is one notification block (Prefect's Slack block for a Slack webhook, o
 custom webhook that POSTs `{"text": ...}`) and one automation per event kind it is on:
 - drift, quality: a check that triggered retraining (`mlops.drift.detected`, told apart by
   the resource label `mlops.reason`);
-- promotion: a new champion (`mlops.champion.promoted`);
+- promotion: a new champion, from the gate or a person's `mlops promote`/`rollback`
+  (`mlops.champion.promoted`);
 - failure: a flow run that failed or crashed (Prefect's own `prefect.flow-run.*` events).
 The automations run in the Prefect server, which sends the message: a flow only emits an
 event, so a webhook that does not answer never fails or delays it.
@@ -22,7 +23,14 @@ from prefect.events.schemas.automations import AutomationCore, EventTrigger, Pos
 from prefect.events.schemas.events import ResourceSpecification
 
 from experiments.errors import InputError
-from flows.events import CHECK_LABEL, DRIFT_EVENT, PROMOTION_EVENT, REASON_LABEL, VERSION_LABEL
+from flows.events import (
+    CHECK_LABEL,
+    DRIFT_EVENT,
+    MOVE_LABEL,
+    PROMOTION_EVENT,
+    REASON_LABEL,
+    VERSION_LABEL,
+)
 from flows.webhooks import KINDS, is_slack, mask_url
 
 ALERT_TAG = "mlops.alert"
@@ -44,9 +52,10 @@ _RETRAINING = (
 _PROMOTION = (
     "mlops promotion alert: {{ event.payload.model }} v{{ event.payload.version }} is the new "
     "champion (was {{ 'v' ~ event.payload.previous if event.payload.previous else 'none' }})\n"
-    "reason: {{ event.payload.reason }} (trigger: {{ event.payload.trigger }})\n"
+    "reason: {{ event.payload.reason }} (trigger: {{ event.payload.trigger }}, by "
+    "{{ event.payload.by or 'gate' }})\n"
     "MLflow: {{ event.payload.model_version_url }} run: {{ event.payload.mlflow_run_url }}\n"
-    "Prefect: {{ event.payload.flow_run_url }}"
+    "Prefect: {{ event.payload.flow_run_url or 'none: moved with the mlops command' }}"
 )
 # The flow run, its flow and deployment are fetched by the server when it renders this; the
 # MLflow address is the platform's, written in when the alert is added.
@@ -85,7 +94,7 @@ def trigger(kind: str) -> EventTrigger:
         each = {"prefect.resource.id", CHECK_LABEL}
     elif kind == "promotion":
         expect, match = {PROMOTION_EVENT}, {"prefect.resource.id": "mlops.model.*"}
-        each = {"prefect.resource.id", VERSION_LABEL}
+        each = {"prefect.resource.id", VERSION_LABEL, MOVE_LABEL}
     else:
         expect, match = set(FAILED_EVENTS), {"prefect.resource.id": "prefect.flow-run.*"}
         each = {"prefect.resource.id"}

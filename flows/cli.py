@@ -537,10 +537,10 @@ def _move(json_output: bool, how: str, model: str, *args) -> None:
         logging.getLogger("EventsWorker").setLevel(logging.ERROR)
         client = MlflowClient()
         moved = getattr(lifecycle, how)(client, model, *args, by=_person())
-        note = lifecycle.follow(client, model)
+        notes = [lifecycle.announce(client, moved, how), lifecycle.follow(client, model)]
     except (InputError, PlatformError) as error:
         fail(str(error))
-    if note:
+    for note in filter(None, notes):
         err.print(f"warning: {note}", highlight=False, soft_wrap=True)
     if json_output:
         print(json.dumps({"model_name": moved.model_name, "champion_version": moved.champion_version,

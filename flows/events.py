@@ -5,6 +5,8 @@ run), computed here where the flow knows them: an automation's message only quot
 Emitting queues the event for Prefect's events client: nothing here waits on a webhook.
 """
 
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from prefect.events import emit_event
@@ -22,6 +24,8 @@ REASON_LABEL = "mlops.reason"
 # What makes one event of a kind (an alert is sent once per check, per version).
 CHECK_LABEL = "mlops.check"
 VERSION_LABEL = "mlops.version"
+# When champion moved: one version can take it several times (a rollback, a promotion back).
+MOVE_LABEL = "mlops.move"
 
 
 def model_resource_id(name: str) -> str:
@@ -48,18 +52,36 @@ def model_version_url(tracking_uri: str, name: str, version: str) -> str:
 def announce_promotion(tracking_uri: str, name: str, gate: "GateResult", trigger: str,
                        run_url: str) -> None:
     """`mlops.champion.promoted` for a version the gate made champion."""
+    announce_champion(tracking_uri, name, ChampionMove(
+        gate.version, gate.previous_champion, gate.decision.reason, "gate", trigger), run_url)
+
+
+@dataclass(frozen=True)
+class ChampionMove:
+    """Who gave `champion` to which version, and why."""
+
+    version: str
+    previous: str | None
+    reason: str
+    by: str  # "gate" or the person
+    trigger: str  # what set it off: manual, drift, quality, promote, rollback
+
+
+def announce_champion(tracking_uri: str, name: str, move: ChampionMove, run_url: str) -> None:
+    """`mlops.champion.promoted`: a version took `champion` (from the gate or a person)."""
     emit_event(
         event=PROMOTION_EVENT,
-        resource={"prefect.resource.id": model_resource_id(name), VERSION_LABEL: gate.version},
+        resource={"prefect.resource.id": model_resource_id(name), VERSION_LABEL: move.version,
+                  MOVE_LABEL: datetime.now(UTC).isoformat(timespec="milliseconds")},
         payload={
             "model": name,
-            "version": gate.version,
-            "previous": gate.previous_champion,
-            "reason": gate.decision.reason,
-            "by": "gate",
-            "trigger": trigger,
+            "version": move.version,
+            "previous": move.previous,
+            "reason": move.reason,
+            "by": move.by,
+            "trigger": move.trigger,
             "mlflow_run_url": run_url,
-            "model_version_url": model_version_url(tracking_uri, name, gate.version),
+            "model_version_url": model_version_url(tracking_uri, name, move.version),
             "flow_run_url": flow_run_url(),
         },
     )

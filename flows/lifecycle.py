@@ -14,6 +14,7 @@ from prefect.client.orchestration import get_client
 
 from experiments.errors import InputError
 from flows import locks
+from flows.events import ChampionMove, announce_champion
 from flows.schedules import follow_champion
 from infra.errors import PlatformError
 from registry.champion import Move, get_champion, move_champion
@@ -95,4 +96,20 @@ def follow(client: MlflowClient, name: str) -> str | None:
     except (PlatformError, MlflowException, OSError) as error:
         log.warning("%s: monitoring schedule not updated: %s", name, error)
         return f"the monitoring schedule was not updated: {error}"
+    return None
+
+
+def announce(client: MlflowClient, moved: Moved, how: str) -> str | None:
+    """The promotion event (and so its alerts) for a move a person made: HOW is `promote`
+    or `rollback`; the MLflow link is the run that made the version. A note when it could
+    not be sent (the move stands)."""
+    try:
+        version = client.get_model_version(moved.model_name, moved.champion_version)
+        experiment_id = client.get_run(version.run_id).info.experiment_id
+    except (MlflowException, OSError) as error:
+        log.warning("%s: no promotion event: %s", moved.model_name, error)
+        return f"no promotion alert was sent: {error}"
+    run_url = f"{client.tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{version.run_id}"
+    announce_champion(client.tracking_uri, moved.model_name, ChampionMove(
+        moved.champion_version, moved.previous_champion, moved.reason, moved.by, how), run_url)
     return None

@@ -60,7 +60,7 @@ def test_a_promotion_names_the_new_and_previous_champion(previous, was):
     text = _render("promotion", event=event)
 
     assert f"wine v4 is the new champion ({was})" in text
-    assert "reason: wins: roc_auc 0.9 vs 0.8 (trigger: drift)" in text
+    assert "reason: wins: roc_auc 0.9 vs 0.8 (trigger: drift, by gate)" in text
     assert "MLflow: M/models/wine/versions/4 run: M/run" in text and "Prefect: P/runs/flow-run/y" in text
 
 

@@ -151,7 +151,7 @@ def test_each_alert_kind_arrives_once_with_its_links(alerts, events, platform):
     assert [len(texts) for texts in found] == [1, 1, 1], json.dumps(found, indent=1)
     [promoted], [drifted], [failed] = found
     prefect_run = f"{platform.prefect_url}/runs/flow-run/"
-    assert "(was none)" in promoted and "reason: no champion yet (trigger: manual)" in promoted
+    assert "(was none)" in promoted and "reason: no champion yet (trigger: manual, by gate)" in promoted
     assert f"{platform.mlflow_url}/#/models/{NAME}/versions/{trained['model_version']}" in promoted
     assert trained["run_url"] in promoted and f"{prefect_run}{trained['flow_run_id']}" in promoted
     assert f"reason: {checked['reason']}" in drifted and checked["run_url"] in drifted
@@ -160,6 +160,42 @@ def test_each_alert_kind_arrives_once_with_its_links(alerts, events, platform):
     assert f"model: {events['spec']}" in failed and "label" in failed  # the reason names the missing target
     assert f"MLflow: {platform.mlflow_url}" in failed and f"Prefect: {prefect_run}{failing.id}" in failed
     assert not receiver.texts("mlops quality alert")
+
+
+def test_a_persons_moves_each_send_a_promotion_alert(alerts, events, platform):
+    """Given a model whose champion a person promotes to v2, rolls back to v1 and promotes to v2
+    again within a minute, then each move sends one promotion message naming the version, the
+    person, the command and the reason (v2 twice: a version may take champion again)."""
+    import getpass
+
+    from mlflow.tracking import MlflowClient
+
+    from registry.champion import Move, move_champion, register
+
+    receiver, _ = alerts
+    client, moves = MlflowClient(), f"{NAME}-moves"
+    trained = client.get_model_version(NAME, events["trained"]["model_version"])
+    for _ in range(2):
+        register(client, moves, trained.source, trained.run_id, {})
+    move_champion(client, moves, "1", Move("gate", "no champion yet", None))
+
+    done = [_cli(platform, "promote", moves, "2", "--reason", "try two"),
+            _cli(platform, "rollback", moves),
+            _cli(platform, "promote", moves, "2", "--reason", "two again")]
+
+    assert [d.returncode for d in done] == [0, 0, 0], [d.stderr for d in done]
+    two, one = f"{moves} v2 is the new champion", f"{moves} v1 is the new champion"
+    assert wait_for(lambda: len(receiver.texts(two)) == 2 and receiver.texts(one), timeout_s=120), \
+        [r["body"] for r in receiver.received]
+    time.sleep(2)  # a duplicate would come with the first
+    assert len(receiver.texts(two)) == 2 and len(receiver.texts(one)) == 1
+    me = getpass.getuser()
+    assert receiver.texts(two, "(was v1)", f"reason: try two (trigger: promote, by {me})")
+    assert receiver.texts(two, f"reason: two again (trigger: promote, by {me})")
+    [back] = receiver.texts(one)
+    assert "(was v2)" in back and f"reason: rollback from version 2 (trigger: rollback, by {me})" in back
+    assert f"{platform.mlflow_url}/#/models/{moves}/versions/1" in back
+    assert "Prefect: none: moved with the mlops command" in back
 
 
 def test_list_masks_the_url(alerts, platform):
