@@ -6,6 +6,7 @@ Each task is a thin adapter over a plain function in `experiments/` or `registry
 from typing import Literal
 
 import optuna
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -193,7 +194,7 @@ def register_and_promote(
 
 @task(cache_policy=NO_CACHE)
 def link(context: training.TrainingContext, evaluation: training.Evaluation,
-         search: training.SearchResult, gate: GateResult) -> None:
+         search: training.SearchResult, gate: GateResult, params: TrainParameters) -> None:
     spec, tracking = context.spec, context.tracking
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in evaluation.metrics.items())
     markdown = (
@@ -203,12 +204,26 @@ def link(context: training.TrainingContext, evaluation: training.Evaluation,
         f"{gate.decision.reason}\n\n"
         f"Best model: `{search.family}` {search.params} "
         f"(cv {spec.metric} {search.cv_score:.4f} over {search.trials} trials)\n\n"
-        f"| holdout metric | value |\n|---|---|\n{rows}\n"
+        f"| holdout metric | value |\n|---|---|\n{rows}\n\n"
+        f"Trigger: {params.trigger}{_cause(params.monitoring_run_id)}\n"
     )
+    # The same summary is the MLflow run's description (the UI's "Description" box).
+    _client().set_tag(tracking.run_id, "mlflow.note.content", markdown)
     create_markdown_artifact(
         markdown=markdown, key=f"{spec.slug}-training",
         description=f"Training of {spec.name}: MLflow run and champion decision",
     )
+
+
+def _cause(monitoring_run_id: str | None) -> str:
+    """A retraining's link to the check that caused it."""
+    if not monitoring_run_id:
+        return ""
+    try:
+        check = _client().get_run(monitoring_run_id)
+    except MlflowException:  # not a run of this server (an event sent by hand): named only
+        return f" (after check {monitoring_run_id})"
+    return f" (after [the check]({_run_url(check.info.experiment_id, monitoring_run_id)}))"
 
 
 @task(cache_policy=NO_CACHE)
@@ -241,7 +256,7 @@ def train(params: TrainParameters) -> dict:
             evaluation = fit_and_evaluate(context, search)
             model_uri = log_model(context, evaluation)
             gate = register_and_promote(context, evaluation, model_uri, params)
-            link(context, evaluation, search, gate)
+            link(context, evaluation, search, gate, params)
     except BaseException:
         training.give_up(_client(), study_storage(), tracking)
         raise

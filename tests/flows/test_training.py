@@ -1,5 +1,6 @@
 """The training flow against real MLflow and Prefect servers."""
 
+import getpass
 import json
 import textwrap
 
@@ -55,6 +56,12 @@ def test_cli_train_records_everything_the_contract_lists(mlops, tmp_path):
     assert parent.data.tags["mlops.flow_run_id"] == result["flow_run_id"]
     assert parent.data.tags["mlops.trigger"] == "manual"
     assert len(parent.data.tags["mlops.data_digest"]) == 16
+    assert parent.data.tags["mlflow.user"] == getpass.getuser()  # the UI's "Created by"
+    assert parent.data.tags["mlflow.source.name"] == "flows/train.py"
+    assert parent.data.tags["mlflow.source.type"] == "LOCAL"
+    description = parent.data.tags["mlflow.note.content"]
+    assert f"# it-binary: version {result['model_version']}" in description
+    assert "Promoted to champion" in description and "Trigger: manual" in description
     assert parent.info.status == "FINISHED"
     assert {"holdout_accuracy", "holdout_precision", "holdout_recall", "holdout_f1",
             "holdout_roc_auc", "holdout_log_loss"} <= set(parent.data.metrics)
