@@ -28,7 +28,7 @@ def score(metric: str, y_true, output: np.ndarray, classes) -> float:
     binary = len(classes) == 2
     if metric == "roc_auc":
         if binary:
-            return float(skm.roc_auc_score(y_true == classes[1], output[:, 1]))
+            return binary_roc_auc(y_true == classes[1], output[:, 1])
         return float(skm.roc_auc_score(y_true, output, multi_class="ovr", labels=classes))
     if metric == "log_loss":
         return float(skm.log_loss(y_true, output, labels=classes))
@@ -52,6 +52,25 @@ def defined_score(score_fn: ScoreFn, y_true, output) -> float | None:
         except ValueError:
             return None
     return value if math.isfinite(value) else None
+
+
+def binary_roc_auc(positive: np.ndarray, scores: np.ndarray) -> float:
+    """The area under the ROC curve from ranks (Mann-Whitney U, a tie counted as half): the
+    value skm.roc_auc_score gives, without its input checks, which took ~5-10 ms a call; the
+    promotion gate scores 2,000 bootstrap resamples per training. ValueError when a class
+    is missing or a score is not finite, as sklearn raises."""
+    positive = np.asarray(positive, dtype=bool)
+    scores = np.asarray(scores, dtype=float)
+    n_positive = int(positive.sum())
+    n_negative = positive.size - n_positive
+    if n_positive == 0 or n_negative == 0:
+        raise ValueError("only one class is present in y_true: ROC AUC is not defined")
+    if not np.isfinite(scores).all():
+        raise ValueError("the scores hold NaN or infinity")
+    _, slot, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    last = np.cumsum(counts)
+    ranks = ((last - counts + 1 + last) / 2)[slot]  # tied scores share their mean rank
+    return float((ranks[positive].sum() - n_positive * (n_positive + 1) / 2) / (n_positive * n_negative))
 
 
 def _f1(y_true, predicted, classes) -> float:

@@ -31,8 +31,9 @@ def write_batches(frame: pd.DataFrame, folder: Path) -> tuple[Path, Path]:
 
 
 def wait_for_retraining(client: MlflowClient, experiment: str, monitoring_run_id: str,
-                        timeout_s: float = 900) -> dict | None:
-    """The finished training run that the given drift check caused, once it has a version."""
+                        timeout_s: float = 900, poll_s: float = 2.0) -> dict | None:
+    """The finished training run that the given drift check caused, once it has a version
+    (looked for every `poll_s`: tests look more often, to waste less of their time)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         found = client.search_runs(
@@ -45,5 +46,5 @@ def wait_for_retraining(client: MlflowClient, experiment: str, monitoring_run_id
             if run.info.status == "FINISHED" and "mlops.model_version" in run.data.tags:
                 version = client.get_model_version(experiment, run.data.tags["mlops.model_version"])
                 return {"run": run, "version": version}
-        time.sleep(2)
+        time.sleep(poll_s)
     return None

@@ -16,10 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import skops.io
 import yaml
 from mlflow.tracking import MlflowClient
-from skops.io.exceptions import UntrustedTypesFoundException
 
 from experiments.pipelines import SKOPS_TRUSTED_TYPES
 
@@ -91,6 +89,8 @@ def check_files(path: Path, recorded_digest: str | None) -> Path:
         raise ValueError(f"it has no {DIGEST_TAG} tag (not registered by the platform)")
     if model_digest(path) != recorded_digest:
         raise ValueError("its files changed after it was registered (digest differs)")
+    import skops.io
+
     untrusted = sorted(set(skops.io.get_untrusted_types(file=file)) - set(TRUSTED_TYPES))
     if untrusted:
         raise ValueError(f"it holds types no pipeline of ours uses: {', '.join(untrusted)}")
@@ -102,8 +102,13 @@ def download(client: MlflowClient, name: str, version: str, dst: str) -> Path:
         artifact_uri=f"models:/{name}/{version}", dst_path=dst, tracking_uri=client.tracking_uri))
 
 
-# What a malformed or tampered model raises while it is read: all of it is a refusal.
-_REFUSED = (ValueError, yaml.YAMLError, UntrustedTypesFoundException, FileNotFoundError)
+def _refused() -> tuple[type[BaseException], ...]:
+    """What a malformed or tampered model raises while it is read: all of it is a refusal.
+    skops is imported only here and where a model is read: importing it lists every
+    scikit-learn estimator (some seconds), which every command that loads no model paid."""
+    from skops.io.exceptions import UntrustedTypesFoundException
+
+    return ValueError, yaml.YAMLError, UntrustedTypesFoundException, FileNotFoundError
 
 
 @contextmanager
@@ -114,7 +119,7 @@ def _checked(client: MlflowClient, name: str, version: str):
         path = download(client, name, version, tmp)
         try:
             yield path, check_files(path, recorded)
-        except _REFUSED as error:
+        except _refused() as error:
             reason = " ".join(str(error).split())  # one line, whatever the parser said
             raise UnsafeModel(f"refused {name} version {version}: {reason}") from error
 
@@ -128,6 +133,8 @@ def check_registered(client: MlflowClient, name: str, version: str) -> dict:
 def load_registered(client: MlflowClient, name: str, version: str) -> LoadedModel:
     """Version VERSION of NAME, checked, then loaded by skops on our types; UnsafeModel if refused."""
     with _checked(client, name, str(version)) as (path, file):
+        import skops.io
+
         pipeline = skops.io.load(file, trusted=TRUSTED_TYPES)
         metadata = read_mlmodel(path).get("metadata") or {}
     return LoadedModel(name, str(version), pipeline, metadata)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from experiments.metrics import holdout_metrics, model_output, score
+from experiments.metrics import binary_roc_auc, holdout_metrics, model_output, score
 
 
 def probabilities(positive: list[float]) -> np.ndarray:
@@ -146,3 +146,27 @@ def test_defined_score_is_none_where_the_metric_has_no_value():
         assert defined_score(roc_auc_score, np.zeros(5), np.linspace(0, 1, 5)) is None
     assert defined_score(raises, np.zeros(5), np.zeros(5)) is None
     assert defined_score(roc_auc_score, np.array([0, 1, 1]), np.array([0.1, 0.8, 0.9])) == 1.0
+
+
+def test_binary_roc_auc_is_sklearns_value_with_and_without_ties():
+    """The promotion gate's fast AUC gives what sklearn gives, ties (rounded scores) included."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    for size in (2, 7, 80, 301):
+        positive = np.arange(size) % 2 == 0
+        rng.shuffle(positive)
+        for scores in (rng.random(size), np.round(rng.random(size), 1), np.zeros(size)):
+            assert binary_roc_auc(positive, scores) == pytest.approx(roc_auc_score(positive, scores),
+                                                                     abs=1e-12)
+
+
+@pytest.mark.parametrize(("positive", "scores"), [
+    ([True, True, True], [0.1, 0.5, 0.9]),
+    ([False, False], [0.1, 0.5]),
+    ([True, False, True], [0.1, np.nan, 0.9]),
+], ids=["only positives", "only negatives", "a NaN score"])
+def test_binary_roc_auc_refuses_what_sklearn_refuses(positive, scores):
+    """ValueError, as sklearn raises: the bootstrap skips such a resample."""
+    with pytest.raises(ValueError):
+        binary_roc_auc(np.array(positive), np.array(scores))

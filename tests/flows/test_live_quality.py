@@ -120,7 +120,7 @@ def test_flipped_labels_with_unchanged_inputs_retrain_for_quality(trained):
     assert result["drift_detected"] is False and result["prediction_drift"] is False
     assert result["quality"]["degraded"] is True and result["quality"]["labelled_rows"] == 400
     assert result["retraining"] == "triggered" and result["trigger_reason"] == "quality"
-    done = wait_for_retraining(MlflowClient(), NAME, result["monitoring_run_id"], timeout_s=400)
+    done = wait_for_retraining(MlflowClient(), NAME, result["monitoring_run_id"], timeout_s=400, poll_s=0.5)
     assert done is not None and done["version"] is not None, "no retraining finished"
     assert done["run"].data.tags["mlops.trigger"] == "quality"
     assert done["version"].tags["mlops.trigger"] == "quality"

@@ -81,7 +81,7 @@ def test_drift_retrains_through_the_event_then_cools_down(trained):
     assert result["drift_detected"] is True and result["retraining"] == "triggered"
     assert set(result["drifted_columns"]) >= {"x1", "x2"}
     assert again["drift_detected"] is True and again["retraining"] == "cooldown"
-    done = wait_for_retraining(MlflowClient(), NAME, result["monitoring_run_id"], timeout_s=400)
+    done = wait_for_retraining(MlflowClient(), NAME, result["monitoring_run_id"], timeout_s=400, poll_s=0.5)
     assert done is not None and done["version"] is not None, "no retraining finished"
     assert done["run"].data.tags["mlops.trigger"] == "drift"
     assert int(done["version"].version) > int(first["model_version"])
@@ -116,7 +116,7 @@ def test_two_drift_events_at_once_give_one_retraining(trained):
             if len(states) == 2 and all(s in {"COMPLETED", "CANCELLED", "FAILED", "CRASHED"}
                                         for s in states.values()):
                 break
-            time.sleep(3)
+            time.sleep(1)
     assert sorted(states.values()) == ["CANCELLED", "COMPLETED"], states
     completed = next(r for r in runs if r.state.type.value == "COMPLETED")
     assert completed.name == f"retrain {NAME} after drift"

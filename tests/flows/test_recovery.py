@@ -1,68 +1,13 @@
-"""Retrainings that end badly: a restart while one is pending, one cancelled before it ran.
-Real MLflow, Prefect and runner; the restart test on the spare platform (it goes down and up)."""
-
-import json
-import textwrap
-import time
+"""A retraining that ends badly: a restart while one is pending. Real MLflow, Prefect and
+runner, on the spare platform (it goes down and up); the cancelled retraining is in
+test_recovery_cancelled.py, on the session platform."""
 
 import pytest
 from mlflow.tracking import MlflowClient
 from polling import wait_for
-from synthetic import binary_frame
+from retrainings import batch, cli_json, retrain_run_of, retrain_slots_taken, state_of, write_spec
 
 pytestmark = pytest.mark.integration
-
-FINAL = {"COMPLETED", "CANCELLED", "FAILED", "CRASHED"}
-
-
-def write_spec(folder, name: str, cooldown_minutes: int) -> str:
-    binary_frame(n=200, seed=11).to_csv(folder / "train.csv", index=False)
-    spec = folder / f"{name}.yaml"
-    spec.write_text(textwrap.dedent(f"""\
-        name: {name}
-        task: classification
-        data: {{source: {folder / 'train.csv'}, target: label}}
-        tuning: {{trials: 2, cv_folds: 3, models: [logistic_regression]}}
-        monitoring: {{drift_share: 0.3, cooldown_minutes: {cooldown_minutes}}}
-        """))
-    return str(spec)
-
-
-def batch(folder, seed: int, shift: float = 2.0) -> str:
-    frame = binary_frame(n=200, seed=seed)
-    for column in ("x1", "x2", "noise"):
-        frame[column] = frame[column] + shift
-    path = folder / f"batch-{seed}.csv"
-    frame.to_csv(path, index=False)
-    return str(path)
-
-
-def cli_json(run, *args: str) -> dict:
-    done = run(*args, "--json")
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout)
-
-
-def retrain_run_of(check_id: str):
-    """The retrain flow run the drift event of a check created, once it exists."""
-    from prefect.client.orchestration import get_client
-
-    from flows.recovery import monitoring_run_of, retrain_runs
-
-    with get_client(sync_client=True) as client:
-        return next((r for r in retrain_runs(client) if monitoring_run_of(r) == check_id), None)
-
-
-def state_of(check_id: str) -> str | None:
-    run = retrain_run_of(check_id)
-    return run.state.type.value if run is not None and run.state is not None else None
-
-
-def retrain_slots_taken() -> int:
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        return client.read_deployment_by_name("retrain/retrain").global_concurrency_limit.active_slots
 
 
 def test_a_restart_while_a_retraining_is_pending_leaves_no_slot_taken(breakable_platform, tmp_path):
@@ -92,43 +37,9 @@ def test_a_restart_while_a_retraining_is_pending_leaves_no_slot_taken(breakable_
 
     assert second["retraining"] == "triggered", second["reason"]
     assert second["previous_retraining"]["state"] == "crashed"
-    done = wait_for_retraining(MlflowClient(), "it-restart", second["monitoring_run_id"], timeout_s=400)
+    done = wait_for_retraining(MlflowClient(), "it-restart", second["monitoring_run_id"],
+                               timeout_s=400, poll_s=0.5)
     assert done is not None and done["version"] is not None, "the new retraining did not finish"
     assert wait_for(lambda: state_of(second["monitoring_run_id"]) == "COMPLETED", timeout_s=60)
     check = MlflowClient().get_run(second["monitoring_run_id"]).data.tags
     assert check["mlops.retraining_state"] == "completed"
-
-
-def test_a_retraining_cancelled_before_it_ran_shows_on_its_check(mlops, tmp_path):
-    """Given two drift checks at once (no cooldown), the retrain deployment runs one and
-    cancels the other; then the next check writes on each check how its retraining ended,
-    with the flow run's id, and reports the latest."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    name = "it-cancelled"
-    cli_json(mlops, "train", write_spec(tmp_path, name, cooldown_minutes=0))
-    batches = [batch(tmp_path, seed) for seed in (41, 42)]
-    # At once: one after the other, a check (some 10 s) can outlast the first retraining.
-    with ThreadPoolExecutor(2) as pool:
-        checks = list(pool.map(lambda data: cli_json(mlops, "monitor", name, "--current", data)
-                               ["monitoring_run_id"], batches))
-    deadline = time.monotonic() + 420
-    while time.monotonic() < deadline and not all(state_of(c) in FINAL for c in checks):
-        time.sleep(2)
-    states = {c: state_of(c) for c in checks}
-    assert sorted(states.values()) == ["CANCELLED", "COMPLETED"], states
-
-    later = cli_json(mlops, "monitor", name, "--current", batch(tmp_path, 43, shift=0.0))
-
-    client = MlflowClient()
-    for check, state in states.items():
-        tags = client.get_run(check).data.tags
-        assert tags["mlops.retraining_state"] == state.lower()
-        assert tags["mlops.retraining_flow_run_id"] == str(retrain_run_of(check).id)
-    if later["retraining"] == "triggered":  # a promoted retraining's reference holds shifted rows
-        # Its retraining must end here: a leftover would take the retrain slot from other tests.
-        assert wait_for(lambda: state_of(later["monitoring_run_id"]) in FINAL, timeout_s=420)
-    latest = max(checks, key=lambda check: client.get_run(check).info.start_time)
-    assert later["previous_retraining"] == {
-        "monitoring_run_id": latest, "state": states[latest].lower(),
-        "flow_run_id": str(retrain_run_of(latest).id)}

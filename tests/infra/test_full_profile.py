@@ -239,7 +239,7 @@ def test_monitoring_and_drift_retraining_work_unchanged(full_platform, trained, 
     assert result["report_uri"].startswith("mlflow-artifacts:") or result["report_uri"].startswith("s3://")
     # On its dashboard: `mlops monitor` wrote to Evidently's UI with the token from secrets.env.
     assert result["evidently_url"].startswith(f"{full_platform.status()['evidently_url']}/projects/")
-    done = wait_for_retraining(MlflowClient(), NAME, result["monitoring_run_id"], timeout_s=400)
+    done = wait_for_retraining(MlflowClient(), NAME, result["monitoring_run_id"], timeout_s=400, poll_s=0.5)
     assert done is not None and done["version"] is not None, "no retraining finished"
     assert done["run"].data.tags["mlops.trigger"] == "drift"
     assert int(done["version"].version) > int(first["model_version"])

@@ -346,7 +346,8 @@ def test_drifted_live_traffic_retrains_with_its_feedback(platform, server, mlops
     check = json.loads(done.stdout)
     assert check["drift_detected"] is True and "x1" in check["drifted_columns"]
     assert check["retraining"] == "triggered"
-    retrained = wait_for_retraining(MlflowClient(), NAME, check["monitoring_run_id"], timeout_s=400)
+    retrained = wait_for_retraining(MlflowClient(), NAME, check["monitoring_run_id"],
+                                    timeout_s=400, poll_s=0.5)
     assert retrained is not None and retrained["version"] is not None, "no retraining finished"
     assert retrained["run"].data.tags["mlops.trigger"] == "drift"
     assert int(retrained["version"].version) > int(check["champion_version"])
