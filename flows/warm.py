@@ -23,8 +23,9 @@ import types
 
 import prefect.flow_engine
 
-# The modules every flow run of the runner needs: the flows and what they import.
-PRELOAD = ("flows.train", "flows.monitor", "flows.retrain")
+# The modules every flow run of the runner needs: the flows and what they import, and skops,
+# which registry/loading.py imports only when a model is read (every training and check does).
+PRELOAD = ("flows.train", "flows.monitor", "flows.retrain", "skops.io")
 
 
 def _forkserver_multiprocessing() -> types.SimpleNamespace:
