@@ -110,8 +110,10 @@ def test_two_drift_events_at_once_give_one_retraining(trained):
     states: dict[str, str] = {}
     with get_client(sync_client=True) as client:
         while time.monotonic() < deadline:
+            # The retrain runs, not their training subflows (which carry the same parameter).
             runs = [r for r in client.read_flow_runs(limit=200)
-                    if (r.parameters.get("params") or {}).get("monitoring_run_id") in ids]
+                    if (r.parameters.get("params") or {}).get("monitoring_run_id") in ids
+                    and r.parent_task_run_id is None]
             states = {r.parameters["params"]["monitoring_run_id"]: r.state.type.value for r in runs}
             if len(states) == 2 and all(s in {"COMPLETED", "CANCELLED", "FAILED", "CRASHED"}
                                         for s in states.values()):
