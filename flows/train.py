@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from experiments import training
 from experiments.data import Split
 from experiments.spec import ExperimentSpec, load_spec, with_overrides
+from experiments.tracking import ensure_experiment
 from experiments.validation import Dataset, load_dataset
 from flows import locks
 from flows.events import announce_promotion
@@ -26,6 +27,7 @@ from flows.recovery import label_this_process
 from flows.schedules import schedule_monitoring
 from flows.studies import study_storage
 from infra.errors import PlatformError
+from monitoring.record import monitoring_experiment
 from registry.gate import GateResult, apply_gate, decide_gate, score_champion
 from registry.promotion import HoldoutMetric
 
@@ -182,6 +184,7 @@ def register_and_promote(
             "mlops.flow_run_id": flow_run.get_id() or ""}
     result = promote(_client(), context, evaluation, model_uri, tags)
     _client().set_tag(context.tracking.run_id, "mlops.model_version", result.version)
+    _client().update_registered_model(context.spec.name, description=model_description(context))
     if result.promoted:
         announce_promotion(_client().tracking_uri, context.spec.name, result, params.trigger,
                            _run_url(context.tracking.experiment_id, context.tracking.run_id))
@@ -190,6 +193,21 @@ def register_and_promote(
         "is the new champion" if result.promoted else "is a challenger", result.decision.reason,
     )
     return result
+
+
+def model_description(context: training.TrainingContext) -> str:
+    """The registered model's description in MLflow's UI: what it predicts, from which data,
+    how versions are compared, and where its checks are."""
+    spec, client = context.spec, _client()
+    checks = client.get_experiment(ensure_experiment(client, monitoring_experiment(spec.name)))
+    return (
+        f"Predicts `{spec.data.target}` ({spec.task}) from `{spec.data.source}` "
+        f"({len(context.dataset.frame)} rows at the latest training). A new version takes "
+        f"`champion` only when it beats the champion on the same holdout by {spec.metric} "
+        f"({'higher' if spec.greater_is_better else 'lower'} is better) beyond noise; otherwise "
+        f"it waits as `challenger`. Drift and live-quality checks: [{checks.name}]"
+        f"({client.tracking_uri.rstrip('/')}/#/experiments/{checks.experiment_id})."
+    )
 
 
 @task(cache_policy=NO_CACHE)

@@ -78,6 +78,10 @@ def move_champion(client: MlflowClient, name: str, version: str, move: Move) -> 
     version, previous = str(version), None if move.previous is None else str(move.previous)
     client.set_registered_model_alias(name, CHAMPION, version)
     log_period(client, name, Period(version, now, move.by, move.reason))
+    describe_version(client, name, version, f"Champion since {now}, moved by {move.by}: {move.reason}")
+    if previous is not None and previous != version:
+        describe_version(client, name, previous, f"Champion until {now}, when version {version} "
+                         f"took over (moved by {move.by}: {move.reason})")
     tags = client.get_model_version(name, version).tags
     for key, value in ((FROM_TAG, now), (REASON_TAG, move.reason), (BY_TAG, move.by)):
         client.set_model_version_tag(name, version, key, value)
@@ -100,3 +104,9 @@ def apply_decision(
         return
     client.set_model_version_tag(name, version, REASON_TAG, decision.reason)
     client.set_registered_model_alias(name, CHALLENGER, version)
+    describe_version(client, name, version, f"Challenger, not serving: {decision.reason}")
+
+
+def describe_version(client: MlflowClient, name: str, version: str, text: str) -> None:
+    """The version's description in MLflow's UI: where it stands and why, in one sentence."""
+    client.update_model_version(name, version, description=text[:5000])

@@ -106,6 +106,10 @@ def test_promote_rollback_and_promote_again_are_each_recorded(mlops, trained):
     assert (tags["2"]["mlops.champion_from"], tags["2"]["mlops.promoted_by"]) == (rows[-1]["from"], me)
     assert "mlops.champion_until" not in tags["2"]
     assert tags["1"]["mlops.champion_until"] == rows[-1]["from"]
+    described = {v: MlflowClient().get_model_version(NAME, v).description for v in ("1", "2")}
+    assert described["2"] == f"Champion since {rows[-1]['from']}, moved by {me}: fixed upstream"
+    assert described["1"] == (f"Champion until {rows[-1]['from']}, when version 2 took over "
+                              f"(moved by {me}: fixed upstream)")
     assert schedule_every(NAME) == EVERY_MINUTES
     table = mlops("history", NAME)
     assert table.returncode == 0 and "fixed upstream" in table.stdout

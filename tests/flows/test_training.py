@@ -62,6 +62,12 @@ def test_cli_train_records_everything_the_contract_lists(mlops, tmp_path):
     description = parent.data.tags["mlflow.note.content"]
     assert f"# it-binary: version {result['model_version']}" in description
     assert "Promoted to champion" in description and "Trigger: manual" in description
+    model = client.get_registered_model("it-binary").description
+    assert model.startswith(f"Predicts `label` (classification) from `{tmp_path / 'binary.csv'}`")
+    checks = client.get_experiment_by_name("it-binary-monitoring")
+    assert f"[it-binary-monitoring]({client.tracking_uri}/#/experiments/{checks.experiment_id})" in model
+    assert client.get_model_version("it-binary", result["model_version"]).description.startswith(
+        "Champion since ")
     assert parent.info.status == "FINISHED"
     assert {"holdout_accuracy", "holdout_precision", "holdout_recall", "holdout_f1",
             "holdout_roc_auc", "holdout_log_loss"} <= set(parent.data.metrics)

@@ -87,6 +87,8 @@ def test_worse_version_becomes_challenger_with_the_reason(gate, sqlite_mlflow):
     assert holding(sqlite_mlflow, "challenger") == "2"
     assert version(sqlite_mlflow, "2").tags["mlops.promotion"].startswith("not better: roc_auc")
     assert "mlops.champion_until" not in version(sqlite_mlflow, "1").tags
+    assert version(sqlite_mlflow, "2").description.startswith("Challenger, not serving: not better: roc_auc")
+    assert version(sqlite_mlflow, "1").description.startswith("Champion since ")
 
 
 def test_better_version_takes_champion_and_closes_the_old_reign(gate, sqlite_mlflow):
@@ -102,6 +104,11 @@ def test_better_version_takes_champion_and_closes_the_old_reign(gate, sqlite_mlf
     assert version(sqlite_mlflow, "2").tags["mlops.champion_from"]
     assert version(sqlite_mlflow, "2").tags["mlops.promoted_by"] == "gate"
     assert version(sqlite_mlflow, "1").tags["mlops.champion_until"]
+    until = version(sqlite_mlflow, "1").tags["mlops.champion_until"]
+    assert version(sqlite_mlflow, "2").description == (
+        f"Champion since {until}, moved by gate: {result.decision.reason}")
+    assert version(sqlite_mlflow, "1").description == (
+        f"Champion until {until}, when version 2 took over (moved by gate: {result.decision.reason})")
     assert [(h["version"], h["by"], h["reason"]) for h in champion_history(sqlite_mlflow, NAME)] == [
         ("1", "gate", "no champion yet"), ("2", "gate", result.decision.reason)]
 
