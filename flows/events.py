@@ -45,6 +45,14 @@ def flow_run_url() -> str:
     return (url_for("flow-run", obj_id=run_id, url_type="ui") or "") if run_id else ""
 
 
+def experiment_url(tracking_uri: str, experiment_id: str) -> str:
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}"
+
+
+def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    return f"{experiment_url(tracking_uri, experiment_id)}/runs/{run_id}"
+
+
 def model_version_url(tracking_uri: str, name: str, version: str) -> str:
     return f"{tracking_uri.rstrip('/')}/#/models/{name}/versions/{version}"
 

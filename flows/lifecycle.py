@@ -14,7 +14,7 @@ from prefect.client.orchestration import get_client
 
 from experiments.errors import InputError
 from flows import locks
-from flows.events import ChampionMove, announce_champion
+from flows.events import ChampionMove, announce_champion, run_url
 from flows.schedules import follow_champion
 from infra.errors import PlatformError
 from registry.champion import Move, get_champion, move_champion
@@ -109,7 +109,7 @@ def announce(client: MlflowClient, moved: Moved, how: str) -> str | None:
     except (MlflowException, OSError) as error:
         log.warning("%s: no promotion event: %s", moved.model_name, error)
         return f"no promotion alert was sent: {error}"
-    run_url = f"{client.tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{version.run_id}"
     announce_champion(client.tracking_uri, moved.model_name, ChampionMove(
-        moved.champion_version, moved.previous_champion, moved.reason, moved.by, how), run_url)
+        moved.champion_version, moved.previous_champion, moved.reason, moved.by, how),
+        run_url(client.tracking_uri, experiment_id, version.run_id))
     return None

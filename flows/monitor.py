@@ -24,6 +24,7 @@ from experiments.data import data_digest, load_table
 from experiments.spec import MonitoringSection
 from flows.dashboard import publish_check
 from flows.events import DRIFT_EVENT, flow_run_url, retraining_resource
+from flows.events import run_url as mlflow_run_url
 from flows.live_check import check_live, live_result, load_labelled, record_live
 from flows.naming import name_this_run
 from flows.preflight import require_champion, require_columns
@@ -241,7 +242,7 @@ def drift_result(client: MlflowClient, champion: ChampionData, summary: DriftSum
                  decision: RetrainDecision, run_id: str, dashboard: str | None) -> dict:
     """The check's answer about drift and the decision, with links to its run."""
     run = client.get_run(run_id)
-    run_url = f"{client.tracking_uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+    run_url = mlflow_run_url(client.tracking_uri, run.info.experiment_id, run_id)
     return {
         "model_name": champion.name,
         "champion_version": champion.version,

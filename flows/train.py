@@ -21,7 +21,7 @@ from experiments.spec import ExperimentSpec, load_spec, with_overrides
 from experiments.tracking import ensure_experiment
 from experiments.validation import Dataset, load_dataset
 from flows import locks
-from flows.events import announce_promotion
+from flows.events import announce_promotion, experiment_url, run_url
 from flows.naming import name_this_run
 from flows.recovery import label_this_process
 from flows.schedules import schedule_monitoring
@@ -69,8 +69,7 @@ def _client() -> MlflowClient:
 
 
 def _run_url(experiment_id: str, run_id: str) -> str:
-    base = _client().tracking_uri.rstrip("/")
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    return run_url(_client().tracking_uri, experiment_id, run_id)
 
 
 @task(cache_policy=NO_CACHE)
@@ -206,7 +205,7 @@ def model_description(context: training.TrainingContext) -> str:
         f"`champion` only when it beats the champion on the same holdout by {spec.metric} "
         f"({'higher' if spec.greater_is_better else 'lower'} is better) beyond noise; otherwise "
         f"it waits as `challenger`. Drift and live-quality checks: [{checks.name}]"
-        f"({client.tracking_uri.rstrip('/')}/#/experiments/{checks.experiment_id})."
+        f"({experiment_url(client.tracking_uri, checks.experiment_id)})."
     )
 
 
