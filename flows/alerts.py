@@ -31,6 +31,7 @@ from flows.events import (
     REASON_LABEL,
     VERSION_LABEL,
 )
+from flows.links import experiments_url
 from flows.webhooks import KINDS, is_slack, mask_url
 
 ALERT_TAG = "mlops.alert"
@@ -84,7 +85,7 @@ def message(kind: str, mlflow_url: str) -> str:
         return _RETRAINING.replace("__KIND__", kind)
     if kind == "promotion":
         return _PROMOTION
-    return _FAILURE.replace("__MLFLOW__", mlflow_url)
+    return _FAILURE.replace("__MLFLOW__", experiments_url(mlflow_url))
 
 
 def trigger(kind: str) -> EventTrigger:

@@ -108,7 +108,9 @@ def up(
         return
     for note in notes:
         err.print(note, highlight=False)
-    out.print(f"MLflow UI:  {platform.mlflow_url}\nPrefect UI: {platform.prefect_url}")
+    from flows.links import experiments_url
+
+    out.print(f"MLflow UI:  {experiments_url(platform.mlflow_url)}\nPrefect UI: {platform.prefect_url}")
     if platform.evidently_url:
         out.print(f"Evidently UI: {platform.evidently_url}")
 
@@ -227,7 +229,9 @@ def _run_training(experiment: str, data: str | None, trials: int | None, workers
     except Exception:
         _fail_if_stopped(conn, "the training stopped")
         raise  # the platform answers: a bug, whose traceback is worth seeing
-    return {**result, "mlflow_ui": conn.mlflow_url, "prefect_ui": conn.prefect_ui_url}
+    from flows.links import experiments_url
+
+    return {**result, "mlflow_ui": experiments_url(conn.mlflow_url), "prefect_ui": conn.prefect_ui_url}
 
 
 def _fail_if_stopped(conn, what: str) -> None:

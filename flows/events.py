@@ -13,6 +13,8 @@ from prefect.events import emit_event
 from prefect.runtime import flow_run
 from prefect.utilities.urls import url_for
 
+from flows.links import model_version_url
+
 if TYPE_CHECKING:  # the gate's result only passes through: no MLflow import for the CLI
     from registry.gate import GateResult
 
@@ -43,18 +45,6 @@ def flow_run_url() -> str:
     # Not prefect.runtime's flow_run.ui_url: its /flow-runs/... path is not a page of the UI.
     run_id = flow_run.get_id()
     return (url_for("flow-run", obj_id=run_id, url_type="ui") or "") if run_id else ""
-
-
-def experiment_url(tracking_uri: str, experiment_id: str) -> str:
-    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}"
-
-
-def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
-    return f"{experiment_url(tracking_uri, experiment_id)}/runs/{run_id}"
-
-
-def model_version_url(tracking_uri: str, name: str, version: str) -> str:
-    return f"{tracking_uri.rstrip('/')}/#/models/{name}/versions/{version}"
 
 
 def announce_promotion(tracking_uri: str, name: str, gate: "GateResult", trigger: str,

@@ -14,7 +14,8 @@ from prefect.client.orchestration import get_client
 
 from experiments.errors import InputError
 from flows import locks
-from flows.events import ChampionMove, announce_champion, run_url
+from flows.events import ChampionMove, announce_champion
+from flows.links import run_url
 from flows.schedules import follow_champion
 from infra.errors import PlatformError
 from registry.champion import Move, get_champion, move_champion

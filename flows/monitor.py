@@ -24,7 +24,7 @@ from experiments.data import data_digest, load_table
 from experiments.spec import MonitoringSection
 from flows.dashboard import publish_check
 from flows.events import DRIFT_EVENT, flow_run_url, retraining_resource
-from flows.events import run_url as mlflow_run_url
+from flows.links import run_url as mlflow_run_url
 from flows.live_check import check_live, live_result, load_labelled, record_live
 from flows.naming import name_this_run
 from flows.preflight import require_champion, require_columns

@@ -21,7 +21,8 @@ from experiments.spec import ExperimentSpec, load_spec, with_overrides
 from experiments.tracking import ensure_experiment
 from experiments.validation import Dataset, load_dataset
 from flows import locks
-from flows.events import announce_promotion, experiment_url, run_url
+from flows.events import announce_promotion
+from flows.links import experiment_url, run_url
 from flows.naming import name_this_run
 from flows.recovery import label_this_process
 from flows.schedules import schedule_monitoring

@@ -2,6 +2,7 @@
 
 import functools
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -90,6 +91,26 @@ def sqlite_mlflow(tmp_path, monkeypatch):
     # setting back the resolved URI would pin it against a later MLFLOW_TRACKING_URI.
     with _use_tracking_uri(uri):
         yield MlflowClient(tracking_uri=uri)
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Without the background-networking flags Chromium keeps dialling out, which this closed
+# network refuses, many connections at a time.
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def page():
+    """A new page in a fresh browser: no stored MLflow view choice, as for a new user."""
+    from playwright.sync_api import sync_playwright
+
+    if not shutil.which("chromium"):
+        pytest.fail("chromium is not installed; `make test` installs it (Debian package chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser.new_page(viewport={"width": 1400, "height": 1000})
+        browser.close()
 
 
 @pytest.fixture(scope="session")

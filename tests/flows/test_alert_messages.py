@@ -81,7 +81,7 @@ def test_a_failure_names_the_run_its_flow_model_and_links(deployment, shown):
     assert text.startswith("mlops failure alert: flow run brave-fox of train Failed")
     assert shown in text and "model: wine, version: none" in text
     assert "reason: Flow run encountered an exception: InputError: column 'y' missing" in text
-    assert f"MLflow: {MLFLOW}" in text
+    assert f"MLflow: {MLFLOW}/#/experiments?workflowType=machine_learning\n" in text
     assert f"Prefect: http://127.0.0.1:4200/runs/flow-run/{run.id}" in text
 
 

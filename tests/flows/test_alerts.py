@@ -158,7 +158,8 @@ def test_each_alert_kind_arrives_once_with_its_links(alerts, events, platform):
     assert f"Prefect: {prefect_run}" in drifted
     assert "flow run" in failed and "of train Failed (deployment: train)" in failed
     assert f"model: {events['spec']}" in failed and "label" in failed  # the reason names the missing target
-    assert f"MLflow: {platform.mlflow_url}" in failed and f"Prefect: {prefect_run}{failing.id}" in failed
+    assert f"MLflow: {platform.mlflow_url}/#/experiments?workflowType" in failed
+    assert f"Prefect: {prefect_run}{failing.id}" in failed
     assert not receiver.texts("mlops quality alert")
 
 

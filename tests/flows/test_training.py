@@ -65,7 +65,8 @@ def test_cli_train_records_everything_the_contract_lists(mlops, tmp_path):
     model = client.get_registered_model("it-binary").description
     assert model.startswith(f"Predicts `label` (classification) from `{tmp_path / 'binary.csv'}`")
     checks = client.get_experiment_by_name("it-binary-monitoring")
-    assert f"[it-binary-monitoring]({client.tracking_uri}/#/experiments/{checks.experiment_id})" in model
+    assert (f"[it-binary-monitoring]({client.tracking_uri}/#/experiments/{checks.experiment_id}/runs?"
+            "workflowType=machine_learning)") in model
     assert client.get_model_version("it-binary", result["model_version"]).description.startswith(
         "Champion since ")
     assert parent.info.status == "FINISHED"
