@@ -1,4 +1,5 @@
 """`mlops serve` as a real process against the real platform: answers, refusals, hot reload,
+its own description (/openapi.json, /docs) following the champion,
 shutdown, and the loop from live traffic through drift to retraining."""
 
 import json
