@@ -1,6 +1,9 @@
-"""Holdout plots and feature importance as matplotlib figures (the caller logs them)."""
+"""Holdout plots, feature importance and the learning curve as matplotlib figures (the caller
+logs them)."""
 
+import time
 import warnings
+from dataclasses import dataclass
 
 import matplotlib
 
@@ -11,12 +14,22 @@ import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from sklearn.base import clone  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.inspection import permutation_importance  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay  # noqa: E402
+from sklearn.model_selection import learning_curve  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 from experiments.metrics import model_output, score  # noqa: E402
 
 MAX_IMPORTANCE_ROWS = 2000
+# Few points on few folds, in one process, within 5 % of the search's fitting time (at least
+# half a second; a tiny search gets its smallest point or two): a few percent of a training.
+LEARNING_CURVE_SIZES = (0.25, 0.5, 0.75, 1.0)
+LEARNING_CURVE_FOLDS = 3
+LEARNING_CURVE_SHARE = 0.05
+LEARNING_CURVE_MIN_S = 0.5
 
 
 def classification_plots(y_true, output: np.ndarray, classes) -> dict[str, Figure]:
@@ -79,6 +92,72 @@ def feature_importance(
     ax.set(xlabel=f"drop in {metric} when shuffled", title="Permutation importance (holdout)")
     figure.tight_layout()
     return importances, figure
+
+
+def metric_scorer(task: str, metric: str):
+    """scorer(estimator, x, y) in the metric as it is (higher is not always better), with the
+    estimator's own classes: one fitted on few rows may have seen fewer."""
+
+    def scorer(estimator, x, y_true):
+        classes = getattr(estimator, "classes_", None) if task == "classification" else None
+        return score(metric, y_true, model_output(estimator, x, task), classes)
+
+    return scorer
+
+
+@dataclass(frozen=True)
+class LearningCurve:
+    sizes: list[int]  # training rows at each point
+    train: np.ndarray  # scores on the rows fitted, one row per point, one column per fold
+    valid: np.ndarray  # scores on the held-out fold, alike
+
+    @property
+    def complete(self) -> bool:
+        return len(self.sizes) == len(LEARNING_CURVE_SIZES)
+
+
+def learning_curve_points(pipeline, features: pd.DataFrame, y, folds, scorer, *,
+                          budget_s: float, seed: int) -> LearningCurve:
+    """Training and validation scores of the pipeline's settings (unfitted copies) on growing
+    shares of the data, over `folds`. The smallest share always; each larger one only while
+    its expected time (the last point's, scaled by rows) fits within `budget_s` in all.
+    A point a share's fit cannot score (a class missing from it) is NaN."""
+    sizes: list[int] = []
+    train, valid = [], []
+    spent = last = 0.0
+    for i, share in enumerate(LEARNING_CURVE_SIZES):
+        if i and spent + last * share / LEARNING_CURVE_SIZES[i - 1] > budget_s:
+            break
+        started = time.perf_counter()
+        # One thread: on a few hundred rows OpenMP's start-up and spinning cost more than the
+        # fit (a boosting fit 10x slower on a busy 2-core machine), and other work shares it.
+        with warnings.catch_warnings(), threadpool_limits(1):
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            warnings.simplefilter("ignore", UserWarning)  # sklearn's note on each failed fit
+            n, train_scores, valid_scores = learning_curve(
+                clone(pipeline), features, y, train_sizes=[share], cv=folds, scoring=scorer,
+                n_jobs=1, shuffle=True, random_state=seed, error_score=np.nan)
+        last = time.perf_counter() - started
+        spent += last
+        sizes.append(int(n[0]))
+        train.append(train_scores[0])
+        valid.append(valid_scores[0])
+    return LearningCurve(sizes, np.array(train), np.array(valid))
+
+
+def learning_curve_figure(curve: LearningCurve, metric: str) -> Figure:
+    figure, ax = plt.subplots(figsize=(5, 4.5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a point with no score: a gap in the line
+        for scores, label in ((curve.train, "training rows"), (curve.valid, "validation fold")):
+            mean, spread = np.nanmean(scores, axis=1), np.nanstd(scores, axis=1)
+            ax.plot(curve.sizes, mean, marker="o", label=label)
+            ax.fill_between(curve.sizes, mean - spread, mean + spread, alpha=0.2)
+    cut = "" if curve.complete else " (larger shares over the time budget)"
+    ax.set(xlabel="training rows", ylabel=metric, title=f"Learning curve{cut}")
+    ax.legend()
+    figure.tight_layout()
+    return figure
 
 
 def search_plots(study: optuna.Study) -> dict[str, Figure]:

@@ -26,11 +26,18 @@ from experiments import lease
 from experiments.artifacts import CONTRACT_ARTIFACT, REFERENCE_ARTIFACT, SPEC_ARTIFACT
 from experiments.contract import DataContract
 from experiments.data import Split, sample_rows, split_holdout
+from experiments.diagnostics import FitScores
 from experiments.evaluation import (
+    LEARNING_CURVE_FOLDS,
+    LEARNING_CURVE_MIN_S,
+    LEARNING_CURVE_SHARE,
     classification_plots,
     close_figures,
     feature_importance,
     importance_scorer,
+    learning_curve_figure,
+    learning_curve_points,
+    metric_scorer,
     regression_plots,
     search_plots,
 )
@@ -84,6 +91,7 @@ class SearchResult:
     params: dict
     cv_score: float
     trials: int
+    fit_seconds: float = 0.0  # the trials' fitting and scoring time, all added up
 
 
 @dataclass(frozen=True)
@@ -332,7 +340,8 @@ def summarize_search(client: MlflowClient, storage, context: TrainingContext) ->
     for name, figure in figures.items():
         client.log_figure(tracking.run_id, figure, f"plots/{name}.png")
     close_figures(figures.values())
-    return SearchResult(family, params, float(best.value), finished_trials(study))
+    fit_seconds = sum(t.user_attrs.get("fit_seconds", 0.0) for t in study.get_trials(deepcopy=False))
+    return SearchResult(family, params, float(best.value), finished_trials(study), fit_seconds)
 
 
 def fit_and_evaluate(client: MlflowClient, context: TrainingContext, search: SearchResult) -> Evaluation:
@@ -345,7 +354,9 @@ def fit_and_evaluate(client: MlflowClient, context: TrainingContext, search: Sea
     holdout_x, holdout_y = features_and_target(data.holdout, contract)
     output = model_output(pipeline, holdout_x, spec.task)
     classes = tuple(pipeline.classes_) if spec.task == "classification" else None
-    metrics = holdout_metrics(spec.task, holdout_y, output, classes)
+    # The search's metric among them always (balanced_accuracy is not in the usual set).
+    metrics = {**holdout_metrics(spec.task, holdout_y, output, classes),
+               spec.metric: score(spec.metric, holdout_y, output, classes)}
     figures = (
         classification_plots(holdout_y, output, classes)
         if spec.task == "classification"
@@ -365,6 +376,27 @@ def fit_and_evaluate(client: MlflowClient, context: TrainingContext, search: Sea
         client.log_figure(run_id, figure, f"plots/{name}.png")
     close_figures(figures.values())
     return Evaluation(pipeline, metrics, output, classes)
+
+
+def diagnose_fit(client: MlflowClient, context: TrainingContext, search: SearchResult,
+                 evaluation: Evaluation) -> FitScores:
+    """The refitted pipeline's score on its own training data (`train_<metric>`, beside
+    `cv_<metric>` and `holdout_<metric>`) and its learning curve, on the parent run."""
+    spec, run_id = context.spec, context.tracking.run_id
+    features, y = features_and_target(context.data.train, context.contract)
+    output = model_output(evaluation.pipeline, features, spec.task)
+    train_score = score(spec.metric, y, output, evaluation.classes)
+    folds = cv_folds(y, spec.task, min(LEARNING_CURVE_FOLDS, spec.tuning.cv_folds), spec.tuning.seed)
+    budget_s = max(LEARNING_CURVE_MIN_S, LEARNING_CURVE_SHARE * search.fit_seconds)
+    curve = learning_curve_points(evaluation.pipeline, features, y, folds,
+                                  metric_scorer(spec.task, spec.metric), budget_s=budget_s,
+                                  seed=spec.tuning.seed)
+    figure = learning_curve_figure(curve, spec.metric)
+    log_batch(client, run_id, metrics={f"train_{spec.metric}": train_score})
+    client.log_figure(run_id, figure, "plots/learning_curve.png")
+    close_figures([figure])
+    return FitScores(spec.metric, spec.greater_is_better, train_score, search.cv_score,
+                     evaluation.metrics[spec.metric])
 
 
 def log_model(client: MlflowClient, context: TrainingContext, evaluation: Evaluation) -> str:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from experiments import training
 from experiments.data import Split
+from experiments.diagnostics import FitScores, gap_sentence
 from experiments.spec import ExperimentSpec, load_spec, with_overrides
 from experiments.tracking import ensure_experiment
 from experiments.validation import Dataset, load_dataset
@@ -148,6 +149,12 @@ def fit_and_evaluate(
 
 
 @task(cache_policy=NO_CACHE)
+def diagnose_fit(context: training.TrainingContext, search: training.SearchResult,
+                 evaluation: training.Evaluation) -> FitScores:
+    return training.diagnose_fit(_client(), context, search, evaluation)
+
+
+@task(cache_policy=NO_CACHE)
 def log_model(context: training.TrainingContext, evaluation: training.Evaluation) -> str:
     return training.log_model(_client(), context, evaluation)
 
@@ -212,9 +219,11 @@ def model_description(context: training.TrainingContext) -> str:
 
 @task(cache_policy=NO_CACHE)
 def link(context: training.TrainingContext, evaluation: training.Evaluation,
-         search: training.SearchResult, gate: GateResult, params: TrainParameters) -> None:
+         search: training.SearchResult, fit: FitScores, gate: GateResult,
+         params: TrainParameters) -> None:
     spec, tracking = context.spec, context.tracking
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in evaluation.metrics.items())
+    gap = gap_sentence(fit)
     markdown = (
         f"# {spec.name}: version {gate.version}\n\n"
         f"[MLflow run]({_run_url(tracking.experiment_id, tracking.run_id)})\n\n"
@@ -222,6 +231,7 @@ def link(context: training.TrainingContext, evaluation: training.Evaluation,
         f"{gate.decision.reason}\n\n"
         f"Best model: `{search.family}` {search.params} "
         f"(cv {spec.metric} {search.cv_score:.4f} over {search.trials} trials)\n\n"
+        f"{fit.line()}{f' {gap}' if gap else ''}\n\n"
         f"| holdout metric | value |\n|---|---|\n{rows}\n\n"
         f"Trigger: {params.trigger}{_cause(params.monitoring_run_id)}\n"
     )
@@ -272,9 +282,10 @@ def train(params: TrainParameters) -> dict:
         with training.keep_lease(study_storage(), tracking):
             search = tune(context, params.warm_start, params.workers)
             evaluation = fit_and_evaluate(context, search)
+            fit = diagnose_fit(context, search, evaluation)
             model_uri = log_model(context, evaluation)
             gate = register_and_promote(context, evaluation, model_uri, params)
-            link(context, evaluation, search, gate, params)
+            link(context, evaluation, search, fit, gate, params)
     except BaseException:
         training.give_up(_client(), study_storage(), tracking)
         raise

@@ -1,9 +1,15 @@
-"""The HTTP API: /predict, /feedback, /health, /model.
+"""The HTTP API: /predict, /feedback, /health, /model, and its description /openapi.json, /docs.
 
 Routes are plain Starlette endpoints that read the body themselves (size limit first, then
 orjson) instead of FastAPI body models; nothing malformed, too large or outside the
-contract reaches the model. With a token, every route but /health needs
-`Authorization: Bearer <token>` first of all.
+contract reaches the model. /openapi.json is written from the data contract of the model in
+service (serving/openapi.py), so it follows `champion` as the model does.
+
+With a token, every route but /health and /docs needs `Authorization: Bearer <token>` first
+of all. /openapi.json needs it too: it tells the column names, the categories seen in
+training and each numeric column's training range, more than /model (which needs it) tells,
+and a client team that is to call /predict has the token anyway. /docs stays open because
+it holds nothing: its script fetches /openapi.json with the token typed into the page.
 """
 
 import hmac
@@ -20,7 +26,9 @@ from starlette.responses import Response
 from experiments.contract import DataContract
 from monitoring.traffic import FEEDBACK, LABEL, BufferFull, TrafficWriter, hour_of
 from serving.batching import Answer, Batcher, NoModel, Overloaded, Served
+from serving.docs import DOCS_PAGE
 from serving.model import ChampionWatcher
+from serving.openapi import describe_api
 from serving.overload import Overload, retry_after
 from serving.records import Problem, check_labels
 
@@ -52,7 +60,7 @@ def create_app(watcher: ChampionWatcher, writer: TrafficWriter, batcher: Batcher
                overload: Overload | None = None) -> FastAPI:
     """The app; its lifespan starts the watcher, the writer and the batcher, and on
     shutdown answers what is queued, then writes every buffered record. With `token`,
-    /predict, /feedback and /model need it as a bearer token."""
+    /predict, /feedback, /model and /openapi.json need it as a bearer token."""
     api = Api(watcher, writer, batcher, limits, token.encode() if token else None,
               overload or Overload())
     app = FastAPI(title="mlops serve", lifespan=api.lifespan, docs_url=None, redoc_url=None,
@@ -61,6 +69,8 @@ def create_app(watcher: ChampionWatcher, writer: TrafficWriter, batcher: Batcher
     app.add_route("/feedback", api.feedback, methods=["POST"])
     app.add_route("/health", api.health, methods=["GET"])
     app.add_route("/model", api.model_info, methods=["GET"])
+    app.add_route("/openapi.json", api.openapi, methods=["GET"])
+    app.add_route("/docs", api.docs, methods=["GET"])
     return app
 
 
@@ -139,6 +149,22 @@ class Api:
                               "traffic_rows_pending": self.writer.pending_rows,
                               "traffic_failed_attempts": self.writer.failed_attempts,
                               "refused_overloaded": self.overload.refused})
+
+    async def openapi(self, request: Request) -> Response:
+        try:
+            self._authorize(request)
+        except Refused as refused:
+            return refused.response()
+        model = self.watcher.current
+        if model is None:
+            return json_response({"detail": "no model is loaded yet; its data contract makes "
+                                  "the description"}, 503)
+        return json_response(describe_api(model.name, model.version, model.contract,
+                                          self.limits.max_records, self.limits.max_body_bytes,
+                                          self.token is not None))
+
+    async def docs(self, request: Request) -> Response:
+        return Response(DOCS_PAGE, media_type="text/html")
 
     def _authorize(self, request: Request) -> None:
         """401 unless the request carries the bearer token (when there is one)."""

@@ -72,6 +72,12 @@ def test_cli_train_records_everything_the_contract_lists(mlops, tmp_path):
     assert parent.info.status == "FINISHED"
     assert {"holdout_accuracy", "holdout_precision", "holdout_recall", "holdout_f1",
             "holdout_roc_auc", "holdout_log_loss"} <= set(parent.data.metrics)
+    # Overfitting diagnostics: the champion pipeline on its own training rows, beside the CV
+    # and holdout scores, all three stated in the run's description.
+    scores = {k: parent.data.metrics[f"{k}_roc_auc"] for k in ("train", "cv", "holdout")}
+    assert scores["cv"] == result["cv_score"] and scores["holdout"] == result["metric"]["value"]
+    assert (f"Fit: roc_auc {scores['train']:.4f} on the training data, {scores['cv']:.4f} in "
+            f"cross-validation, {scores['holdout']:.4f} on the holdout.") in description
     assert any(k.startswith("best.") for k in parent.data.params)
     assert parent.inputs.dataset_inputs[0].dataset.digest
 
@@ -86,7 +92,8 @@ def test_cli_train_records_everything_the_contract_lists(mlops, tmp_path):
         assert any(m.startswith("cv_roc_auc_fold") for m in child.data.metrics)
 
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
-    for plot in ("confusion_matrix", "roc_curve", "feature_importance", "optuna_history"):
+    for plot in ("confusion_matrix", "roc_curve", "feature_importance", "optuna_history",
+                 "learning_curve"):
         assert f"plots/{plot}.png" in artifacts
     assert client.list_artifacts(parent.info.run_id, "reference")
     contract_path = client.download_artifacts(parent.info.run_id, "contract/data_contract.json",
@@ -128,9 +135,9 @@ def test_flow_run_links_to_its_mlflow_run(platform, tmp_path):
     ("name", "task", "frame", "target", "metric", "expected_metrics"),
     [
         ("it-multi", "classification", multiclass_frame(), "kind", "roc_auc",
-         {"holdout_roc_auc", "holdout_f1", "holdout_log_loss"}),
+         {"holdout_roc_auc", "holdout_f1", "holdout_log_loss", "train_roc_auc", "cv_roc_auc"}),
         ("it-regression", "regression", regression_frame(), "y", "rmse",
-         {"holdout_rmse", "holdout_mae", "holdout_r2"}),
+         {"holdout_rmse", "holdout_mae", "holdout_r2", "train_rmse", "cv_rmse"}),
     ],
 )
 def test_multiclass_and_regression_train(platform, tmp_path, name, task, frame, target, metric,

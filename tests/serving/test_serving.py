@@ -1,4 +1,5 @@
 """`mlops serve` as a real process against the real platform: answers, refusals, hot reload,
+its own description (/openapi.json, /docs) following the champion,
 shutdown, and the loop from live traffic through drift to retraining."""
 
 import json
@@ -228,6 +229,114 @@ def test_a_champion_that_ships_code_is_refused_while_the_old_one_serves(server, 
     assert answer.status_code == 200 and answer.json()["model_version"] == old.version
     assert server.client.get("/model").json()["version"] == old.version
     assert not marker.exists()
+
+
+def described(server) -> dict:
+    answer = server.client.get("/openapi.json")
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_the_api_describes_the_champions_contract(server):
+    """Given the served champion, /openapi.json is an OpenAPI 3 document whose record schema
+    has every column of the version's own data contract, typed, with its categories as an
+    enum and its training range as minimum and maximum; /docs is an HTML page."""
+    from fastapi.openapi.models import OpenAPI
+
+    from experiments.contract import DataContract
+    from registry.loading import load_registered
+
+    client = MlflowClient()
+    version = client.get_model_version_by_alias(NAME, "champion").version
+    assert wait_for(lambda: described(server)["info"]["version"] == version, timeout_s=30)
+    contract = DataContract.from_dict(load_registered(client, NAME, version).metadata["mlops_contract"])
+
+    document = described(server)
+    docs = server.client.get("/docs")
+
+    assert {"openapi", "info", "paths", "components"} <= set(document)
+    assert document["openapi"].startswith("3.")
+    OpenAPI.model_validate(document)
+    assert set(document["paths"]) == {"/predict", "/feedback", "/health", "/model"}
+    record = document["components"]["schemas"]["Record"]
+    assert record["required"] == contract.feature_names == ["x1", "x2", "noise", "colour"]
+    for column in contract.columns:
+        field = record["properties"][column.name]
+        if column.kind == "numeric":
+            assert field["type"] == ["number", "null"]
+            assert (field["minimum"], field["maximum"]) == (column.minimum, column.maximum)
+        else:
+            assert field["type"] == ["string", "null"]
+            assert field["enum"] == ["blue", "green", "red", None]
+    assert docs.status_code == 200 and docs.headers["content-type"].startswith("text/html")
+
+
+def test_a_new_champion_with_another_contract_changes_the_description(server, tmp_path):
+    """Given a running server, when `champion` moves to a version whose contract knows two
+    colours and a wider x1, /openapi.json describes that contract once the server serves it."""
+    from dataclasses import replace
+
+    from experiments.contract import DataContract
+    from experiments.tracking import log_sklearn_model
+    from registry.champion import register
+    from registry.loading import load_registered
+    from serving.model import example_features
+
+    client = MlflowClient()
+    old = client.get_model_version_by_alias(NAME, "champion")
+    served = load_registered(client, NAME, old.version)
+    contract = DataContract.from_dict(served.metadata["mlops_contract"])
+    changed = replace(contract, columns=tuple(
+        replace(c, categories=("blue", "red")) if c.name == "colour" else
+        replace(c, minimum=-10.0, maximum=10.0) if c.name == "x1" else c for c in contract.columns))
+    run_id = client.create_run(client.get_run(old.run_id).info.experiment_id).info.run_id
+    uri = log_sklearn_model(run_id, served.pipeline, example_features(changed),
+                            {**served.metadata, "mlops_contract": changed.to_dict()})
+    client.set_terminated(run_id)
+    new = register(client, NAME, uri, run_id, {}).version
+    client.set_registered_model_alias(NAME, "champion", new)
+    try:
+        assert wait_for(lambda: described(server)["info"]["version"] == new, timeout_s=60, interval_s=0.2)
+        record = described(server)["components"]["schemas"]["Record"]
+    finally:
+        client.set_registered_model_alias(NAME, "champion", old.version)
+
+    assert record["properties"]["colour"]["enum"] == ["blue", "red", None]
+    assert (record["properties"]["x1"]["minimum"], record["properties"]["x1"]["maximum"]) == (-10.0, 10.0)
+    assert wait_for(lambda: described(server)["info"]["version"] == old.version, timeout_s=60, interval_s=0.2)
+
+
+@pytest.mark.browser
+def test_a_request_tried_from_the_docs_page_is_answered(server):
+    """Given /docs in headless Chromium (no network beyond the server), the page lists the
+    record fields with their categories, and its example, sent with the page's button, is
+    answered by the champion."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("chromium is not installed; `make test` installs it (Debian package chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page()
+            page.goto(f"{server.url}/docs")
+            page.get_by_role("cell", name="blue, green, red, null").wait_for(timeout=30_000)
+            fields = page.locator("#fields tbody tr td:first-child").all_inner_texts()
+            page.get_by_role("button", name="Send").click()
+            page.locator("#answer").filter(has_text="model_version").wait_for(timeout=30_000)
+            shown = page.locator("#answer").inner_text()
+        finally:
+            browser.close()
+
+    assert fields == ["x1", "x2", "noise", "colour"]
+    status, _, body = shown.partition("\n")
+    assert status == "200"
+    assert json.loads(body)["model_version"] == server.client.get("/model").json()["version"]
 
 
 def test_sigterm_writes_every_answered_record(platform, trained, tmp_path):

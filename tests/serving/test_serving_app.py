@@ -399,3 +399,61 @@ def test_without_a_free_place_a_request_is_503_before_its_body_is_read(serve):
         assert "MLOPS_SERVE_MAX_IN_FLIGHT" in answer.json()["detail"]
     assert client.get("/health").status_code == 200
     assert client.get("/model").json()["refused_overloaded"] == 2
+
+
+def test_the_description_follows_the_model_in_service(serve, model):
+    """Given the served model, /openapi.json types its record fields from its contract; when
+    the model in service changes to one with another contract, so does the description."""
+    from dataclasses import replace
+
+    client, holder = serve()
+    first = client.get("/openapi.json")
+    narrower = replace(model.contract, columns=tuple(
+        replace(c, categories=("red",)) if c.name == "colour" else c for c in model.contract.columns))
+    holder.current = replace(model, version="4", contract=narrower)
+    second = client.get("/openapi.json")
+
+    assert first.status_code == second.status_code == 200
+    fields = [d.json()["components"]["schemas"]["Record"]["properties"]["colour"]["enum"]
+              for d in (first, second)]
+    assert fields == [["blue", "green", "red", None], ["red", None]]
+    assert (first.json()["info"]["version"], second.json()["info"]["version"]) == ("3", "4")
+
+
+def test_the_description_is_503_until_a_model_is_loaded(serve):
+    client, _ = serve(current=None)
+
+    assert client.get("/openapi.json").status_code == 503
+    assert client.get("/docs").status_code == 200
+
+
+def test_the_described_example_is_answered(serve):
+    """The example request in the description is one the server answers."""
+    client, _ = serve()
+    operation = client.get("/openapi.json").json()["paths"]["/predict"]["post"]
+    example = operation["requestBody"]["content"]["application/json"]["example"]
+
+    answer = client.post("/predict", json=example)
+
+    assert answer.status_code == 200, answer.text
+
+
+def test_with_a_token_the_description_needs_it_and_docs_do_not(serve):
+    """Given a token, /openapi.json (column names, categories, ranges) is 401 without it and
+    declares the bearer scheme with it; /docs, which holds no contract data, answers anyone."""
+    client, _ = serve(token="s3cret-token")
+
+    refused = client.get("/openapi.json")
+    described = client.get("/openapi.json", headers={"Authorization": "Bearer s3cret-token"})
+    docs = client.get("/docs")
+
+    assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+    assert described.status_code == 200
+    document = described.json()
+    scheme = document["components"]["securitySchemes"]["bearer"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    assert document["security"] == [{"bearer": []}]
+    assert document["paths"]["/health"]["get"]["security"] == []
+    assert "401" in document["paths"]["/predict"]["post"]["responses"]
+    assert docs.status_code == 200 and docs.headers["content-type"].startswith("text/html")
+    assert "colour" not in docs.text

@@ -1,6 +1,6 @@
 """`mlops serve` in the full profile (the session fixture `full_platform`): /predict, /feedback
-and /model need the bearer token `mlops up --profile full` generated, /health stays open, bodies
-must be declared JSON, and a request is labelled once."""
+and /model (and /openapi.json) need the bearer token `mlops up --profile full` generated, /health
+and /docs stay open, bodies must be declared JSON, and a request is labelled once."""
 
 import json
 import subprocess
@@ -46,8 +46,9 @@ def test_the_token_is_generated_into_secrets_env(full_platform):
 
 def test_predict_feedback_and_model_need_the_token(served):
     """Given the full profile, a request without the token, with a wrong one of the same
-    length, or with the token under another scheme, is 401 with WWW-Authenticate: Bearer;
-    /health answers anyone; the token is answered."""
+    length, or with the token under another scheme, is 401 with WWW-Authenticate: Bearer, and
+    so is /openapi.json (it tells the columns and their training ranges); /health and the
+    /docs page (which holds no contract data) answer anyone; the token is answered."""
     server, token = served
     body = {"records": as_records(binary_frame(n=3, seed=52))}
     wrong = token[:-1] + ("a" if token[-1] != "a" else "b")
@@ -60,15 +61,21 @@ def test_predict_feedback_and_model_need_the_token(served):
                                           headers={"Authorization": f"Basic {token}"}),
             "feedback": stranger.post("/feedback", json={"request_id": "x", "labels": ["yes"]}),
             "model": stranger.get("/model"),
+            "description": stranger.get("/openapi.json"),
         }
         health = stranger.get("/health")
+        docs = stranger.get("/docs")
 
     for what, answer in attempts.items():
         assert answer.status_code == 401, what
         assert answer.headers["www-authenticate"] == "Bearer", what
         assert "MLOPS_SERVE_TOKEN" in answer.json()["detail"] and token not in answer.text
     assert health.status_code == 200
+    assert docs.status_code == 200 and "x1" not in docs.text  # the page fetches the rest with the token
     assert server.predict(body["records"]).status_code == 200
+    described = server.client.get("/openapi.json").json()
+    assert described["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert "x1" in described["components"]["schemas"]["Record"]["properties"]
 
 
 def test_a_body_not_declared_json_is_415(served):
