@@ -307,31 +307,16 @@ def test_a_new_champion_with_another_contract_changes_the_description(server, tm
 
 
 @pytest.mark.browser
-def test_a_request_tried_from_the_docs_page_is_answered(server):
+def test_a_request_tried_from_the_docs_page_is_answered(server, page):
     """Given /docs in headless Chromium (no network beyond the server), the page lists the
     record fields with their categories, and its example, sent with the page's button, is
     answered by the champion."""
-    import shutil
-
-    from playwright.sync_api import sync_playwright
-
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.fail("chromium is not installed; `make test` installs it (Debian package chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-        try:
-            page = browser.new_page()
-            page.goto(f"{server.url}/docs")
-            page.get_by_role("cell", name="blue, green, red, null").wait_for(timeout=30_000)
-            fields = page.locator("#fields tbody tr td:first-child").all_inner_texts()
-            page.get_by_role("button", name="Send").click()
-            page.locator("#answer").filter(has_text="model_version").wait_for(timeout=30_000)
-            shown = page.locator("#answer").inner_text()
-        finally:
-            browser.close()
+    page.goto(f"{server.url}/docs")
+    page.get_by_role("cell", name="blue, green, red, null").wait_for(timeout=30_000)
+    fields = page.locator("#fields tbody tr td:first-child").all_inner_texts()
+    page.get_by_role("button", name="Send").click()
+    page.locator("#answer").filter(has_text="model_version").wait_for(timeout=30_000)
+    shown = page.locator("#answer").inner_text()
 
     assert fields == ["x1", "x2", "noise", "colour"]
     status, _, body = shown.partition("\n")
