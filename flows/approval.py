@@ -31,7 +31,7 @@ from flows import lifecycle
 from flows.move_input import MAX_REASON
 from flows.naming import run_tags
 from infra.errors import PlatformError
-from registry.approval import FLOW_RUN_TAG, Decision, mark_awaiting, promotion_reason, record_decision
+from registry.approval import FLOW_RUN_TAG, HELD, Decision, mark_awaiting, promotion_reason, record_decision
 
 APPROVE_DEPLOYMENT = "approve/approve"  # flow name / deployment name (flows/serve.py)
 VERSION_TAG = "version:"
@@ -105,12 +105,26 @@ def approve(params: ApproveParameters) -> dict:
     if client.get_model_version(params.model, params.version).tags.get(FLOW_RUN_TAG) != run_id:
         deadline = datetime.now(UTC) + timedelta(hours=params.timeout_hours)
         mark_awaiting(client, params.model, params.version, deadline, run_id)
-    answer = suspend_flow_run(wait_for_input=ApprovalInput, key=PAUSE_KEY,
+    form = ApprovalInput.with_initial_data(description=form_text(client, params))
+    answer = suspend_flow_run(wait_for_input=form, key=PAUSE_KEY,
                               timeout=round(params.timeout_hours * 3600))
     by = read_flow_run_input(BY_KEY) or UI
     decision = Decision(answer.decision == "approve", by, answer.comment.strip())
     get_run_logger().info("%s v%s %s by %s", params.model, params.version, decision.state, by)
     return _decide(client, params, decision)
+
+
+def form_text(client: MlflowClient, params: ApproveParameters) -> str:
+    """What the Prefect UI shows above the Resume form: what is decided, and where to look."""
+    from flows.events import model_version_url
+    from registry.approval import DEADLINE_TAG
+
+    deadline = client.get_model_version(params.model, params.version).tags.get(DEADLINE_TAG)
+    url = model_version_url(client.tracking_uri, params.model, params.version)
+    return (f"**{params.model} version {params.version}** won the gate and waits as `challenger`: "
+            f"{params.gate_reason.removeprefix(HELD)}. See [the version in MLflow]({url}).\n\n"
+            f"**approve**: it takes `champion` now. **reject**: it stays `challenger`. "
+            f"No decision by {deadline}: rejected.")
 
 
 def waiting_run(client, model: str, version: str):

@@ -342,7 +342,8 @@ def _print_training(result: dict) -> None:
     table.add_row("promoted", "yes" if result["promoted"] else
                   "no, awaiting approval (`mlops approve`)" if result.get("awaiting_approval") else "no")
     table.add_row("why", result["reason"])
-    table.add_row("champion", f"version {result['champion_version']}")
+    champion = result["champion_version"]
+    table.add_row("champion", f"version {champion}" if champion else "none")
     table.add_row("MLflow run", result["run_url"])
     table.add_row("MLflow UI", result["mlflow_ui"])
     table.add_row("Prefect UI", f"{result['prefect_ui']}/runs/flow-run/{result['flow_run_id']}")

@@ -1,32 +1,20 @@
 """Launching training from the Prefect UI, in headless Chromium, as a person would."""
 
 import re
-import shutil
 import textwrap
 
 import pytest
+from browser import browser_page
 from mlflow.tracking import MlflowClient
 from synthetic import binary_frame
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# Without the background-networking flags Chromium keeps dialling out, which this closed
-# network refuses, many connections at a time.
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
 
 @pytest.fixture
 def page():
-    from playwright.sync_api import sync_playwright
-
-    if not shutil.which("chromium"):
-        pytest.fail("chromium is not installed; `make test` installs it (Debian package chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser.new_page(viewport={"width": 1400, "height": 1000})
-        browser.close()
+    with browser_page() as opened:
+        yield opened
 
 
 def test_train_launched_from_the_prefect_ui_lands_in_mlflow(platform, page, tmp_path):
