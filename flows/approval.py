@@ -177,7 +177,11 @@ def _why_not(mlflow: MlflowClient, model: str, version: str) -> str:
     if state is None:
         return "it never waited for one (only a version that wins the gate in `promotion.mode: approve` does)"
     if state == AWAITING:
-        return f"no decision came by {tags.get(DEADLINE_TAG)}, so it was rejected (it stays challenger)"
+        deadline = tags.get(DEADLINE_TAG, "")
+        if deadline and datetime.fromisoformat(deadline) > datetime.now(UTC):
+            return (f"its approval run {tags.get(FLOW_RUN_TAG)} is not waiting (starting, or "
+                    "stopped by hand: see it in the Prefect UI)")
+        return f"no decision came by {deadline}, so it was rejected (it stays challenger)"
     return f"it was {state} by {tags.get(BY_TAG, 'someone')} already"
 
 

@@ -221,3 +221,13 @@ def test_promotion_mode_defaults_to_auto_and_refuses_unknown_modes():
     for key, value in (("mode", "manual"), ("approval_timeout_hours", 0)):
         with pytest.raises(InputError, match=rf"promotion\.{key}"):
             parse_spec(spec_text(extra=f"promotion:\n  {key}: {value}\n"), "t.yaml")
+
+
+def test_the_spec_a_retraining_writes_keeps_the_promotion_mode():
+    """A retraining trains on the champion's spec written back as YAML (flows/retrain.py): in
+    approve mode its winner waits too."""
+    import yaml
+
+    spec = parse_spec(spec_text(extra="promotion:\n  mode: approve\n"), "t.yaml")
+    again = parse_spec(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), "retrain.yaml")
+    assert again.promotion == spec.promotion
