@@ -97,6 +97,17 @@ def _decide(client: MlflowClient, params: ApproveParameters, decision: Decision)
             "previous_champion": moved.previous_champion if moved else None}
 
 
+def _signed(answer: ApprovalInput, by: str) -> dict:
+    return {"by": by, **answer.model_dump(include={"decision", "comment"})}
+
+
+def decided_by(answer: ApprovalInput) -> str:
+    """Who gave ANSWER: the person `mlops approve` named with that very answer, or the UI's form
+    (a signature for another answer is from a command that lost the race to the form)."""
+    signed = read_flow_run_input(BY_KEY) or {}
+    return signed["by"] if signed == _signed(answer, signed.get("by", "")) else UI
+
+
 @flow(name="approve")
 def approve(params: ApproveParameters) -> dict:
     """Wait for a person to approve or reject VERSION, then move `champion` or not."""
@@ -108,9 +119,8 @@ def approve(params: ApproveParameters) -> dict:
     form = ApprovalInput.with_initial_data(description=form_text(client, params))
     answer = suspend_flow_run(wait_for_input=form, key=PAUSE_KEY,
                               timeout=round(params.timeout_hours * 3600))
-    by = read_flow_run_input(BY_KEY) or UI
-    decision = Decision(answer.decision == "approve", by, answer.comment.strip())
-    get_run_logger().info("%s v%s %s by %s", params.model, params.version, decision.state, by)
+    decision = Decision(answer.decision == "approve", decided_by(answer), answer.comment.strip())
+    get_run_logger().info("%s v%s %s by %s", params.model, params.version, decision.state, decision.by)
     return _decide(client, params, decision)
 
 
@@ -150,8 +160,9 @@ def waiting_run(client, model: str, version: str):
 
 def settle(mlflow: MlflowClient, model: str, version: str, answer: ApprovalInput, by: str) -> UUID:
     """Resume VERSION's waiting approval run with ANSWER from BY; the flow moves `champion`."""
-    from prefect.exceptions import FlowPauseTimeout, NotPausedError
+    from prefect.exceptions import FlowPauseTimeout, NotPausedError, ObjectAlreadyExists
     from prefect.flow_runs import resume_flow_run
+    from prefect.input.actions import delete_flow_run_input
 
     lifecycle.require_model(mlflow, model)
     lifecycle.require_version(mlflow, model, version)
@@ -159,7 +170,11 @@ def settle(mlflow: MlflowClient, model: str, version: str, answer: ApprovalInput
         run = waiting_run(client, model, version)
     if run is None:
         raise InputError(f"{model} version {version} awaits no approval: {_why_not(mlflow, model, version)}")
-    create_flow_run_input(BY_KEY, by, flow_run_id=run.id)
+    try:
+        create_flow_run_input(BY_KEY, _signed(answer, by), flow_run_id=run.id)
+    except ObjectAlreadyExists:  # an earlier command's, whose resume did not go through
+        delete_flow_run_input(BY_KEY, flow_run_id=run.id)
+        create_flow_run_input(BY_KEY, _signed(answer, by), flow_run_id=run.id)
     try:
         resume_flow_run(run.id, run_input=answer.model_dump(include={"decision", "comment"}))
     except NotPausedError as error:

@@ -185,3 +185,24 @@ def test_approve_and_reject_from_the_command_line(mlops, awaiting):
     assert client.get_registered_model(name).aliases == {"champion": second, "challenger": third}
     with pytest.raises(InputError, match="awaits no approval: it was rejected by ana already"):
         settle(client, name, third, ApprovalInput(decision="approve"), me)
+
+
+def test_no_decision_in_time_is_a_rejection_that_cannot_be_approved(awaiting):
+    """Given a version waiting with a two-second approval window, when nobody decides, then
+    Prefect fails its approval run, and approving it afterwards is refused as timed out."""
+    from experiments.errors import InputError
+    from flows.approval import ApprovalInput, ApproveParameters, request_approval, settle
+    from registry.champion import register
+
+    name, client = "it-approve-late", MlflowClient()
+    first = client.get_model_version(NAME, awaiting[0]["model_version"])
+    version = str(register(client, name, first.source, first.run_id, {}).version)
+    run_id = request_approval(ApproveParameters(model=name, version=version, gate_reason="wins: x",
+                                                timeout_hours=2 / 3600))
+    with get_client(sync_client=True) as prefect:
+        assert wait_for(lambda: prefect.read_flow_run(run_id).state.is_failed(), timeout_s=60,
+                        interval_s=0.5)
+
+    with pytest.raises(InputError, match="no decision came by .*, so it was rejected"):
+        settle(client, name, version, ApprovalInput(decision="approve"), "ana")
+    assert "champion" not in client.get_registered_model(name).aliases
