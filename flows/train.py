@@ -231,7 +231,8 @@ def model_description(context: training.TrainingContext) -> str:
         f"Predicts `{spec.data.target}` ({spec.task}) from `{spec.data.source}` "
         f"({len(context.dataset.frame)} rows at the latest training). A new version takes "
         f"`champion` only when it beats the champion on the same holdout by {spec.metric} "
-        f"({'higher' if spec.greater_is_better else 'lower'} is better) beyond noise; otherwise "
+        f"({'higher' if spec.greater_is_better else 'lower'} is better) beyond noise"
+        f"{' and a person approves it' if spec.promotion.mode == 'approve' else ''}; otherwise "
         f"it waits as `challenger`. Drift and live-quality checks: [{checks.name}]"
         f"({experiment_url(client.tracking_uri, checks.experiment_id)})."
     )
