@@ -38,6 +38,9 @@ VERSION_TAG = "version:"
 PAUSE_KEY = "decision"
 BY_KEY = "mlops-by"  # who decided, when `mlops approve` resumed the run (the UI's form says not)
 UI = "Prefect UI"
+EXPIRED_BY = "approval timeout"
+EXPIRE_DEPLOYMENT = "expire-approval/expire-approval"
+EXPIRY_GRACE_S = 600
 
 
 class ApprovalInput(RunInput):
@@ -116,9 +119,11 @@ def approve(params: ApproveParameters) -> dict:
     if client.get_model_version(params.model, params.version).tags.get(FLOW_RUN_TAG) != run_id:
         deadline = datetime.now(UTC) + timedelta(hours=params.timeout_hours)
         mark_awaiting(client, params.model, params.version, deadline, run_id)
+        schedule_expiry(params, deadline, run_id)
     form = ApprovalInput.with_initial_data(description=form_text(client, params))
+    # Prefect's own timeout is the backstop, should no runner be up at the deadline.
     answer = suspend_flow_run(wait_for_input=form, key=PAUSE_KEY,
-                              timeout=round(params.timeout_hours * 3600))
+                              timeout=round(params.timeout_hours * 3600 + EXPIRY_GRACE_S))
     decision = Decision(answer.decision == "approve", decided_by(answer), answer.comment.strip())
     get_run_logger().info("%s v%s %s by %s", params.model, params.version, decision.state, decision.by)
     return _decide(client, params, decision)
@@ -135,6 +140,32 @@ def form_text(client: MlflowClient, params: ApproveParameters) -> str:
             f"{params.gate_reason.removeprefix(HELD)}. See [the version in MLflow]({url}).\n\n"
             f"**approve**: it takes `champion` now. **reject**: it stays `challenger`. "
             f"No decision by {deadline}: rejected.")
+
+
+def schedule_expiry(params: ApproveParameters, deadline: datetime, run_id: str) -> None:
+    """A run of `expire-approval` at the deadline, which rejects the version if it still waits:
+    so the timeout is a decision recorded like a person's."""
+    run_deployment(EXPIRE_DEPLOYMENT, parameters={"params": params.model_dump()},
+                   scheduled_time=deadline, timeout=0, as_subflow=False,
+                   flow_run_name=f"expire approval {params.model} v{params.version}",
+                   tags=[f"model:{params.model}", version_tag(params.version)],
+                   idempotency_key=f"expire-{run_id}")
+
+
+@flow(name="expire-approval")
+def expire_approval(params: ApproveParameters) -> bool:
+    """At the deadline: reject VERSION if it still waits for approval (whether it did)."""
+    client = MlflowClient()
+    hours = f"{params.timeout_hours:g} h"
+    try:
+        run_id = settle(client, params.model, params.version,
+                        ApprovalInput(decision="reject", comment=f"no decision within {hours}"),
+                        EXPIRED_BY)
+    except InputError as error:  # decided meanwhile, or the version is gone
+        get_run_logger().info("nothing to expire: %s", error)
+        return False
+    get_run_logger().info("%s v%s rejected: no decision within %s", params.model, params.version, hours)
+    return outcome(client, params.model, params.version, run_id)["decision"] == "rejected"
 
 
 def waiting_run(client, model: str, version: str):

@@ -29,7 +29,7 @@ from prefect.settings import (
     PREFECT_RUNNER_SERVER_PORT,
 )
 
-from flows.approval import approve
+from flows.approval import approve, expire_approval
 from flows.heartbeats import install_zombie_automation
 from flows.monitor import DRIFT_EVENT, monitor
 from flows.recovery import recover
@@ -80,6 +80,10 @@ def served_flows():
         (approve, {
             "name": "approve",
             "description": "Wait for a person to approve or reject a version that won the gate.",
+        }),
+        (expire_approval, {
+            "name": "expire-approval",
+            "description": "At an approval's deadline, reject the version if it still waits.",
         }),
     ]
 

@@ -62,8 +62,9 @@ def mark_awaiting(client: MlflowClient, name: str, version: str, deadline: datet
 
 def record_decision(client: MlflowClient, name: str, version: str, decision: Decision) -> None:
     """The decision on VERSION's tags; a rejected version stays `challenger` and says why."""
-    for key, value in ((STATE_TAG, decision.state), (BY_TAG, decision.by),
-                       (COMMENT_TAG, decision.comment)):
+    # The state last: whoever sees it changed finds who decided and why already there.
+    for key, value in ((BY_TAG, decision.by), (COMMENT_TAG, decision.comment),
+                       (STATE_TAG, decision.state)):
         client.set_model_version_tag(name, version, key, value)
     if not decision.approve:
         aliases = client.get_registered_model(name).aliases or {}

@@ -187,9 +187,10 @@ def test_approve_and_reject_from_the_command_line(mlops, awaiting):
         settle(client, name, third, ApprovalInput(decision="approve"), me)
 
 
-def test_no_decision_in_time_is_a_rejection_that_cannot_be_approved(awaiting):
-    """Given a version waiting with a two-second approval window, when nobody decides, then
-    Prefect fails its approval run, and approving it afterwards is refused as timed out."""
+def test_no_decision_in_time_is_a_recorded_rejection(awaiting):
+    """Given a version waiting with a two-second approval window, when nobody decides, then at
+    the deadline its expiry run rejects it through the approval run (recorded as the timeout's
+    decision, champion unmoved), and approving it afterwards is refused."""
     from experiments.errors import InputError
     from flows.approval import ApprovalInput, ApproveParameters, request_approval, settle
     from registry.champion import register
@@ -199,10 +200,16 @@ def test_no_decision_in_time_is_a_rejection_that_cannot_be_approved(awaiting):
     version = str(register(client, name, first.source, first.run_id, {}).version)
     run_id = request_approval(ApproveParameters(model=name, version=version, gate_reason="wins: x",
                                                 timeout_hours=2 / 3600))
-    with get_client(sync_client=True) as prefect:
-        assert wait_for(lambda: prefect.read_flow_run(run_id).state.is_failed(), timeout_s=60,
-                        interval_s=0.5)
 
-    with pytest.raises(InputError, match="no decision came by .*, so it was rejected"):
+    def settled():
+        return client.get_model_version(name, version).tags.get("mlops.approval") == "rejected"
+
+    assert wait_for(settled, timeout_s=120, interval_s=0.5)
+    tags = client.get_model_version(name, version).tags
+    assert (tags["mlops.approval_by"], tags["mlops.approval_comment"]) == (
+        "approval timeout", "no decision within 0.000555556 h")
+    with get_client(sync_client=True) as prefect:
+        assert wait_for(lambda: prefect.read_flow_run(run_id).state.is_completed(), timeout_s=30)
+    with pytest.raises(InputError, match="it was rejected by approval timeout already"):
         settle(client, name, version, ApprovalInput(decision="approve"), "ana")
     assert "champion" not in client.get_registered_model(name).aliases
