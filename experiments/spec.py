@@ -71,12 +71,20 @@ class MonitoringSection(_Strict):
         return self
 
 
+class PromotionSection(_Strict):
+    mode: Literal["auto", "approve"] = Field(
+        "auto", description="approve: a version that wins the gate waits for a person's decision")
+    approval_timeout_hours: float = Field(
+        24, gt=0, le=24 * 365, description="no decision within N hours: the version is rejected")
+
+
 class ExperimentSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
     task: Literal["classification", "regression"]
     data: DataSection
     tuning: TuningSection = TuningSection()
     monitoring: MonitoringSection = MonitoringSection()
+    promotion: PromotionSection = PromotionSection()
 
     @model_validator(mode="after")
     def _metric_and_models_fit_task(self) -> "ExperimentSpec":

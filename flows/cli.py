@@ -343,9 +343,11 @@ def _print_training(result: dict) -> None:
     table.add_row(f"cv {result['metric']['name']}", f"{result['cv_score']:.4f} ({result['trials']} trials)")
     for name, value in result["holdout_metrics"].items():
         table.add_row(f"holdout {name}", f"{value:.4f}")
-    table.add_row("promoted", "yes" if result["promoted"] else "no")
+    table.add_row("promoted", "yes" if result["promoted"] else
+                  "no, awaiting approval (`mlops approve`)" if result.get("awaiting_approval") else "no")
     table.add_row("why", result["reason"])
-    table.add_row("champion", f"version {result['champion_version']}")
+    champion = result["champion_version"]
+    table.add_row("champion", f"version {champion}" if champion else "none")
     table.add_row("MLflow run", result["run_url"])
     table.add_row("MLflow UI", result["mlflow_ui"])
     table.add_row("Prefect UI", f"{result['prefect_ui']}/runs/flow-run/{result['flow_run_id']}")
@@ -554,6 +556,63 @@ def _move(json_output: bool, how: str, model: str, *args) -> None:
     out.print(f"{model}: champion is version {moved.champion_version} (was "
               f"{moved.previous_champion or 'none'}), moved by {moved.by}: {moved.reason}",
               highlight=False)
+
+
+@app.command()
+def approve(
+    model: Annotated[str, typer.Argument(help="The registered model")],
+    version: Annotated[str, typer.Argument(help="The version that awaits approval")],
+    reason: ReasonOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Approve VERSION, which awaits approval (`promotion.mode: approve`): it takes `champion`."""
+    from flows.move_input import require_reason, require_version_number
+
+    try:
+        reason, version = require_reason(reason, required=False), require_version_number(version)
+    except InputError as error:
+        fail(str(error))
+    _settle(json_output, model, version, "approve", reason)
+
+
+@app.command()
+def reject(
+    model: Annotated[str, typer.Argument(help="The registered model")],
+    version: Annotated[str, typer.Argument(help="The version that awaits approval")],
+    reason: ReasonOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Reject VERSION, which awaits approval: it stays `challenger`, and the decision is recorded."""
+    from flows.move_input import require_reason, require_version_number
+
+    try:
+        reason, version = require_reason(reason), require_version_number(version)
+    except InputError as error:
+        fail(str(error))
+    _settle(json_output, model, version, "reject", reason)
+
+
+def _settle(json_output: bool, model: str, version: str, decision: str, reason: str | None) -> None:
+    """Resume the version's waiting approval run with this decision (the same form as the
+    Prefect UI's); that run moves `champion` or not, and records it."""
+    try:
+        _connect(_settings())
+        from mlflow.tracking import MlflowClient  # after connecting: Prefect reads its address once
+
+        from flows import approval
+
+        logging.getLogger("EventsWorker").setLevel(logging.ERROR)
+        client = MlflowClient()
+        answer = approval.ApprovalInput(decision=decision, comment=reason or "")
+        run_id = approval.settle(client, model, version, answer, _person())
+        result = approval.outcome(client, model, version, run_id)
+    except (InputError, PlatformError) as error:
+        fail(str(error))
+    if json_output:
+        print(json.dumps(result))
+        return
+    out.print(f"{model} version {version} {result['decision']} by {result['by']}; champion is "
+              f"version {result['champion_version'] or 'none'}", highlight=False)
 
 
 @app.command()

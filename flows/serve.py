@@ -29,6 +29,7 @@ from prefect.settings import (
     PREFECT_RUNNER_SERVER_PORT,
 )
 
+from flows.approval import approve, expire_approval
 from flows.heartbeats import install_zombie_automation
 from flows.monitor import DRIFT_EVENT, monitor
 from flows.recovery import recover
@@ -73,6 +74,16 @@ def served_flows():
             "concurrency_limit": ConcurrencyLimitConfig(
                 limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
             ),
+        }),
+        # Started by a training in `promotion.mode: approve`; each run waits, suspended, for a
+        # person's decision (Resume in the UI, or `mlops approve` / `mlops reject`).
+        (approve, {
+            "name": "approve",
+            "description": "Wait for a person to approve or reject a version that won the gate.",
+        }),
+        (expire_approval, {
+            "name": "expire-approval",
+            "description": "At an approval's deadline, reject the version if it still waits.",
         }),
     ]
 

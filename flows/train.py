@@ -12,7 +12,9 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
+from prefect.utilities.urls import url_for
 from pydantic import BaseModel, Field
 
 from experiments import training
@@ -30,6 +32,7 @@ from flows.schedules import schedule_monitoring
 from flows.studies import study_storage
 from infra.errors import PlatformError
 from monitoring.record import monitoring_experiment
+from registry.approval import hold_for_approval
 from registry.gate import GateResult, apply_gate, decide_gate, score_champion
 from registry.promotion import HoldoutMetric
 
@@ -178,6 +181,8 @@ def promote(
         )
         decision = decide_gate(holdout_y.to_numpy(), evaluation.output, champion, metric,
                                seed=spec.tuning.seed)
+        if spec.promotion.mode == "approve":  # a winner waits for a person, as challenger
+            decision = hold_for_approval(decision)
         return apply_gate(client, spec.name, model_uri, context.tracking.run_id, tags,
                           decision, None if champion is None else champion.version)
 
@@ -199,7 +204,30 @@ def register_and_promote(
         "version %s %s: %s", result.version,
         "is the new champion" if result.promoted else "is a challenger", result.decision.reason,
     )
+    if awaits_approval(result):
+        ask_for_approval(context.spec, result, params.trigger)
     return result
+
+
+def awaits_approval(gate: GateResult) -> bool:
+    return gate.decision.awaiting_approval
+
+
+def ask_for_approval(spec: ExperimentSpec, gate: GateResult, trigger: str) -> None:
+    """The version's own approval flow run, started and left waiting for a person."""
+    from flows.approval import ApproveParameters, request_approval
+
+    try:
+        run_id = request_approval(ApproveParameters(
+            model=spec.name, version=gate.version, gate_reason=gate.decision.reason,
+            timeout_hours=spec.promotion.approval_timeout_hours, trigger=trigger))
+    except ObjectNotFound as error:
+        raise PlatformError(
+            f"the `approve` deployment is not served, so version {gate.version} of {spec.name} "
+            "cannot wait for approval (it stays challenger): start the platform with `mlops up`, "
+            f"or promote it with `mlops promote {spec.name} {gate.version} --reason ...`") from error
+    get_run_logger().info("version %s awaits approval: %s", gate.version,
+                          url_for("flow-run", obj_id=run_id, url_type="ui") or run_id)
 
 
 def model_description(context: training.TrainingContext) -> str:
@@ -211,7 +239,8 @@ def model_description(context: training.TrainingContext) -> str:
         f"Predicts `{spec.data.target}` ({spec.task}) from `{spec.data.source}` "
         f"({len(context.dataset.frame)} rows at the latest training). A new version takes "
         f"`champion` only when it beats the champion on the same holdout by {spec.metric} "
-        f"({'higher' if spec.greater_is_better else 'lower'} is better) beyond noise; otherwise "
+        f"({'higher' if spec.greater_is_better else 'lower'} is better) beyond noise"
+        f"{' and a person approves it' if spec.promotion.mode == 'approve' else ''}; otherwise "
         f"it waits as `challenger`. Drift and live-quality checks: [{checks.name}]"
         f"({experiment_url(client.tracking_uri, checks.experiment_id)})."
     )
@@ -227,7 +256,7 @@ def link(context: training.TrainingContext, evaluation: training.Evaluation,
     markdown = (
         f"# {spec.name}: version {gate.version}\n\n"
         f"[MLflow run]({_run_url(tracking.experiment_id, tracking.run_id)})\n\n"
-        f"**{'Promoted to champion' if gate.promoted else 'Challenger'}**: "
+        f"**{_standing(gate)}**: "
         f"{gate.decision.reason}\n\n"
         f"Best model: `{search.family}` {search.params} "
         f"(cv {spec.metric} {search.cv_score:.4f} over {search.trials} trials)\n\n"
@@ -241,6 +270,12 @@ def link(context: training.TrainingContext, evaluation: training.Evaluation,
         markdown=markdown, key=f"{spec.slug}-training",
         description=f"Training of {spec.name}: MLflow run and champion decision",
     )
+
+
+def _standing(gate: GateResult) -> str:
+    if gate.promoted:
+        return "Promoted to champion"
+    return "Challenger, awaiting approval" if awaits_approval(gate) else "Challenger"
 
 
 def _cause(monitoring_run_id: str | None) -> str:
@@ -298,6 +333,7 @@ def train(params: TrainParameters) -> dict:
         "model_name": spec.name,
         "model_version": gate.version,
         "promoted": gate.promoted,
+        "awaiting_approval": awaits_approval(gate),
         "champion_version": gate.champion_version,
         "reason": gate.decision.reason,
         "metric": {"name": spec.metric, "value": gate.decision.candidate_score},

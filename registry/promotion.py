@@ -29,6 +29,7 @@ class PromotionDecision:
     champion_score: float | None = None
     delta: float | None = None
     p_value: float | None = None
+    awaiting_approval: bool = False  # won, but waits for a person (promotion.mode: approve)
 
 
 def decide_promotion(

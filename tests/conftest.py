@@ -2,7 +2,6 @@
 
 import functools
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from threadpoolctl import threadpool_limits
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # for the `synthetic` and `network` modules
 
+from browser import browser_page  # noqa: E402
 from environment import clients_pointed_at, patched_environ, without_client_variables  # noqa: E402
 from network import free_port, free_s3_port  # noqa: E402
 
@@ -93,24 +93,11 @@ def sqlite_mlflow(tmp_path, monkeypatch):
         yield MlflowClient(tracking_uri=uri)
 
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# Without the background-networking flags Chromium keeps dialling out, which this closed
-# network refuses, many connections at a time.
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
 @pytest.fixture
 def page():
-    """A new page in a fresh browser: no stored MLflow view choice, as for a new user."""
-    from playwright.sync_api import sync_playwright
-
-    if not shutil.which("chromium"):
-        pytest.fail("chromium is not installed; `make test` installs it (Debian package chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser.new_page(viewport={"width": 1400, "height": 1000})
-        browser.close()
+    """A page in a fresh headless Chromium: no stored UI choices, as for a new user."""
+    with browser_page() as opened:
+        yield opened
 
 
 @pytest.fixture(scope="session")

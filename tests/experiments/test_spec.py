@@ -208,3 +208,26 @@ def test_bundled_penguins_spec_loads_by_name():
     assert spec.data.source == "package://palmerpenguins/data/penguins.csv"
     assert spec.data.target == "species"
     assert spec.metric == "roc_auc"
+
+
+def test_promotion_mode_defaults_to_auto_and_refuses_unknown_modes():
+    """Given no promotion keys, versions are promoted by the gate alone with a 24 h approval
+    window; `approve` is read, an unknown mode or a zero timeout is refused by name."""
+    default = parse_spec(spec_text(), "t.yaml").promotion
+    assert (default.mode, default.approval_timeout_hours) == ("auto", 24)
+    spec = parse_spec(spec_text(extra="promotion:\n  mode: approve\n  approval_timeout_hours: 2\n"),
+                      "t.yaml")
+    assert (spec.promotion.mode, spec.promotion.approval_timeout_hours) == ("approve", 2)
+    for key, value in (("mode", "manual"), ("approval_timeout_hours", 0)):
+        with pytest.raises(InputError, match=rf"promotion\.{key}"):
+            parse_spec(spec_text(extra=f"promotion:\n  {key}: {value}\n"), "t.yaml")
+
+
+def test_the_spec_a_retraining_writes_keeps_the_promotion_mode():
+    """A retraining trains on the champion's spec written back as YAML (flows/retrain.py): in
+    approve mode its winner waits too."""
+    import yaml
+
+    spec = parse_spec(spec_text(extra="promotion:\n  mode: approve\n"), "t.yaml")
+    again = parse_spec(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), "retrain.yaml")
+    assert again.promotion == spec.promotion

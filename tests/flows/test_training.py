@@ -50,6 +50,7 @@ def test_cli_train_records_everything_the_contract_lists(mlops, tmp_path):
         assert key in result
     assert result["metric"]["name"] == "roc_auc"
     assert result["promoted"] is True and result["champion_version"] == result["model_version"]
+    assert result["awaiting_approval"] is False  # promotion.mode auto: the gate alone decides
 
     client = MlflowClient()
     parent = client.get_run(result["run_id"])
