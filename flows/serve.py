@@ -1,4 +1,4 @@
-"""The deployment runner `mlops up` starts: serves train, monitor and retrain deployments.
+"""The deployment runner `mlops up` starts: serves train, monitor, retrain and predict deployments.
 
 `monitor` runs on each model's own schedule (flows/schedules.py), made when a version
 becomes champion; applying the deployment here at each start leaves those schedules be.
@@ -31,6 +31,7 @@ from prefect.settings import (
 
 from flows.heartbeats import install_zombie_automation
 from flows.monitor import DRIFT_EVENT, monitor
+from flows.predict import predict
 from flows.recovery import recover
 from flows.retrain import retrain
 from flows.schedules import schedule_missing
@@ -73,6 +74,11 @@ def served_flows():
             "concurrency_limit": ConcurrencyLimitConfig(
                 limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
             ),
+        }),
+        (predict, {
+            "name": "predict",
+            "description": "Batch scoring: a model version scores a CSV/Parquet file (local or "
+                           "s3://) into a file with its predictions.",
         }),
     ]
 
