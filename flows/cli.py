@@ -567,7 +567,14 @@ def predict(
     if bad_rows not in ("fail", "skip"):
         fail(f"--bad-rows must be fail or skip, not '{bad_rows}'")
     try:
+        from mlflow.tracking import MlflowClient
+
+        from flows.preflight import require_version
+        from serving.tables import require_new_output
+
         _connect(_settings())
+        require_version(MlflowClient(), model, version)  # one line, before any flow run
+        require_new_output(out_uri, overwrite)
         from flows.predict import PredictParameters
         from flows.predict import predict as predict_flow
 

@@ -76,6 +76,14 @@ def exists(location: Location) -> bool:
     return True
 
 
+def require_new_output(uri: str, overwrite: bool) -> Location:
+    """Where the output goes; InputError if it is no .csv/.parquet file, or exists unasked."""
+    location = locate(uri, "output")
+    if not overwrite and exists(location):
+        raise InputError(f"output {uri} exists; pass --overwrite to replace it")
+    return location
+
+
 class ChunkedInput:
     """A CSV or Parquet file read `chunk_rows` rows at a time.
 
@@ -146,9 +154,7 @@ class StagedOutput:
     """
 
     def __init__(self, uri: str, overwrite: bool) -> None:
-        self.location = locate(uri, "output")
-        if not overwrite and exists(self.location):
-            raise InputError(f"output {uri} exists; pass --overwrite to replace it")
+        self.location = require_new_output(uri, overwrite)
         if self.location.on_s3:
             self._tmpdir = tempfile.mkdtemp(prefix="mlops-output-")
             self.staging = Path(self._tmpdir) / f"output{self.location.suffix}"
