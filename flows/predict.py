@@ -4,19 +4,18 @@ The data is read and scored in chunks (bounded memory) into a staging file that 
 output's place only once every row is scored: a bad row under `--bad-rows fail`, or any
 other failure, leaves nothing at the output, no run in MLflow and nothing in the live-data
 store. Then one run in the experiment `<name>-predictions` records it, and the scored rows
-join the live-data store (request id `batch-<run id>`), which monitoring reads as it reads
-served traffic.
+join the live-data store (request id `batch-<flow run id>`, also the run's tag
+`mlops.batch_id`), which monitoring reads as it reads served traffic.
 """
 
 import json
 import sys
 import tempfile
-from dataclasses import dataclass
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-import pyarrow.parquet as pq
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from prefect import flow, get_run_logger, task
@@ -34,18 +33,10 @@ from flows.naming import name_this_run
 from flows.preflight import require_version
 from flows.recovery import label_this_process
 from infra.settings import process_settings
-from monitoring.traffic import TRAFFIC, TrafficWriter, hour_of, open_files
-from serving.batch import (
-    BATCH_PREFIX,
-    BadRows,
-    output_schema,
-    require_columns,
-    score_chunk,
-    staged_traffic,
-    traffic_columns,
-)
+from monitoring.traffic import LocalFiles, TrafficWriter, open_files
+from serving.batch import BATCH_PREFIX, Scoring, publish_traffic, score_file
 from serving.model import ModelLoadError, ServedModel, load_version
-from serving.tables import Digest, StagedOutput, open_input
+from serving.tables import StagedOutput
 
 TRIGGER = "manual"
 
@@ -67,13 +58,6 @@ class PredictParameters(BaseModel):
     chunk_rows: int = Field(100_000, ge=1, description="Rows scored at a time (bounds the memory)")
 
 
-@dataclass(frozen=True)
-class Scoring:
-    rows: int
-    bad: BadRows
-    input_digest: str
-
-
 @task(cache_policy=NO_CACHE)
 def load_model(model: str, version: int | None) -> ServedModel:
     client = MlflowClient()
@@ -85,59 +69,37 @@ def load_model(model: str, version: int | None) -> ServedModel:
 
 
 @task(cache_policy=NO_CACHE)
-def score(params: PredictParameters, model: ServedModel, output: StagedOutput, traffic: Path) -> Scoring:
-    """Every chunk checked, scored and appended to the staging files; InputError on bad data."""
+def score(params: PredictParameters, model: ServedModel, output: StagedOutput,
+          traffic: LocalFiles) -> Scoring:
+    """Every chunk checked, scored and staged (serving/batch.py); InputError on bad data."""
     logger = get_run_logger()
-    bad, digest, rows = BadRows(), Digest(), 0
-    with open_input(params.data, model.contract.numeric) as table, progress(table.rows) as bar:
-        require_columns(table.columns, model.contract, model.name, params.data)
-        schema, traffic_writer, read = None, None, 0
-        try:
-            for chunk in table.chunks(params.chunk_rows):
-                digest.update(chunk)
-                scored = score_chunk(model, chunk, read, bad, params.bad_rows == "skip")
-                read += len(chunk)
-                if schema is None:
-                    schema = output_schema(scored, model.contract, table.schema)
-                output.append(scored.output, schema)
-                staged = pyarrow_table(staged_traffic(scored))
-                traffic_writer = traffic_writer or pq.ParquetWriter(traffic, staged.schema)
-                traffic_writer.write_table(staged.cast(traffic_writer.schema))
-                rows += len(scored.output)
-                bar(read)
-                logger.info("scored %d rows of %s", read, params.data)
-        finally:
-            if traffic_writer is not None:
-                traffic_writer.close()
+    with progress() as bar:
+        def scored(done: int, total: int | None) -> None:
+            bar(done, total)
+            logger.info("scored %d of %s rows of %s", done, total or "?", params.data)
+
+        scoring = score_file(model, params.data, output, TrafficWriter(traffic, model.name), batch_id(),
+                             params.chunk_rows, params.bad_rows == "skip", scored)
+    bad = scoring.bad
     if bad.total:
         logger.warning("%d rows of %s break %s's contract and were left out: %s; %s", bad.total,
                        params.data, model.name, bad.by_column, "; ".join(bad.examples[:5]))
-    if not rows:
-        raise InputError(f"data file {params.data} has no rows to score")
-    return Scoring(rows, bad, digest.hexdigest())
+    return scoring
 
 
-def pyarrow_table(frame):
-    import pyarrow as pa
+def batch_id() -> str:
+    """The request id of this scoring's rows in the live-data store."""
+    return f"{BATCH_PREFIX}{flow_run.get_id()}"
 
-    return pa.Table.from_pandas(frame, preserve_index=False)
 
-
-def progress(total: int | None):
+@contextmanager
+def progress():
     """A progress bar on a terminal; elsewhere (the Prefect UI, a pipe) the log says it."""
     bar = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    console=Console(stderr=True), transient=True, disable=not sys.stderr.isatty())
-
-    class Bar:
-        def __enter__(self):
-            bar.start()
-            self.task = bar.add_task("scoring", total=total)
-            return lambda done: bar.update(self.task, completed=done)
-
-        def __exit__(self, *exc):
-            bar.stop()
-
-    return Bar()
+    task_id = bar.add_task("scoring", total=None)
+    with bar:
+        yield lambda done, total: bar.update(task_id, completed=done, total=total)
 
 
 @task(cache_policy=NO_CACHE)
@@ -149,7 +111,7 @@ def start_record(params: PredictParameters, model: ServedModel, scoring: Scoring
         "mlops.model_name": model.name, "mlops.model_version": model.version,
         "mlops.flow_run_id": str(flow_run.get_id() or ""), "mlops.trigger": TRIGGER,
         "mlops.input_digest": scoring.input_digest, "mlops.output_uri": params.out,
-        "mlops.model_run_id": model.run_id,
+        "mlops.model_run_id": model.run_id, "mlops.batch_id": batch_id(),
     })
     run_id = run.info.run_id
     now = now_ms()
@@ -169,17 +131,9 @@ def now_ms() -> int:
 
 
 @task(cache_policy=NO_CACHE)
-def add_to_live_store(model: ServedModel, traffic: Path, run_id: str) -> int:
-    """The scored rows join the live-data store, one part per chunk, marked as a batch's."""
-    writer = TrafficWriter(open_files(process_settings().traffic_base), model.name)
-    served_at, written = datetime.now(UTC), 0
-    staged = pq.ParquetFile(traffic)
-    for group in range(staged.num_row_groups):
-        rows = staged.read_row_group(group).to_pandas()
-        writer.add(TRAFFIC, hour_of(served_at), traffic_columns(rows, model.version, served_at,
-                                                               f"{BATCH_PREFIX}{run_id}"))
-        written += writer.flush()
-    return written
+def add_to_live_store(model: ServedModel, traffic: LocalFiles) -> int:
+    """The staged rows join the live-data store (parts copied as they are)."""
+    return publish_traffic(traffic, open_files(process_settings().traffic_base), model.name)
 
 
 @flow(name="predict")
@@ -192,11 +146,11 @@ def predict(params: PredictParameters) -> dict:
     client, run_id = MlflowClient(), None
     try:
         with tempfile.TemporaryDirectory(prefix="mlops-predict-") as tmp:
-            traffic = Path(tmp) / "traffic.parquet"
+            traffic = LocalFiles(Path(tmp) / "traffic")
             scoring = score(params, model, output, traffic)
             run_id = start_record(params, model, scoring)
             output.publish()
-            add_to_live_store(model, traffic, run_id)
+            add_to_live_store(model, traffic)
     except BaseException:
         output.discard()
         if run_id is not None:
@@ -227,4 +181,5 @@ def result(client: MlflowClient, params: PredictParameters, model: ServedModel, 
 
 
 if __name__ == "__main__":
-    predict(PredictParameters(model="penguins", data="data/penguins.csv", out="penguins-scored.parquet"))
+    predict(PredictParameters(model="penguins", data="package://palmerpenguins/data/penguins.csv",
+                              out="penguins-scored.parquet"))

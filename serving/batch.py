@@ -5,8 +5,9 @@ A row breaks the contract when a numeric feature holds something that is not a f
 nulls and unseen categories are allowed, as they are for served records.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -15,7 +16,9 @@ import pyarrow as pa
 from experiments.contract import DataContract, rows_breaking_contract
 from experiments.errors import InputError
 from experiments.pipelines import feature_frame
+from monitoring.traffic import TRAFFIC, LocalFiles, TrafficWriter, hour_of
 from serving.model import ServedModel
+from serving.tables import Digest, StagedOutput, open_input
 
 PREDICTION = "prediction"
 PROBA_PREFIX = "proba_"
@@ -123,23 +126,56 @@ def output_schema(scored: ScoredChunk, contract: DataContract, input_schema: pa.
     return pa.schema(fields)
 
 
-def staged_traffic(scored: ScoredChunk) -> pd.DataFrame:
-    """What the live-data store keeps of a chunk until the output is published: the model's
-    input, its predictions, and each row's position in the input."""
-    return scored.features.assign(**{PREDICTION: scored.predictions, ROW: scored.rows.astype(np.int64)})
-
-
-ROW = "record_index"
-
-
-def traffic_columns(staged: pd.DataFrame, version: str, served_at: datetime, request_id: str) -> dict:
-    """Staged rows as the live-data store holds served records (serving/batching.py), under
-    one request id that says they came from a batch."""
-    n = len(staged)
+def traffic_columns(scored: ScoredChunk, version: str, served_at: datetime, request_id: str) -> dict:
+    """The chunk as the live-data store holds served records (serving/batching.py), under one
+    request id that says they came from a batch; `record_index` is the row in the input."""
+    n = len(scored.features)
     return {
-        **{name: staged[name].to_numpy() for name in staged.columns if name != ROW},
+        **{name: scored.features[name].to_numpy() for name in scored.features.columns},
+        PREDICTION: scored.predictions,
         "model_version": np.full(n, version, dtype=object),
         "served_at": np.full(n, np.datetime64(served_at.replace(tzinfo=None), "us")),
         "request_id": np.full(n, request_id, dtype=object),
-        ROW: staged[ROW].to_numpy(),
+        "record_index": scored.rows.astype(np.int64),
     }
+
+
+@dataclass(frozen=True)
+class Scoring:
+    rows: int  # scored and written
+    bad: BadRows
+    input_digest: str
+
+
+def score_file(model: ServedModel, data: str, output: StagedOutput, traffic: TrafficWriter,
+               request_id: str, chunk_rows: int, skip_bad: bool,
+               scored: Callable[[int, int | None], None] = lambda done, total: None) -> Scoring:
+    """Read DATA in chunks, check and score each, append it to `output` (staged) and write its
+    live-traffic rows with `traffic` (to a staging store: see publish_traffic); `scored` hears
+    the rows read so far and the total (None when unknown). InputError on bad data."""
+    bad, digest, rows, read, schema = BadRows(), Digest(), 0, 0, None
+    served_at = datetime.now(UTC)
+    with open_input(data, model.contract.numeric) as table:
+        require_columns(table.columns, model.contract, model.name, data)
+        for chunk in table.chunks(chunk_rows):
+            digest.update(chunk)
+            done = score_chunk(model, chunk, read, bad, skip_bad)
+            read += len(chunk)
+            schema = schema or output_schema(done, model.contract, table.schema)
+            output.append(done.output, schema)
+            columns = traffic_columns(done, model.version, served_at, request_id)
+            traffic.add(TRAFFIC, hour_of(served_at), columns)
+            traffic.flush()  # one part per chunk: the memory stays bounded
+            rows += len(done.output)
+            scored(read, table.rows)
+    if not rows:
+        raise InputError(f"data file {data} has no rows to score")
+    return Scoring(rows, bad, digest.hexdigest())
+
+
+def publish_traffic(staging: LocalFiles, files, model: str) -> int:
+    """The staged parts copied, as they are, into the live-data store at `files`; how many."""
+    keys = staging.list(model)
+    for key in keys:
+        files.write(key, staging.read(key))
+    return len(keys)

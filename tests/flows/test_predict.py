@@ -62,9 +62,9 @@ def all_traffic() -> pd.DataFrame:
     return read_parts(open_files(process_settings().traffic_base), NAME, TRAFFIC)
 
 
-def batch_traffic(run_id: str) -> pd.DataFrame:
+def batch_traffic(flow_run_id: str) -> pd.DataFrame:
     traffic = all_traffic()
-    return traffic[traffic["request_id"] == f"batch-{run_id}"] if len(traffic) else traffic
+    return traffic[traffic["request_id"] == f"batch-{flow_run_id}"] if len(traffic) else traffic
 
 
 def predictions_runs() -> int:
@@ -99,7 +99,8 @@ def test_mlops_predict_scores_a_csv_as_the_model_predicts(trained, mlops, tmp_pa
     assert run.data.metrics["rows"] == 250 and run.data.params["model_version"] == version
     assert run.data.tags["mlops.output_uri"] == str(tmp_path / "scored.parquet")
     assert run.data.tags["mlops.flow_run_id"] == result["flow_run_id"]
-    live = batch_traffic(result["run_id"])
+    assert run.data.tags["mlops.batch_id"] == f"batch-{result['flow_run_id']}"
+    live = batch_traffic(result["flow_run_id"])
     assert sorted(live["record_index"]) == list(range(250))
     assert (live.sort_values("record_index")["prediction"].to_numpy() == predictions).all()
     with get_client(sync_client=True) as prefect:
@@ -135,7 +136,7 @@ def test_the_flow_scores_s3_data_to_s3_in_chunks_skipping_bad_rows(trained, s3_s
     predictions, probabilities = own_predictions(version, good)
     assert (scored["prediction"].to_numpy() == predictions).all()
     assert np.array_equal(scored[["proba_no", "proba_yes"]].to_numpy(), probabilities)
-    assert sorted(batch_traffic(result["run_id"])["record_index"]) == [i for i in range(150) if i != 70]
+    assert sorted(batch_traffic(result["flow_run_id"])["record_index"]) == [i for i in range(150) if i != 70]
 
 
 def unchanged(frame: pd.DataFrame, folder) -> pd.DataFrame:

@@ -18,7 +18,6 @@ from serving.batch import (
     output_schema,
     require_columns,
     score_chunk,
-    staged_traffic,
     traffic_columns,
 )
 from serving.model import ServedModel
@@ -95,7 +94,7 @@ def test_batch_rows_land_in_the_store_layout_under_a_batch_request_id(classifier
     frame = binary_frame(n=5, seed=5)
     scored = score_chunk(classifier, frame, 20, BadRows(), skip_bad=False)
 
-    columns = traffic_columns(staged_traffic(scored), "3", datetime.now(UTC), "batch-abc")
+    columns = traffic_columns(scored, "3", datetime.now(UTC), "batch-abc")
 
     assert set(columns) == {"x1", "x2", "noise", "colour", "prediction", "model_version",
                             "served_at", "request_id", "record_index"}
@@ -140,3 +139,12 @@ def test_an_existing_output_is_refused_and_a_discarded_one_leaves_nothing(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.csv"]
     with pytest.raises(InputError, match="expected a .csv or .parquet file"):
         StagedOutput(str(tmp_path / "out.json"), overwrite=True)
+
+
+def test_data_shipped_in_a_package_is_read_but_never_written(tmp_path):
+    with open_input("package://palmerpenguins/data/penguins.csv", ["bill_length_mm"]) as table:
+        rows = sum(len(chunk) for chunk in table.chunks(100))
+
+    assert "species" in table.columns and rows == 344
+    with pytest.raises(InputError, match="unsupported scheme 'package://'"):
+        StagedOutput("package://palmerpenguins/data/out.csv", overwrite=True)
