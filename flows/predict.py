@@ -34,7 +34,7 @@ from flows.preflight import require_version
 from flows.recovery import label_this_process
 from infra.settings import process_settings
 from monitoring.traffic import LocalFiles, TrafficWriter, open_files
-from serving.batch import BATCH_PREFIX, Scoring, publish_traffic, score_file
+from serving.batch import BATCH_PREFIX, BatchJob, Scoring, publish_traffic, score_file
 from serving.model import ModelLoadError, ServedModel, load_version
 from serving.tables import StagedOutput
 
@@ -78,8 +78,8 @@ def score(params: PredictParameters, model: ServedModel, output: StagedOutput,
             bar(done, total)
             logger.info("scored %d of %s rows of %s", done, total or "?", params.data)
 
-        scoring = score_file(model, params.data, output, TrafficWriter(traffic, model.name), batch_id(),
-                             params.chunk_rows, params.bad_rows == "skip", scored)
+        job = BatchJob(params.data, batch_id(), params.chunk_rows, params.bad_rows == "skip")
+        scoring = score_file(model, job, output, TrafficWriter(traffic, model.name), scored)
     bad = scoring.bad
     if bad.total:
         logger.warning("%d rows of %s break %s's contract and were left out: %s; %s", bad.total,

@@ -147,23 +147,33 @@ class Scoring:
     input_digest: str
 
 
-def score_file(model: ServedModel, data: str, output: StagedOutput, traffic: TrafficWriter,
-               request_id: str, chunk_rows: int, skip_bad: bool,
+@dataclass(frozen=True)
+class BatchJob:
+    """What to score, how, and the request id its rows take in the live-data store."""
+
+    data: str
+    request_id: str
+    chunk_rows: int = 100_000
+    skip_bad: bool = False
+
+
+def score_file(model: ServedModel, job: BatchJob, output: StagedOutput, traffic: TrafficWriter,
                scored: Callable[[int, int | None], None] = lambda done, total: None) -> Scoring:
-    """Read DATA in chunks, check and score each, append it to `output` (staged) and write its
-    live-traffic rows with `traffic` (to a staging store: see publish_traffic); `scored` hears
-    the rows read so far and the total (None when unknown). InputError on bad data."""
+    """Read the job's data in chunks, check and score each, append it to `output` (staged) and
+    write its live-traffic rows with `traffic` (to a staging store: see publish_traffic);
+    `scored` hears the rows read so far and the total (None when unknown). InputError on bad data."""
+    data = job.data
     bad, digest, rows, read, schema = BadRows(), Digest(), 0, 0, None
     served_at = datetime.now(UTC)
     with open_input(data, model.contract.numeric) as table:
         require_columns(table.columns, model.contract, model.name, data)
-        for chunk in table.chunks(chunk_rows):
+        for chunk in table.chunks(job.chunk_rows):
             digest.update(chunk)
-            done = score_chunk(model, chunk, read, bad, skip_bad)
+            done = score_chunk(model, chunk, read, bad, job.skip_bad)
             read += len(chunk)
             schema = schema or output_schema(done, model.contract, table.schema)
             output.append(done.output, schema)
-            columns = traffic_columns(done, model.version, served_at, request_id)
+            columns = traffic_columns(done, model.version, served_at, job.request_id)
             traffic.add(TRAFFIC, hour_of(served_at), columns)
             traffic.flush()  # one part per chunk: the memory stays bounded
             rows += len(done.output)

@@ -132,7 +132,7 @@ def ours(folder: Path) -> dict:
 
     from monitoring.traffic import LocalFiles, TrafficWriter
     from registry.champion import get_champion
-    from serving.batch import publish_traffic, score_file
+    from serving.batch import BatchJob, publish_traffic, score_file
     from serving.model import load_version
     from serving.tables import StagedOutput
 
@@ -144,8 +144,8 @@ def ours(folder: Path) -> dict:
         started = time.perf_counter()
         output = StagedOutput(str(out), overwrite=True)
         staging = LocalFiles(Path(tmp) / "staging")
-        scoring = score_file(model, str(folder / "data.parquet"), output, TrafficWriter(staging, NAME),
-                             "batch-bench", 100_000, skip_bad=False)
+        job = BatchJob(str(folder / "data.parquet"), "batch-bench")
+        scoring = score_file(model, job, output, TrafficWriter(staging, NAME))
         output.publish()
         publish_traffic(staging, LocalFiles(Path(tmp) / "store"), NAME)
         seconds = time.perf_counter() - started
