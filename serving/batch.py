@@ -6,6 +6,7 @@ nulls and unseen categories are allowed, as they are for served records.
 """
 
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -165,19 +166,30 @@ def score_file(model: ServedModel, job: BatchJob, output: StagedOutput, traffic:
     data = job.data
     bad, digest, rows, read, schema = BadRows(), Digest(), 0, 0, None
     served_at = datetime.now(UTC)
-    with open_input(data, model.contract.numeric) as table:
+
+    def write(done: ScoredChunk, schema: pa.Schema) -> None:
+        output.append(done.output, schema)
+        columns = traffic_columns(done, model.version, served_at, job.request_id)
+        traffic.add(TRAFFIC, hour_of(served_at), columns)
+        traffic.flush()  # one part per chunk: the memory stays bounded
+
+    # A chunk is written (Parquet encoding, much of it outside the GIL) while the next is
+    # scored; waiting for the last write before submitting keeps two chunks in memory at most.
+    with open_input(data, model.contract.numeric) as table, ThreadPoolExecutor(1) as writer:
         require_columns(table.columns, model.contract, model.name, data)
+        pending: Future | None = None
         for chunk in table.chunks(job.chunk_rows):
             digest.update(chunk)
             done = score_chunk(model, chunk, read, bad, job.skip_bad)
             read += len(chunk)
             schema = schema or output_schema(done, model.contract, table.schema)
-            output.append(done.output, schema)
-            columns = traffic_columns(done, model.version, served_at, job.request_id)
-            traffic.add(TRAFFIC, hour_of(served_at), columns)
-            traffic.flush()  # one part per chunk: the memory stays bounded
+            if pending is not None:
+                pending.result()
+            pending = writer.submit(write, done, schema)
             rows += len(done.output)
             scored(read, table.rows)
+        if pending is not None:
+            pending.result()
     if not rows:
         raise InputError(f"data file {data} has no rows to score")
     return Scoring(rows, bad, digest.hexdigest())

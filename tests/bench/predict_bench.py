@@ -206,6 +206,8 @@ def run(rows: int, family: str, repeats: int) -> dict:
         "ours_rows_per_s": round(rows / median["ours"]["seconds"]),
         "baseline_peak_mb": round(median["baseline"]["peak_mb"], 1),
         "ours_peak_mb": round(median["ours"]["peak_mb"], 1),
+        "baseline_s_each": [round(m["seconds"], 2) for m in measured["baseline"]],
+        "ours_s_each": [round(m["seconds"], 2) for m in measured["ours"]],
         "throughput_ratio": round(throughput, 3),
         "memory_ratio": round(memory, 3),
         **same,
