@@ -7,6 +7,7 @@ rows per class) before any search starts; each failure names the column and the 
 import json
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from experiments.errors import InputError
@@ -214,3 +215,19 @@ def check_against_contract(frame: pd.DataFrame, contract: DataContract) -> Contr
         unexpected_nulls=nulls,
     )
 
+
+
+def rows_breaking_contract(frame: pd.DataFrame, contract: DataContract) -> dict[str, np.ndarray]:
+    """Per numeric column, a mask of the rows whose value is not a finite number (nulls are
+    allowed: the pipeline imputes them); columns with no such row are left out. Categorical
+    columns take any value (unseen ones are ignored by the pipeline). The columns must be there."""
+    found = {}
+    for name in contract.numeric:
+        series = frame[name]
+        if series.dtype.kind in "iub":
+            continue
+        values = pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        bad = ~np.isfinite(values) & series.notna().to_numpy()
+        if bad.any():
+            found[name] = bad
+    return found

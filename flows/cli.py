@@ -616,6 +616,44 @@ def _settle(json_output: bool, model: str, version: str, decision: str, reason: 
 
 
 @app.command()
+def predict(
+    model: Annotated[str, typer.Argument(help="The registered model that scores the data")],
+    data: Annotated[str, typer.Option(help="The data to score: CSV/Parquet file, local or s3://")],
+    out_uri: Annotated[str, typer.Option("--out", help="The output: a .csv or .parquet file, local or s3://")],
+    version: Annotated[int | None, typer.Option(min=1, help="Model version (default: the champion)")] = None,
+    bad_rows: Annotated[str, typer.Option(help="fail: a row that breaks the contract stops it; "
+                                               "skip: such rows are left out")] = "fail",
+    overwrite: Annotated[bool, typer.Option(help="Replace an output that exists")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Batch scoring: the input columns, `prediction` and (classifiers) `proba_<class>` per row."""
+    if bad_rows not in ("fail", "skip"):
+        fail(f"--bad-rows must be fail or skip, not '{bad_rows}'")
+    try:
+        from mlflow.tracking import MlflowClient
+
+        from flows.preflight import require_version
+        from serving.tables import require_new_output
+
+        _connect(_settings())
+        require_version(MlflowClient(), model, version)  # one line, before any flow run
+        require_new_output(out_uri, overwrite)
+        from flows.predict import PredictParameters
+        from flows.predict import predict as predict_flow
+
+        _quiet_prefect_errors(progress=False)
+        result = predict_flow(PredictParameters(model=model, data=data, out=out_uri, version=version,
+                                                bad_rows=bad_rows, overwrite=overwrite))
+    except (InputError, PlatformError) as error:
+        fail(str(error))
+    if json_output:
+        print(json.dumps(result))
+        return
+    out.print(f"{result['rows']} rows scored by {model} v{result['model_version']} into {result['out']}"
+              f" ({result['bad_rows']} left out); run: {result['run_url']}", highlight=False)
+
+
+@app.command()
 def demo(
     trials: Annotated[int | None, typer.Option(min=1, help="Optuna trials")] = None,
 ) -> None:

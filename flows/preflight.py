@@ -84,3 +84,26 @@ def require_fan_out(settings: Settings, workers: int) -> None:
     from flows.pool import require_worker
 
     require_worker(settings.work_pool)
+
+
+def require_version(client: MlflowClient, model: str, version: int | None) -> ModelVersion:
+    """Version VERSION of MODEL, or its champion when VERSION is None; one line if there is none."""
+    if version is None:
+        return require_champion(client, model, purpose="score")
+    require_model_name(model)
+    try:
+        return client.get_model_version(model, str(version))
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+    try:
+        versions = client.search_model_versions(f"name='{model}'")
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        versions = []
+    if not versions:
+        raise InputError(f"unknown model '{model}': nothing is registered under that name; "
+                         "train it with `mlops train`")
+    known = ", ".join(sorted((str(v.version) for v in versions), key=int))
+    raise InputError(f"model '{model}' has no version {version} (versions: {known})")

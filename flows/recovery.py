@@ -38,7 +38,7 @@ from monitoring.record import record_retraining, retraining_state, unsettled_ret
 
 log = logging.getLogger(__name__)
 
-RUNNER_DEPLOYMENTS = ("train", "monitor", "retrain", "approve", "expire-approval")
+RUNNER_DEPLOYMENTS = ("train", "monitor", "retrain", "predict", "approve", "expire-approval")
 UNFINISHED = (StateType.PENDING, StateType.RUNNING, StateType.CANCELLING)
 CRASHED_MESSAGE = "its runner stopped before it finished; marked crashed when the runner started again"
 RECENT_RETRAININGS = 200  # the newest retrain flow runs looked at: far more than checks pending

@@ -1,4 +1,4 @@
-"""The deployment runner `mlops up` starts: serves train, monitor and retrain deployments.
+"""The deployment runner `mlops up` starts: serves train, monitor, retrain and predict deployments.
 
 `monitor` runs on each model's own schedule (flows/schedules.py), made when a version
 becomes champion; applying the deployment here at each start leaves those schedules be.
@@ -32,6 +32,7 @@ from prefect.settings import (
 from flows.approval import approve, expire_approval
 from flows.heartbeats import install_zombie_automation
 from flows.monitor import DRIFT_EVENT, monitor
+from flows.predict import predict
 from flows.recovery import recover
 from flows.retrain import retrain
 from flows.schedules import schedule_missing
@@ -84,6 +85,11 @@ def served_flows():
         (expire_approval, {
             "name": "expire-approval",
             "description": "At an approval's deadline, reject the version if it still waits.",
+        }),
+        (predict, {
+            "name": "predict",
+            "description": "Batch scoring: a model version scores a CSV/Parquet file (local or "
+                           "s3://) into a file with its predictions.",
         }),
     ]
 

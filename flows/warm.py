@@ -25,7 +25,8 @@ import prefect.flow_engine
 
 # The modules every flow run of the runner needs: the flows and what they import, and skops,
 # which registry/loading.py imports only when a model is read (every training and check does).
-PRELOAD = ("flows.train", "flows.monitor", "flows.retrain", "flows.approval", "skops.io")
+PRELOAD = ("flows.train", "flows.monitor", "flows.retrain", "flows.approval", "flows.predict",
+           "skops.io")
 
 
 def _forkserver_multiprocessing() -> types.SimpleNamespace:

@@ -67,7 +67,9 @@ def predict_with_proba(pipeline: Pipeline, features: pd.DataFrame) -> tuple[np.n
     """pipeline.predict and pipeline.predict_proba, from one pass over a forest's trees."""
     forest = _single_output_forest(pipeline)
     if forest is None or not _is_classifier(forest):
-        return pipeline.predict(features), list(pipeline.classes_), pipeline.predict_proba(features)
+        # What pipeline.predict and pipeline.predict_proba do, with the features prepared once.
+        final, prepared = pipeline.steps[-1][1], _prepared(pipeline, features)
+        return final.predict(prepared), list(pipeline.classes_), final.predict_proba(prepared)
     average = forest_average(forest, _prepared(pipeline, features))
     return forest.classes_.take(np.argmax(average, axis=1), axis=0), list(forest.classes_), average
 
