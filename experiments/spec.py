@@ -71,12 +71,18 @@ class MonitoringSection(_Strict):
         return self
 
 
+class PromotionSection(_Strict):
+    live_evidence: bool = Field(
+        False, description="promote the challenger on a significant win on live labels")
+
+
 class ExperimentSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
     task: Literal["classification", "regression"]
     data: DataSection
     tuning: TuningSection = TuningSection()
     monitoring: MonitoringSection = MonitoringSection()
+    promotion: PromotionSection = PromotionSection()
 
     @model_validator(mode="after")
     def _metric_and_models_fit_task(self) -> "ExperimentSpec":

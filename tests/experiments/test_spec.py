@@ -208,3 +208,14 @@ def test_bundled_penguins_spec_loads_by_name():
     assert spec.data.source == "package://palmerpenguins/data/penguins.csv"
     assert spec.data.target == "species"
     assert spec.metric == "roc_auc"
+
+
+def test_live_evidence_promotion_is_off_unless_asked():
+    """Given no promotion section, live evidence promotes nothing; `live_evidence: true` is
+    read, and a key the section does not know is refused by name."""
+    assert parse_spec(spec_text(), "t.yaml").promotion.live_evidence is False
+    asked = parse_spec(spec_text(extra="promotion:\n  live_evidence: true\n"), "t.yaml")
+
+    assert asked.promotion.live_evidence is True
+    with pytest.raises(InputError, match="unknown key 'promotion.live_evidense'"):
+        parse_spec(spec_text(extra="promotion:\n  live_evidense: true\n"), "t.yaml")

@@ -1,0 +1,157 @@
+"""The challenger's shadow: every served batch scored again by the challenger, off the
+request path, its predictions kept beside the champion's.
+
+The predict thread hands each recorded batch over (a queue put, nothing else) after the
+batch's traffic is buffered; a thread of its own, at a lower OS priority, gathers what
+came in over `wait_s`, scores it in one call and buffers the predictions as SHADOW rows
+keyed by request id and record index (monitoring/traffic.py joins them on reading). A
+challenger that cannot be loaded, raises, or falls behind costs its own rows only: the
+answers were sent already, and what would not fit in `max_records` is skipped and counted.
+"""
+
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from experiments.pipelines import feature_frame
+from monitoring.traffic import CHALLENGER_PREDICTION, CHALLENGER_VERSION, SHADOW, BufferFull
+
+log = logging.getLogger(__name__)
+
+NICENESS = 10  # below the event loop and the predict thread, which answer clients
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One recorded batch, as the champion's traffic rows name its records."""
+
+    features: pd.DataFrame
+    request_ids: np.ndarray
+    record_index: np.ndarray
+    hour: str
+
+
+class Shadow:
+    """Scores recorded batches with `models.current` (the challenger, or None: no shadow)."""
+
+    def __init__(self, models, writer, *, wait_s: float = 0.05, max_records: int = 20_000) -> None:
+        self._models = models  # a ChallengerWatcher, or anything with `.current`
+        self._writer = writer
+        self._wait_s = wait_s
+        self._max_records = max_records
+        self._queue: queue.SimpleQueue[Scored | None] = queue.SimpleQueue()
+        self._pending = 0  # records queued, not scored yet
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.scored = 0  # records the challenger scored and that were buffered for the store
+        self.skipped = 0  # records not shadowed: the queue or the store was full
+        self.failed = 0  # records whose scoring raised
+        self._failing: str | None = None  # the version that failed last, logged once
+
+    @property
+    def version(self) -> str | None:
+        model = self._models.current
+        return None if model is None else model.version
+
+    def start(self) -> None:
+        if hasattr(self._models, "start"):
+            self._models.start()
+        self._thread = threading.Thread(target=self._run, name="shadow", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Score what is queued, then stop (before the writer's last flush)."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+        if hasattr(self._models, "stop"):
+            self._models.stop()
+
+    def submit(self, batch: Scored) -> None:
+        """Queue a recorded batch for the challenger; never raises, never waits."""
+        if self._models.current is None:
+            return
+        n = len(batch.features)
+        with self._lock:
+            if self._pending + n > self._max_records:
+                self.skipped += n
+                return
+            self._pending += n
+        self._queue.put(batch)
+
+    def _run(self) -> None:
+        _lower_priority()
+        with threadpool_limits(1):
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                # Company: one call for many batches costs far less than one call each.
+                time.sleep(self._wait_s)
+                batches, stopped = self._drain([first])
+                self._score(batches)
+                if stopped:
+                    return
+
+    def _drain(self, batches: list) -> tuple[list[Scored], bool]:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return batches, False
+            if item is None:
+                return batches, True
+            batches.append(item)
+
+    def _score(self, batches: list[Scored]) -> None:
+        n = sum(len(b.features) for b in batches)
+        with self._lock:
+            self._pending -= n
+        model = self._models.current
+        if model is None:
+            return
+        try:
+            features = pd.concat([b.features for b in batches], ignore_index=True)
+            features = feature_frame(features, model.contract.numeric, model.contract.categorical)
+            predictions = np.asarray(model.predict(features))
+        except Exception as error:  # noqa: BLE001 - the challenger's fault costs its rows only
+            self.failed += n
+            if self._failing != model.version:
+                self._failing = model.version
+                log.warning("the challenger %s version %s failed to score %d records (%s: %s); "
+                            "answers are not affected", model.name, model.version, n,
+                            type(error).__name__, error)
+            return
+        self._failing = None
+        scored_at = np.datetime64(datetime.now(UTC).replace(tzinfo=None), "us")
+        start = 0
+        for batch in batches:  # each in its served hour, beside its traffic rows
+            size = len(batch.features)
+            try:
+                self._writer.add(SHADOW, batch.hour, {
+                    "request_id": batch.request_ids,
+                    "record_index": batch.record_index,
+                    CHALLENGER_PREDICTION: predictions[start:start + size],
+                    CHALLENGER_VERSION: np.full(size, model.version, dtype=object),
+                    "scored_at": np.full(size, scored_at),
+                })
+                self.scored += size
+            except BufferFull:  # the store is behind: the champion's rows come first
+                self.skipped += size
+            start += size
+
+
+def _lower_priority() -> None:
+    """This thread below the ones that answer (Linux sets niceness per thread)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICENESS)
+    except (AttributeError, OSError):
+        pass
