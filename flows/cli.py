@@ -497,7 +497,7 @@ def compare(
         _connect(_settings(), prefect=False)  # the registry and the traffic store only
         from mlflow.tracking import MlflowClient
 
-        from flows.challenger import compare as compare_live
+        from flows.compare import compare as compare_live
 
         row = compare_live(MlflowClient(), model).as_json(model)
     except (InputError, PlatformError) as error:

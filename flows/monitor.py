@@ -4,7 +4,7 @@ The current data is a file or URI, or (when none is given) the latest window of 
 traffic `mlops serve` recorded; with too little traffic the check is skipped. On confirmed
 drift outside the cooldown it emits `mlops.drift.detected`, which the `retrain` deployment
 is triggered by. A check of live traffic also weighs the challenger on live labels and, with
-`promotion.live_evidence`, promotes it on a significant win (flows/challenger.py).
+`promotion.live_evidence`, promotes it on a significant win (flows/live_evidence.py).
 """
 
 import tempfile
@@ -24,11 +24,11 @@ from pydantic import BaseModel, Field
 from experiments.data import data_digest, load_table
 from experiments.errors import InputError
 from experiments.spec import MonitoringSection
-from flows.challenger import promote_on_live_evidence
 from flows.dashboard import publish_check
 from flows.events import DRIFT_EVENT, flow_run_url, retraining_resource
 from flows.events import run_url as mlflow_run_url
 from flows.live_check import check_live, live_result, load_labelled, record_live
+from flows.live_evidence import promote_on_live_evidence
 from flows.naming import name_this_run
 from flows.preflight import require_champion, require_columns
 from flows.recovery import label_this_process, settle_retrainings
