@@ -32,6 +32,13 @@ model version is registered (the same run's model, so predictions do not change)
 of every answer is tallied (and whether any connection saw the old version again after the new
 one), and /model and /predict must name the new version afterwards.
 
+Shadow scoring's cost (issue 12 part 5, target: p50 and p99 with a challenger at most 1.1x
+without one, same load): on ours only, each body size runs under the same wrk load without a
+challenger and with one (another version of the champion's own model under `challenger`, so
+the shadow does as much work as the champion), in alternating order; the figures are the
+ratios with/without from the same run, and /model's counts say how many records the
+challenger scored or skipped meanwhile.
+
 JSON on stdout, progress and the table on stderr. Every server started here is stopped on the
 way out (also on Ctrl-C, SIGTERM or an error), then the platform. Exit 1 when a figure could
 not be measured; a missed target is not an error.
@@ -73,6 +80,7 @@ DATA_SOURCE = "package://palmerpenguins/data/penguins.csv"
 TARGET = "species"
 TARGET_RATIO = 2.0  # ours / mlflow throughput
 TARGET_P99_MS = 50.0
+TARGET_SHADOW_RATIO = 1.1  # p50 and p99 with a challenger / without, at most
 BODY_SIZES = (1, 20)
 START_TIMEOUT_S = 180.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -398,9 +406,17 @@ def sample_records(count: int) -> list[dict]:
 
 def add_version_and_swap(client, name: str) -> tuple[str, str, float]:
     """A second version of the champion's own model, then `champion` moved to it."""
+    current, new = add_version(client, name, "serve-bench champion swap (same model as the "
+                               "previous version)")
+    client.set_registered_model_alias(name, "champion", new.version)
+    return current.version, new.version, time.perf_counter()
+
+
+def add_version(client, name: str, why: str):
+    """The champion's version, and a new READY version of the champion's own model."""
     current = client.get_model_version_by_alias(name, "champion")
     tags = {k: v for k, v in current.tags.items() if not k.startswith("mlops.champion_")}
-    tags["mlops.bench"] = "serve-bench champion swap (same model as the previous version)"
+    tags["mlops.bench"] = why
     # MLflow 3: a version's source is its logged model (models:/m-...), named again by model_id.
     model_id = getattr(current, "model_id", None)
     if not model_id and current.source.startswith("models:/m-"):
@@ -414,8 +430,7 @@ def add_version_and_swap(client, name: str) -> tuple[str, str, float]:
             raise RuntimeError(f"version {new.version} of {name} is {new.status}")
         time.sleep(0.05)
         new = client.get_model_version(name, new.version)
-    client.set_registered_model_alias(name, "champion", new.version)
-    return current.version, new.version, time.perf_counter()
+    return current, new
 
 
 # --------------------------------------------------------------------------- measurements
@@ -498,6 +513,71 @@ def swap_under_load(server: Server, script: Path, args, client, name: str) -> di
     return result
 
 
+def model_info(server: Server) -> dict:
+    status, text = http("GET", server.url + "/model", timeout=10)
+    if status != 200:
+        raise RuntimeError(f"/model answered {status}: {text[:300]}")
+    return json.loads(text)
+
+
+def wait_for_challenger(server: Server, version: str | None, timeout_s: float = 60) -> float:
+    """Seconds until /model names `version` as the challenger it shadows."""
+    started = time.perf_counter()
+    while model_info(server).get("challenger_version") != version:
+        if time.perf_counter() - started > timeout_s:
+            raise TimeoutError(f"/model did not name challenger {version} within {timeout_s:g} s")
+        time.sleep(0.2)
+    return round(time.perf_counter() - started, 2)
+
+
+def shadow_cost(server: Server, records: list[dict], args, client, name: str, tmp: Path) -> dict:
+    """Each body size under the same load without and with a challenger, alternating which
+    goes first; the with/without ratios of p50, p99 and throughput."""
+    _, challenger = add_version(client, name, "serve-bench shadow challenger (the champion's "
+                                "own model)")
+    result: dict = {"challenger_version": challenger.version}
+    for size in BODY_SIZES:
+        script = write_lua(tmp / f"shadow-{size}.lua", server.body(records[:size]), track=False)
+        runs: dict = {}
+        for phase in (("without", "with") if size % 2 else ("with", "without")):
+            if phase == "with":
+                client.set_registered_model_alias(name, "challenger", challenger.version)
+                result["challenger_loaded_s"] = wait_for_challenger(server, challenger.version)
+            else:
+                client.delete_registered_model_alias(name, "challenger")
+                wait_for_challenger(server, None)
+            before = model_info(server)
+            Wrk(server.predict_url, script, args.threads, args.connections, args.warmup,
+                args.timeout).run()
+            note(f"mlops, {size}-record body, {phase} a challenger, {args.duration:g} s ...")
+            runs[phase] = measure(server, script, args, args.duration)
+            after = model_info(server)
+            runs[phase]["shadow"] = {k: after.get(k, 0) - before.get(k, 0) for k in (
+                "records_served", "shadow_scored", "shadow_skipped", "shadow_failed")}
+            m = runs[phase]
+            note(f"  {m['rps']:.1f} req/s, p50 {m['p50_ms']} ms, p99 {m['p99_ms']} ms, "
+                 f"{m['errors']} errors, shadow {m['shadow']}")
+        with_, without = runs["with"], runs["without"]
+        entry = {
+            "without": without, "with": with_,
+            "p50_ratio": ratio(with_["p50_ms"], without["p50_ms"]),
+            "p99_ratio": ratio(with_["p99_ms"], without["p99_ms"]),
+            "rps_ratio": ratio(with_["rps"], without["rps"]),
+            "cpu_per_request_ratio": ratio(with_["server_cpu_ms_per_request"],
+                                           without["server_cpu_ms_per_request"]),
+            # Every record the challenger saw while loaded was scored, not skipped.
+            "shadowed_share": ratio(with_["shadow"]["shadow_scored"],
+                                    with_["shadow"]["records_served"]),
+        }
+        entry["met"] = (entry["p50_ratio"] is not None and entry["p50_ratio"] <= TARGET_SHADOW_RATIO
+                        and entry["p99_ratio"] <= TARGET_SHADOW_RATIO
+                        and with_["errors"] == 0 and with_["shadow"]["shadow_failed"] == 0)
+        result[f"{size}_record"] = entry
+    client.delete_registered_model_alias(name, "challenger")
+    result["met"] = all(result[f"{size}_record"]["met"] for size in BODY_SIZES)
+    return result
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -559,6 +639,18 @@ def print_table(report: dict) -> None:
           f"{'met' if s['met'] else 'NOT met'}")
     elif s:
         p(f"champion swap under load: error: {s['error']}")
+    shadow = report.get("shadow")
+    if shadow and "error" not in shadow:
+        for size in BODY_SIZES:
+            e = shadow.get(f"{size}_record")
+            if e:
+                p(f"shadow cost, {size}-record body: p50 {e['without']['p50_ms']} -> "
+                  f"{e['with']['p50_ms']} ms (x{e['p50_ratio']}), p99 {e['without']['p99_ms']} -> "
+                  f"{e['with']['p99_ms']} ms (x{e['p99_ratio']}), req/s x{e['rps_ratio']}, "
+                  f"{e['shadowed_share']} of the records shadowed; target <= "
+                  f"x{TARGET_SHADOW_RATIO:g}: {'met' if e['met'] else 'NOT met'}")
+    elif shadow:
+        p(f"shadow cost: error: {shadow['error']}")
     v = report["verdict"]
     p(f"verdict: {v['summary']}")
     if report["machine"].get("busy"):
@@ -590,6 +682,13 @@ def verdict(report: dict) -> dict:
     else:
         parts.append("swap not measured")
         met = False
+    shadow = report.get("shadow") or {}
+    if "met" in shadow:
+        parts.append("shadow: " + ", ".join(
+            f"{size}-record p50 x{shadow[f'{size}_record']['p50_ratio']} p99 "
+            f"x{shadow[f'{size}_record']['p99_ratio']}" for size in BODY_SIZES)
+            + f" ({'<=' if shadow['met'] else 'NOT all <='} x{TARGET_SHADOW_RATIO:g})")
+        met = met and shadow["met"]
     return {"met": met, "summary": ("target met: " if met else "target NOT met: ") + "; ".join(parts)}
 
 
@@ -735,6 +834,15 @@ def run(args, report: dict) -> None:
                     report["swap"] = {"error": f"{type(error).__name__}: {error}",
                                       "traceback": traceback.format_exc()}
                     note(f"  swap failed: {error}")
+            if "error" not in report["servers"]["mlops"] and not args.no_shadow:
+                try:
+                    from mlflow.tracking import MlflowClient
+
+                    report["shadow"] = shadow_cost(ours, records, args, MlflowClient(), name, tmp)
+                except Exception as error:  # noqa: BLE001
+                    report["shadow"] = {"error": f"{type(error).__name__}: {error}",
+                                        "traceback": traceback.format_exc()}
+                    note(f"  shadow cost failed: {error}")
             for server in servers:
                 alive = server.proc is not None and server.proc.poll() is None
                 entry = report["servers"].setdefault(server.label, {})
@@ -770,6 +878,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reload-s", type=float, default=2,
                         help="MLOPS_SERVE_RELOAD_S for mlops serve (how often it polls the alias)")
     parser.add_argument("--no-swap", action="store_true", help="skip the champion swap run")
+    parser.add_argument("--no-shadow", action="store_true",
+                        help="skip the runs with and without a shadowed challenger")
     parser.add_argument("--threads-native", type=int, default=1,
                         help="OpenMP/BLAS threads for training and both servers (0: defaults)")
     args = parser.parse_args(argv)
@@ -829,11 +939,12 @@ def main(argv: list[str] | None = None) -> int:
                                       "workers or 1)",
         }
         report["target"] = {"throughput_ratio": TARGET_RATIO, "p99_ms": TARGET_P99_MS,
-                            "errors": 0, "swap_failed_requests": 0}
+                            "errors": 0, "swap_failed_requests": 0,
+                            "shadow_latency_ratio": TARGET_SHADOW_RATIO}
         report["run"] = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
                          "total_seconds": round(time.perf_counter() - started, 1),
                          "finished": finished}
-        ordered = {k: report[k] for k in ("verdict", "rows", "swap", "same_predictions", "model",
+        ordered = {k: report[k] for k in ("verdict", "rows", "swap", "shadow", "same_predictions", "model",
                                           "servers", "config",
                                           "target", "machine", "run", "error", "traceback",
                                           "platform_start_seconds") if k in report}
@@ -841,7 +952,8 @@ def main(argv: list[str] | None = None) -> int:
         print_table(report)
     failed = "error" in report or any(
         not row.get(side) or "error" in row[side] for row in report["rows"]
-        for side in ("mlops", "mlflow")) or "error" in (report.get("swap") or {})
+        for side in ("mlops", "mlflow")) or any(
+        "error" in (report.get(k) or {}) for k in ("swap", "shadow"))
     return 1 if failed else 0
 
 
