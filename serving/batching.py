@@ -191,8 +191,9 @@ class Batcher:
         hour = hour_of(served_at)
         request_ids = np.repeat(np.asarray(ids, dtype=object), sizes)
         record_index = np.arange(n) - np.repeat(starts, sizes)
+        columns = {name: features[name].to_numpy() for name in features.columns}
         self._writer.add(TRAFFIC, hour, {
-            **{name: features[name].to_numpy() for name in features.columns},
+            **columns,
             "prediction": predictions,
             "model_version": np.full(n, model.version, dtype=object),
             "served_at": np.full(n, np.datetime64(served_at.replace(tzinfo=None), "us")),
@@ -200,7 +201,7 @@ class Batcher:
             "record_index": record_index,
         })
         if self.shadow is not None:
-            self.shadow.submit(Scored(features, request_ids, record_index, hour))
+            self.shadow.submit(Scored(columns, request_ids, record_index, hour, model.contract))
         for request, request_id, start, size in zip(check.accepted, ids, starts, sizes, strict=True):
             shown = wants_proba[request] and probabilities is not None
             outcomes[request] = Answer(

@@ -1,16 +1,19 @@
 """The challenger's shadow: every served batch scored again by the challenger, off the
 request path, its predictions kept beside the champion's.
 
-The predict thread hands each recorded batch over (a queue put, nothing else) after the
-batch's traffic is buffered; a thread of its own, at a lower OS priority, gathers what
-came in over `wait_s`, scores it in one call and buffers the predictions as SHADOW rows
-keyed by request id and record index (monitoring/traffic.py joins them on reading). A
-challenger that cannot be loaded, raises, or falls behind costs its own rows only: the
-answers were sent already, and what would not fit in `max_records` is skipped and counted.
+The predict thread hands each recorded batch over (a queue put of the column arrays it
+made for the traffic store, nothing else) after the batch's traffic is buffered; a thread of
+its own gathers what came in over `wait_s`, scores it in one call (one call for many
+batches costs far less than one each) and buffers the predictions as SHADOW rows keyed by
+request id and record index (monitoring/traffic.py joins them on reading). A challenger
+that cannot be loaded, raises, or falls behind costs its own rows only: the answers were
+sent already, and what would not fit in `max_records` is skipped and counted.
+
+The thread keeps the default OS priority: it takes the GIL like any other thread, and a
+lowered one, descheduled while holding it, would hold up the threads that answer.
 """
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -26,23 +29,22 @@ from monitoring.traffic import CHALLENGER_PREDICTION, CHALLENGER_VERSION, SHADOW
 
 log = logging.getLogger(__name__)
 
-NICENESS = 10  # below the event loop and the predict thread, which answer clients
-
-
 @dataclass(frozen=True)
 class Scored:
-    """One recorded batch, as the champion's traffic rows name its records."""
+    """One recorded batch: its feature columns as the champion's contract typed them, and
+    the names its traffic rows give its records."""
 
-    features: pd.DataFrame
+    columns: dict[str, np.ndarray]
     request_ids: np.ndarray
     record_index: np.ndarray
     hour: str
+    contract: object  # the champion's DataContract the columns were typed by
 
 
 class Shadow:
     """Scores recorded batches with `models.current` (the challenger, or None: no shadow)."""
 
-    def __init__(self, models, writer, *, wait_s: float = 0.05, max_records: int = 20_000) -> None:
+    def __init__(self, models, writer, *, wait_s: float = 0.2, max_records: int = 20_000) -> None:
         self._models = models  # a ChallengerWatcher, or anything with `.current`
         self._writer = writer
         self._wait_s = wait_s
@@ -79,7 +81,7 @@ class Shadow:
         """Queue a recorded batch for the challenger; never raises, never waits."""
         if self._models.current is None:
             return
-        n = len(batch.features)
+        n = len(batch.request_ids)
         with self._lock:
             if self._pending + n > self._max_records:
                 self.skipped += n
@@ -88,14 +90,12 @@ class Shadow:
         self._queue.put(batch)
 
     def _run(self) -> None:
-        _lower_priority()
         with threadpool_limits(1):
             while True:
                 first = self._queue.get()
                 if first is None:
                     return
-                # Company: one call for many batches costs far less than one call each.
-                time.sleep(self._wait_s)
+                time.sleep(self._wait_s)  # company
                 batches, stopped = self._drain([first])
                 self._score(batches)
                 if stopped:
@@ -112,16 +112,14 @@ class Shadow:
             batches.append(item)
 
     def _score(self, batches: list[Scored]) -> None:
-        n = sum(len(b.features) for b in batches)
+        n = sum(len(b.request_ids) for b in batches)
         with self._lock:
             self._pending -= n
         model = self._models.current
         if model is None:
             return
         try:
-            features = pd.concat([b.features for b in batches], ignore_index=True)
-            features = feature_frame(features, model.contract.numeric, model.contract.categorical)
-            predictions = np.asarray(model.predict(features))
+            predictions = np.asarray(model.predict(_features(batches, model.contract)))
         except Exception as error:  # noqa: BLE001 - the challenger's fault costs its rows only
             self.failed += n
             if self._failing != model.version:
@@ -131,27 +129,40 @@ class Shadow:
                             type(error).__name__, error)
             return
         self._failing = None
+        self._keep(batches, predictions, model.version)
+
+    def _keep(self, batches: list[Scored], predictions: np.ndarray, version: str) -> None:
+        """The predictions as SHADOW rows, one add per served hour."""
         scored_at = np.datetime64(datetime.now(UTC).replace(tzinfo=None), "us")
-        start = 0
-        for batch in batches:  # each in its served hour, beside its traffic rows
-            size = len(batch.features)
+        ends = np.cumsum([len(b.request_ids) for b in batches])
+        hours: dict[str, list[int]] = {}
+        for i, batch in enumerate(batches):
+            hours.setdefault(batch.hour, []).append(i)
+        for hour, members in hours.items():
+            rows = np.concatenate([np.arange(ends[i] - len(batches[i].request_ids), ends[i])
+                                   for i in members])
+            size = len(rows)
             try:
-                self._writer.add(SHADOW, batch.hour, {
-                    "request_id": batch.request_ids,
-                    "record_index": batch.record_index,
-                    CHALLENGER_PREDICTION: predictions[start:start + size],
-                    CHALLENGER_VERSION: np.full(size, model.version, dtype=object),
+                self._writer.add(SHADOW, hour, {
+                    "request_id": np.concatenate([batches[i].request_ids for i in members]),
+                    "record_index": np.concatenate([batches[i].record_index for i in members]),
+                    CHALLENGER_PREDICTION: predictions[rows],
+                    CHALLENGER_VERSION: np.full(size, version, dtype=object),
                     "scored_at": np.full(size, scored_at),
                 })
                 self.scored += size
             except BufferFull:  # the store is behind: the champion's rows come first
                 self.skipped += size
-            start += size
 
 
-def _lower_priority() -> None:
-    """This thread below the ones that answer (Linux sets niceness per thread)."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICENESS)
-    except (AttributeError, OSError):
-        pass
+def _features(batches: list[Scored], contract) -> pd.DataFrame:
+    """The batches' records as one model input for `contract` (the challenger's): as they
+    are when the champion's contract typed every column alike, else typed again."""
+    names = contract.feature_names
+    frame = pd.DataFrame({name: np.concatenate([b.columns[name] for b in batches])
+                          for name in names}, columns=names)
+    typed_by = batches[0].contract
+    if all(b.contract is typed_by for b in batches) and (
+            typed_by.numeric, typed_by.categorical) == (contract.numeric, contract.categorical):
+        return frame
+    return feature_frame(frame, contract.numeric, contract.categorical)

@@ -35,9 +35,12 @@ one), and /model and /predict must name the new version afterwards.
 Shadow scoring's cost (issue 12 part 5, target: p50 and p99 with a challenger at most 1.1x
 without one, same load): on ours only, each body size runs under the same wrk load without a
 challenger and with one (another version of the champion's own model under `challenger`, so
-the shadow does as much work as the champion), in alternating order; the figures are the
-ratios with/without from the same run, and /model's counts say how many records the
-challenger scored or skipped meanwhile.
+the shadow does as much work as the champion), in alternating order, under two loads: wrk's
+closed loop (the server saturated, so any CPU the shadow takes shows as lost throughput and
+longer waits), and the same offered rate for both, paced (wrk's delay() hook) at half the
+closed loop's throughput without a challenger. The target is judged at the paced load (the
+same load for both); the figures are the ratios with/without from the same run, and
+/model's counts say how many records the challenger scored or skipped meanwhile.
 
 JSON on stdout, progress and the table on stderr. Every server started here is stopped on the
 way out (also on Ctrl-C, SIGTERM or an error), then the platform. Exit 1 when a figure could
@@ -216,7 +219,7 @@ local threads = {}
 function setup(thread)
   table.insert(threads, thread)
 end
-%(response)s
+%(response)s%(delay)s
 local function fmt(x) return string.format("%%.1f", x) end
 
 function done(summary, latency, requests)
@@ -283,12 +286,15 @@ LUA_TRACK_DONE = """
 """
 
 
-def write_lua(path: Path, body: bytes, track: bool) -> Path:
+def write_lua(path: Path, body: bytes, track: bool, delay_ms: float | None = None) -> Path:
+    """wrk's script; with `delay_ms` each connection waits that long before its next request
+    (a paced load: the offered rate no longer depends on how fast the server answers)."""
     text = body.decode()
     if "]==]" in text:
         raise ValueError("the body cannot be embedded in a Lua long string")
+    delay = f"\nfunction delay()\n  return {round(delay_ms)}\nend\n" if delay_ms else ""  # whole ms
     path.write_text(LUA % {"body": text, "response": LUA_TRACK if track else "",
-                           "done_extra": LUA_TRACK_DONE if track else ""})
+                           "done_extra": LUA_TRACK_DONE if track else "", "delay": delay})
     return path
 
 
@@ -530,52 +536,72 @@ def wait_for_challenger(server: Server, version: str | None, timeout_s: float = 
     return round(time.perf_counter() - started, 2)
 
 
-def shadow_cost(server: Server, records: list[dict], args, client, name: str, tmp: Path) -> dict:
-    """Each body size under the same load without and with a challenger, alternating which
-    goes first; the with/without ratios of p50, p99 and throughput."""
+def shadow_cost(server: Server, records: list[dict], args, client, name: str, tmp: Path,
+                saturating: dict) -> dict:
+    """Each body size without and with a challenger, alternating which goes first, under two
+    loads: wrk's closed loop (the server saturated: what the shadow's CPU costs in
+    throughput), and the same offered rate paced at half the closed loop's throughput
+    without a challenger (`saturating`: the earlier run's, per body size)."""
     _, challenger = add_version(client, name, "serve-bench shadow challenger (the champion's "
                                 "own model)")
     result: dict = {"challenger_version": challenger.version}
     for size in BODY_SIZES:
-        script = write_lua(tmp / f"shadow-{size}.lua", server.body(records[:size]), track=False)
-        runs: dict = {}
-        for phase in (("without", "with") if size % 2 else ("with", "without")):
-            if phase == "with":
-                client.set_registered_model_alias(name, "challenger", challenger.version)
-                result["challenger_loaded_s"] = wait_for_challenger(server, challenger.version)
-            else:
-                client.delete_registered_model_alias(name, "challenger")
-                wait_for_challenger(server, None)
-            before = model_info(server)
-            Wrk(server.predict_url, script, args.threads, args.connections, args.warmup,
-                args.timeout).run()
-            note(f"mlops, {size}-record body, {phase} a challenger, {args.duration:g} s ...")
-            runs[phase] = measure(server, script, args, args.duration)
-            after = model_info(server)
-            runs[phase]["shadow"] = {k: after.get(k, 0) - before.get(k, 0) for k in (
-                "records_served", "shadow_scored", "shadow_skipped", "shadow_failed")}
-            m = runs[phase]
-            note(f"  {m['rps']:.1f} req/s, p50 {m['p50_ms']} ms, p99 {m['p99_ms']} ms, "
-                 f"{m['errors']} errors, shadow {m['shadow']}")
-        with_, without = runs["with"], runs["without"]
-        entry = {
-            "without": without, "with": with_,
-            "p50_ratio": ratio(with_["p50_ms"], without["p50_ms"]),
-            "p99_ratio": ratio(with_["p99_ms"], without["p99_ms"]),
-            "rps_ratio": ratio(with_["rps"], without["rps"]),
-            "cpu_per_request_ratio": ratio(with_["server_cpu_ms_per_request"],
-                                           without["server_cpu_ms_per_request"]),
-            # Every record the challenger saw while loaded was scored, not skipped.
-            "shadowed_share": ratio(with_["shadow"]["shadow_scored"],
-                                    with_["shadow"]["records_served"]),
-        }
-        entry["met"] = (entry["p50_ratio"] is not None and entry["p50_ratio"] <= TARGET_SHADOW_RATIO
-                        and entry["p99_ratio"] <= TARGET_SHADOW_RATIO
-                        and with_["errors"] == 0 and with_["shadow"]["shadow_failed"] == 0)
-        result[f"{size}_record"] = entry
+        body = server.body(records[:size])
+        result[f"{size}_record"] = shadow_pair(server, write_lua(
+            tmp / f"shadow-{size}.lua", body, track=False), size, args, client, name, challenger)
+        rate = saturating.get(f"{size}_record", {}).get("rps")
+        if rate:
+            delay_ms = 1000 * args.connections / (rate / 2)
+            paced = shadow_pair(server, write_lua(tmp / f"paced-{size}.lua", body, track=False,
+                                                  delay_ms=delay_ms),
+                                size, args, client, name, challenger)
+            result[f"{size}_record_paced"] = {**paced, "offered_rps": round(rate / 2, 1),
+                                              "delay_ms_per_connection": round(delay_ms, 2)}
     client.delete_registered_model_alias(name, "challenger")
-    result["met"] = all(result[f"{size}_record"]["met"] for size in BODY_SIZES)
+    paced = [result[k] for k in result if k.endswith("_paced")]
+    result["met"] = bool(paced) and all(e["met"] for e in paced)
     return result
+
+
+def shadow_pair(server: Server, script: Path, size: int, args, client, name: str,
+                challenger) -> dict:
+    """One body size under one load, without and with the challenger shadowed."""
+    runs: dict = {}
+    for phase in (("without", "with") if size % 2 else ("with", "without")):
+        if phase == "with":
+            client.set_registered_model_alias(name, "challenger", challenger.version)
+        else:
+            client.delete_registered_model_alias(name, "challenger")
+        waited = wait_for_challenger(server, challenger.version if phase == "with" else None)
+        before = model_info(server)
+        Wrk(server.predict_url, script, args.threads, args.connections, args.warmup,
+            args.timeout).run()
+        note(f"mlops, {size}-record body, {phase} a challenger, {args.duration:g} s, "
+             f"{script.stem} ...")
+        runs[phase] = measure(server, script, args, args.duration)
+        after = model_info(server)
+        runs[phase]["shadow"] = {k: after.get(k, 0) - before.get(k, 0) for k in (
+            "records_served", "shadow_scored", "shadow_skipped", "shadow_failed")}
+        runs[phase]["alias_followed_s"] = waited
+        m = runs[phase]
+        note(f"  {m['rps']:.1f} req/s, p50 {m['p50_ms']} ms, p99 {m['p99_ms']} ms, "
+             f"{m['errors']} errors, shadow {m['shadow']}")
+    with_, without = runs["with"], runs["without"]
+    entry = {
+        "without": without, "with": with_,
+        "p50_ratio": ratio(with_["p50_ms"], without["p50_ms"]),
+        "p99_ratio": ratio(with_["p99_ms"], without["p99_ms"]),
+        "rps_ratio": ratio(with_["rps"], without["rps"]),
+        "cpu_per_request_ratio": ratio(with_["server_cpu_ms_per_request"],
+                                       without["server_cpu_ms_per_request"]),
+        # The share of the records served (warm-up included) that the challenger scored.
+        "shadowed_share": ratio(with_["shadow"]["shadow_scored"],
+                                with_["shadow"]["records_served"]),
+    }
+    entry["met"] = (entry["p50_ratio"] is not None and entry["p50_ratio"] <= TARGET_SHADOW_RATIO
+                    and entry["p99_ratio"] <= TARGET_SHADOW_RATIO
+                    and with_["errors"] == 0 and with_["shadow"]["shadow_failed"] == 0)
+    return entry
 
 
 # --------------------------------------------------------------------------- report
@@ -641,10 +667,12 @@ def print_table(report: dict) -> None:
         p(f"champion swap under load: error: {s['error']}")
     shadow = report.get("shadow")
     if shadow and "error" not in shadow:
-        for size in BODY_SIZES:
-            e = shadow.get(f"{size}_record")
+        for key in (f"{size}_record{kind}" for size in BODY_SIZES for kind in ("", "_paced")):
+            e = shadow.get(key)
             if e:
-                p(f"shadow cost, {size}-record body: p50 {e['without']['p50_ms']} -> "
+                load = (f"paced at {e['offered_rps']} req/s offered" if "offered_rps" in e
+                        else "closed loop")
+                p(f"shadow cost, {key.split('_')[0]}-record body, {load}: p50 {e['without']['p50_ms']} -> "
                   f"{e['with']['p50_ms']} ms (x{e['p50_ratio']}), p99 {e['without']['p99_ms']} -> "
                   f"{e['with']['p99_ms']} ms (x{e['p99_ratio']}), req/s x{e['rps_ratio']}, "
                   f"{e['shadowed_share']} of the records shadowed; target <= "
@@ -684,9 +712,10 @@ def verdict(report: dict) -> dict:
         met = False
     shadow = report.get("shadow") or {}
     if "met" in shadow:
-        parts.append("shadow: " + ", ".join(
-            f"{size}-record p50 x{shadow[f'{size}_record']['p50_ratio']} p99 "
-            f"x{shadow[f'{size}_record']['p99_ratio']}" for size in BODY_SIZES)
+        parts.append("shadow at a paced load: " + ", ".join(
+            f"{size}-record p50 x{shadow[f'{size}_record_paced']['p50_ratio']} p99 "
+            f"x{shadow[f'{size}_record_paced']['p99_ratio']}" for size in BODY_SIZES
+            if f"{size}_record_paced" in shadow)
             + f" ({'<=' if shadow['met'] else 'NOT all <='} x{TARGET_SHADOW_RATIO:g})")
         met = met and shadow["met"]
     return {"met": met, "summary": ("target met: " if met else "target NOT met: ") + "; ".join(parts)}
@@ -838,7 +867,8 @@ def run(args, report: dict) -> None:
                 try:
                     from mlflow.tracking import MlflowClient
 
-                    report["shadow"] = shadow_cost(ours, records, args, MlflowClient(), name, tmp)
+                    report["shadow"] = shadow_cost(ours, records, args, MlflowClient(), name, tmp,
+                                                   report.get("mlops", {}))
                 except Exception as error:  # noqa: BLE001
                     report["shadow"] = {"error": f"{type(error).__name__}: {error}",
                                         "traceback": traceback.format_exc()}
