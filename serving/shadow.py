@@ -29,6 +29,7 @@ from monitoring.traffic import CHALLENGER_PREDICTION, CHALLENGER_VERSION, SHADOW
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class Scored:
     """One recorded batch: its feature columns as the champion's contract typed them, and
@@ -152,7 +153,8 @@ class Shadow:
                 })
                 self.scored += size
             except BufferFull:  # the store is behind: the champion's rows come first
-                self.skipped += size
+                with self._lock:  # submit counts its skips from the predict thread
+                    self.skipped += size
 
 
 def _features(batches: list[Scored], contract) -> pd.DataFrame:
