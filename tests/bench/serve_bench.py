@@ -35,7 +35,7 @@ one), and /model and /predict must name the new version afterwards.
 Shadow scoring's cost (issue 12 part 5, target: p50 and p99 with a challenger at most 1.1x
 without one, same load): on ours only, each body size runs under the same wrk load without a
 challenger and with one (another version of the champion's own model under `challenger`, so
-the shadow does as much work as the champion), in alternating order, under two loads: wrk's
+the shadow does as much work as the champion), each twice in the order A B B A, under two loads: wrk's
 closed loop (the server saturated, so any CPU the shadow takes shows as lost throughput and
 longer waits), and the same offered rate for both, paced (wrk's delay() hook) at half the
 closed loop's throughput without a challenger. The target is judged at the paced load (the
@@ -563,11 +563,24 @@ def shadow_cost(server: Server, records: list[dict], args, client, name: str, tm
     return result
 
 
+def _mean_run(runs: list[dict]) -> dict:
+    """The mean of runs' figures; errors and shadow counts summed."""
+    mean = {k: round(sum(r[k] for r in runs) / len(runs), 3) for k in (
+        "rps", "p50_ms", "p90_ms", "p99_ms", "max_ms", "server_cpu_ms_per_request")}
+    mean["errors"] = sum(r["errors"] for r in runs)
+    mean["shadow"] = {k: sum(r["shadow"][k] for r in runs) for k in runs[0]["shadow"]}
+    mean["load_average_before"] = [r["load_average_before"] for r in runs]
+    return mean
+
+
 def shadow_pair(server: Server, script: Path, size: int, args, client, name: str,
                 challenger) -> dict:
-    """One body size under one load, without and with the challenger shadowed."""
-    runs: dict = {}
-    for phase in (("without", "with") if size % 2 else ("with", "without")):
+    """One body size under one load, without and with the challenger shadowed, twice each in
+    the order A B B A (which cancels a steady drift of the machine's other load); each
+    phase's figures are the mean of its two runs."""
+    runs: dict = {"without": [], "with": []}
+    first, second = ("without", "with") if size % 2 else ("with", "without")
+    for phase in (first, second, second, first):
         if phase == "with":
             client.set_registered_model_alias(name, "challenger", challenger.version)
         else:
@@ -578,17 +591,17 @@ def shadow_pair(server: Server, script: Path, size: int, args, client, name: str
             args.timeout).run()
         note(f"mlops, {size}-record body, {phase} a challenger, {args.duration:g} s, "
              f"{script.stem} ...")
-        runs[phase] = measure(server, script, args, args.duration)
+        m = measure(server, script, args, args.duration)
         after = model_info(server)
-        runs[phase]["shadow"] = {k: after.get(k, 0) - before.get(k, 0) for k in (
+        m["shadow"] = {k: after.get(k, 0) - before.get(k, 0) for k in (
             "records_served", "shadow_scored", "shadow_skipped", "shadow_failed")}
-        runs[phase]["alias_followed_s"] = waited
-        m = runs[phase]
+        m["alias_followed_s"] = waited
+        runs[phase].append(m)
         note(f"  {m['rps']:.1f} req/s, p50 {m['p50_ms']} ms, p99 {m['p99_ms']} ms, "
              f"{m['errors']} errors, shadow {m['shadow']}")
-    with_, without = runs["with"], runs["without"]
+    with_, without = (_mean_run(runs[phase]) for phase in ("with", "without"))
     entry = {
-        "without": without, "with": with_,
+        "without": without, "with": with_, "runs": runs,
         "p50_ratio": ratio(with_["p50_ms"], without["p50_ms"]),
         "p99_ratio": ratio(with_["p99_ms"], without["p99_ms"]),
         "rps_ratio": ratio(with_["rps"], without["rps"]),
