@@ -76,6 +76,8 @@ class PromotionSection(_Strict):
         "auto", description="approve: a version that wins the gate waits for a person's decision")
     approval_timeout_hours: float = Field(
         24, gt=0, le=24 * 365, description="no decision within N hours: the version is rejected")
+    live_evidence: bool = Field(
+        False, description="promote the challenger on a significant win on live labels")
 
 
 class ExperimentSpec(_Strict):

@@ -493,6 +493,33 @@ def history(
     out.print(table)
 
 
+@app.command()
+def compare(
+    model: Annotated[str, typer.Argument(help="The registered model")],
+    json_output: JsonOption = False,
+) -> None:
+    """Champion vs challenger on the live records both scored that got labels (paired bootstrap)."""
+    try:
+        _connect(_settings(), prefect=False)  # the registry and the traffic store only
+        from mlflow.tracking import MlflowClient
+
+        from flows.compare import compare as compare_live
+
+        row = compare_live(MlflowClient(), model).as_json(model)
+    except (InputError, PlatformError) as error:
+        fail(str(error))
+    if json_output:
+        print(json.dumps(row))
+        return
+    table = Table(title=f"{model}: champion vs challenger on live labels ({row['metric']})")
+    for column in ("version", "role", row["metric"]):
+        table.add_column(column)
+    for role in ("champion", "challenger"):
+        table.add_row(row[f"{role}_version"], role, _short(row[f"{role}_score"]))
+    out.print(table)
+    out.print(row["reason"], highlight=False, soft_wrap=True)
+
+
 ReasonOption = Annotated[str | None, typer.Option(help="Why champion moves (recorded with the move)")]
 
 

@@ -3,7 +3,8 @@
 The current data is a file or URI, or (when none is given) the latest window of the live
 traffic `mlops serve` recorded; with too little traffic the check is skipped. On confirmed
 drift outside the cooldown it emits `mlops.drift.detected`, which the `retrain` deployment
-is triggered by.
+is triggered by. A check of live traffic also weighs the challenger on live labels and, with
+`promotion.live_evidence`, promotes it on a significant win (flows/live_evidence.py).
 """
 
 import tempfile
@@ -21,11 +22,13 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from experiments.data import data_digest, load_table
+from experiments.errors import InputError
 from experiments.spec import MonitoringSection
 from flows.dashboard import publish_check
 from flows.events import DRIFT_EVENT, flow_run_url, retraining_resource
 from flows.links import run_url as mlflow_run_url
 from flows.live_check import check_live, live_result, load_labelled, record_live
+from flows.live_evidence import promote_on_live_evidence
 from flows.naming import name_this_run
 from flows.preflight import require_champion, require_columns
 from flows.recovery import label_this_process, settle_retrainings
@@ -180,6 +183,22 @@ def announce(champion: ChampionData, summary: DriftSummary, decision: RetrainDec
         )
 
 
+@task(cache_policy=NO_CACHE)
+def weigh_challenger(model: str) -> dict | None:
+    """The challenger against the champion on live labels, promoted on a significant win
+    (only with `promotion.live_evidence` in the champion's spec)."""
+    try:
+        weighed = promote_on_live_evidence(MlflowClient(), model)
+    except InputError as error:  # the drift check stands; the challenger is not weighed
+        get_run_logger().warning("%s: challenger not weighed: %s", model, error)
+        return {"promoted": False, "reason": str(error)}
+    if weighed is not None:
+        get_run_logger().info("%s: challenger v%s %s: %s", model, weighed["challenger_version"],
+                              "promoted" if weighed["promoted"] else "not promoted",
+                              weighed["reason"])
+    return weighed
+
+
 def too_little_traffic(rows: int, policy: MonitoringSection) -> str:
     return (f"too little live traffic: {rows} records in the last {policy.window_minutes:g} "
             f"minutes; at least {policy.min_rows} are needed (monitoring.min_rows)")
@@ -207,7 +226,8 @@ def monitor(params: MonitorParameters) -> dict:
     else:
         live, source = load_live(champion)
         if len(live) < champion.spec.monitoring.min_rows:
-            return skipped(champion, too_little_traffic(len(live), champion.spec.monitoring))
+            return {**skipped(champion, too_little_traffic(len(live), champion.spec.monitoring)),
+                    "challenger": weigh_challenger(params.model)}
         current, contract_report = checked(live, source, champion)
     labelled = load_labelled(champion, current, bool(params.current))
     run_id = start_check(client, champion.name, champion.version, check_trigger(flow_run.get_tags()))
@@ -235,7 +255,8 @@ def monitor(params: MonitorParameters) -> dict:
     # The event carries a path only: "" tells retraining the data was live traffic.
     announce(champion, summary, decision, result, params.current or "", reason)
     return {**result, "trigger_reason": reason,
-            **live_result(client, run_id, live_check, quality_html)}
+            **live_result(client, run_id, live_check, quality_html),
+            "challenger": None if params.current else weigh_challenger(params.model)}
 
 
 def drift_result(client: MlflowClient, champion: ChampionData, summary: DriftSummary,

@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     serve_max_in_flight: int = 64
     serve_max_connections: int = 1024
     serve_max_queued_records: int = 50_000
+    # The challenger's shadow: batches gathered this long are scored in one call; beyond
+    # this many records waiting, batches are not shadowed.
+    serve_shadow_wait_ms: float = 200.0
+    serve_shadow_max_records: int = 20_000
     traffic_uri: str | None = None
     traffic_flush_s: float = 5.0
     traffic_flush_rows: int = 50_000

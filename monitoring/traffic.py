@@ -2,7 +2,9 @@
 
 Layout under a base (a local folder or `s3://bucket/prefix`):
 `<model>/hour=YYYY-MM-DDTHH/part-<timestamp>-<uuid>.parquet` for served records and
-`<model>/feedback/hour=.../part-...parquet` for the true labels sent later. Parts are
+`<model>/feedback/hour=.../part-...parquet` for the true labels sent later, and
+`<model>/shadow/hour=.../part-...parquet` for the challenger's predictions on the same
+records (scored after the answer, so kept apart and joined on reading). Parts are
 written whole (a temporary name renamed, or one S3 put), so a reader never sees half a file.
 """
 
@@ -25,7 +27,11 @@ log = logging.getLogger(__name__)
 
 TRAFFIC = "traffic"
 FEEDBACK = "feedback"
+SHADOW = "shadow"
 LABEL = "label"
+# The challenger's prediction on a served record, beside the champion's `prediction`.
+CHALLENGER_PREDICTION = "challenger_prediction"
+CHALLENGER_VERSION = "challenger_version"
 HOUR_FORMAT = "%Y-%m-%dT%H"
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # as a spec's name
 _PART = re.compile(r"hour=(\d{4}-\d{2}-\d{2}T\d{2})/part-[^/]+\.parquet$")
@@ -111,7 +117,7 @@ def open_files(base: str) -> LocalFiles | S3Files:
 def _folder(model: str, kind: str) -> str:
     if not MODEL_NAME.fullmatch(model):
         raise ValueError(f"'{model}' cannot name a traffic folder")
-    return model if kind == TRAFFIC else f"{model}/{FEEDBACK}"
+    return model if kind == TRAFFIC else f"{model}/{kind}"
 
 
 class BufferFull(RuntimeError):
@@ -140,7 +146,7 @@ class TrafficWriter:
     def __init__(self, files, model: str, flush_s: float = 5.0, flush_rows: int = 50_000,
                  max_rows: int = 1_000_000, backoff_max_s: float = 60.0) -> None:
         self._files = files
-        self._folders = {kind: _folder(model, kind) for kind in (TRAFFIC, FEEDBACK)}
+        self._folders = {kind: _folder(model, kind) for kind in (TRAFFIC, FEEDBACK, SHADOW)}
         self._flush_s = flush_s
         self._flush_rows = flush_rows
         self._max_rows = max_rows
@@ -159,7 +165,7 @@ class TrafficWriter:
         self._thread.start()
 
     def add(self, kind: str, hour: str, columns: dict) -> None:
-        """Queue rows of one hour partition (`kind` is TRAFFIC or FEEDBACK); BufferFull when
+        """Queue rows of one hour partition (`kind` is TRAFFIC, FEEDBACK or SHADOW); BufferFull when
         they would take the unwritten rows beyond `max_rows`."""
         n = _length(columns)
         with self._lock:
@@ -328,3 +334,16 @@ def read_labelled(files, model: str, target: str, since: datetime | None = None)
     labels = feedback[["request_id", "record_index", LABEL]].rename(columns={LABEL: "__label__"})
     joined = traffic.merge(labels, on=["request_id", "record_index"], how="inner")
     return joined.rename(columns={"__label__": target}).reset_index(drop=True)
+
+
+def with_challenger(files, model: str, rows: pd.DataFrame) -> pd.DataFrame:
+    """The served rows that the challenger scored too, with its prediction and version beside
+    the champion's (CHALLENGER_PREDICTION, CHALLENGER_VERSION)."""
+    if rows.empty:
+        return rows
+    earliest = datetime.strptime(hour_of(rows["served_at"].min()), HOUR_FORMAT).replace(tzinfo=UTC)
+    shadow = read_parts(files, model, SHADOW, earliest)
+    if shadow.empty:
+        return rows.iloc[0:0]
+    shadow = shadow[["request_id", "record_index", CHALLENGER_PREDICTION, CHALLENGER_VERSION]]
+    return rows.merge(shadow, on=["request_id", "record_index"], how="inner").reset_index(drop=True)

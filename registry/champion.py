@@ -40,14 +40,23 @@ def _is_not_found(error: MlflowException) -> bool:
 
 def get_champion(client: MlflowClient, name: str) -> ModelVersion | None:
     """The version holding `champion`, or None when the model or the alias does not exist."""
+    return get_alias(client, name, CHAMPION)
+
+
+def get_challenger(client: MlflowClient, name: str) -> ModelVersion | None:
+    """The version holding `challenger`, or None when the model or the alias does not exist."""
+    return get_alias(client, name, CHALLENGER)
+
+
+def get_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
     try:
-        return client.get_model_version_by_alias(name, CHAMPION)
+        return client.get_model_version_by_alias(name, alias)
     except MlflowException as error:
         if _is_not_found(error):
             return None
         # A registered model without the alias is INVALID_PARAMETER_VALUE, as other bad
-        # requests are: look at the model's aliases before calling it "no champion".
-        if error.error_code == "INVALID_PARAMETER_VALUE" and CHAMPION not in (
+        # requests are: look at the model's aliases before calling it "no such alias".
+        if error.error_code == "INVALID_PARAMETER_VALUE" and alias not in (
                 client.get_registered_model(name).aliases or {}):
             return None
         raise

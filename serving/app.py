@@ -148,7 +148,8 @@ class Api:
                               "unseen_categories": dict(self.batcher.unseen_categories),
                               "traffic_rows_pending": self.writer.pending_rows,
                               "traffic_failed_attempts": self.writer.failed_attempts,
-                              "refused_overloaded": self.overload.refused})
+                              "refused_overloaded": self.overload.refused,
+                              **_shadow_info(self.batcher.shadow)})
 
     async def openapi(self, request: Request) -> Response:
         try:
@@ -254,6 +255,14 @@ class Api:
         if problem is not None:
             raise Refused(422, f"label {problem.record}: {problem.message}", label=problem.record)
         return request_id, labels, served, contract
+
+
+def _shadow_info(shadow) -> dict:
+    """The challenger scored beside the champion, and how many records it scored or missed."""
+    if shadow is None:
+        return {"challenger_version": None}
+    return {"challenger_version": shadow.version, "shadow_scored": shadow.scored,
+            "shadow_skipped": shadow.skipped, "shadow_failed": shadow.failed}
 
 
 def feedback_columns(request_id: str, labels: list, served: Served, task: str,

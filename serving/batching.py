@@ -1,7 +1,8 @@
 """Concurrent requests answered by one predict call: a queue drained by one worker.
 
 Each batch is checked and predicted in a thread (the event loop keeps reading requests
-meanwhile), and its records go to the traffic store before any of its answers is sent.
+meanwhile), and its records go to the traffic store before any of its answers is sent; then
+it is handed to the challenger's shadow (serving/shadow.py), which scores it later.
 """
 
 import asyncio
@@ -18,6 +19,7 @@ from threadpoolctl import threadpool_limits
 from monitoring.traffic import TRAFFIC, BufferFull, hour_of
 from serving.model import ServedModel
 from serving.records import Problem, check_batch
+from serving.shadow import Scored
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +55,11 @@ class Overloaded(RuntimeError):
 
 class Batcher:
     def __init__(self, models, writer, *, wait_s: float = 0.001, max_records: int = 10_000,
-                 remembered: int = 100_000, max_queued_records: int = 50_000) -> None:
+                 remembered: int = 100_000, max_queued_records: int = 50_000,
+                 shadow=None) -> None:
         self._models = models  # anything with a `.current` ServedModel (or None)
         self._writer = writer
+        self.shadow = shadow  # a serving.shadow.Shadow, or None: no challenger is scored
         self._wait_s = wait_s
         self._max_records = max_records
         self._remembered = remembered
@@ -78,6 +82,8 @@ class Batcher:
     async def start(self) -> None:
         self._queue = asyncio.Queue()
         self._task = asyncio.create_task(self._run(), name="batcher")
+        if self.shadow is not None:
+            self.shadow.start()
 
     async def stop(self) -> None:
         """Answer what is queued, then stop."""
@@ -87,6 +93,8 @@ class Batcher:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         self._executor.shutdown(wait=True)
+        if self.shadow is not None:
+            self.shadow.stop()
 
     async def predict(self, records: list, proba: bool = False) -> Answer | Problem:
         """The request's outcome (with class probabilities when `proba`); Overloaded at once
@@ -181,14 +189,19 @@ class Batcher:
         starts = np.cumsum(sizes) - sizes
         n = len(features)
         hour = hour_of(served_at)
+        request_ids = np.repeat(np.asarray(ids, dtype=object), sizes)
+        record_index = np.arange(n) - np.repeat(starts, sizes)
+        columns = {name: features[name].to_numpy() for name in features.columns}
         self._writer.add(TRAFFIC, hour, {
-            **{name: features[name].to_numpy() for name in features.columns},
+            **columns,
             "prediction": predictions,
             "model_version": np.full(n, model.version, dtype=object),
             "served_at": np.full(n, np.datetime64(served_at.replace(tzinfo=None), "us")),
-            "request_id": np.repeat(np.asarray(ids, dtype=object), sizes),
-            "record_index": np.arange(n) - np.repeat(starts, sizes),
+            "request_id": request_ids,
+            "record_index": record_index,
         })
+        if self.shadow is not None:
+            self.shadow.submit(Scored(columns, request_ids, record_index, hour, model.contract))
         for request, request_id, start, size in zip(check.accepted, ids, starts, sizes, strict=True):
             shown = wants_proba[request] and probabilities is not None
             outcomes[request] = Answer(

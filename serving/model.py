@@ -1,4 +1,5 @@
-"""The model a server answers with: the champion from the registry, swapped when the alias moves."""
+"""The models a server holds: the champion it answers with and the challenger it shadows, each
+from the registry, swapped when its alias moves."""
 
 import gc
 import logging
@@ -16,7 +17,7 @@ from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.pipeline import Pipeline
 
 from experiments.contract import DataContract
-from registry.champion import get_champion
+from registry.champion import CHALLENGER, CHAMPION, get_alias
 from registry.loading import UnsafeModel, load_registered
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,9 @@ class ChampionWatcher:
     """Holds the model in service; a thread loads the champion, then polls the alias every
     `interval_s` and swaps in a new champion once it is loaded (one reference assignment)."""
 
+    alias = CHAMPION
+    role = "serving"
+
     def __init__(self, client: MlflowClient, name: str, interval_s: float = 5.0, load=load_version):
         self.current: ServedModel | None = None
         self._client = client
@@ -148,7 +152,7 @@ class ChampionWatcher:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="champion-watcher", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"{self.alias}-watcher", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -156,22 +160,26 @@ class ChampionWatcher:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
+    def gone(self) -> None:
+        """The alias is on no version: the champion in service stays (there is no other)."""
+        if self.current is not None:
+            log.warning("%s has no champion any more; still serving version %s",
+                        self._name, self.current.version)
+
     def check(self) -> bool:
-        """Load the champion if it is not the version in service; True when it swapped."""
-        champion = get_champion(self._client, self._name)
-        if champion is None:
-            if self.current is not None:
-                log.warning("%s has no champion any more; still serving version %s",
-                            self._name, self.current.version)
+        """Load the alias's version if it is not the one held; True when it swapped."""
+        found = get_alias(self._client, self._name, self.alias)
+        if found is None:
+            self.gone()
             return False
-        version = str(champion.version)
+        version = str(found.version)
         if version in (self.current.version if self.current else None, self._refused):
             return False
         try:
-            loaded = self._load(champion)
+            loaded = self._load(found)
         except ModelLoadError as error:
             self._refused = version  # not retried until the alias moves again
-            log.error("not serving %s version %s: %s", self._name, version, error)
+            log.error("not %s %s version %s: %s", self.role, self._name, version, error)
             return False
         loaded.predict(example_features(loaded.contract))  # first calls are slow: not a client's
         first = self.current is None
@@ -182,7 +190,7 @@ class ChampionWatcher:
         if first:
             gc.collect()
         gc.freeze()
-        log.info("serving %s version %s (run %s)", self._name, loaded.version, loaded.run_id)
+        log.info("%s %s version %s (run %s)", self.role, self._name, loaded.version, loaded.run_id)
         return True
 
     def _run(self) -> None:
@@ -191,6 +199,21 @@ class ChampionWatcher:
             wait = self._interval_s
             try:
                 self.check()
-            except Exception:  # noqa: BLE001 - keep serving what is loaded; retry next time
-                log.exception("could not check %s's champion; retrying in %.0f s",
-                              self._name, self._interval_s)
+            except Exception:  # noqa: BLE001 - keep what is loaded; retry next time
+                log.exception("could not check %s's %s; retrying in %.0f s",
+                              self._name, self.alias, self._interval_s)
+
+
+class ChallengerWatcher(ChampionWatcher):
+    """Holds the challenger that `mlops serve` shadows, as the champion's watcher holds the
+    champion; none once the alias is on no version (promoted, or taken off by hand)."""
+
+    alias = CHALLENGER
+    role = "shadowing"
+
+    def gone(self) -> None:
+        if self.current is not None:
+            log.info("%s has no challenger any more; version %s no longer shadowed",
+                     self._name, self.current.version)
+            self.current = None
+        self._refused = None  # the alias may come back to the version refused before

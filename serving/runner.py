@@ -15,8 +15,9 @@ from infra.settings import Settings
 from monitoring.traffic import TrafficWriter, open_files
 from serving.app import Limits, create_app
 from serving.batching import Batcher
-from serving.model import ChampionWatcher
+from serving.model import ChallengerWatcher, ChampionWatcher
 from serving.overload import DropUvicornRefusals, Overload, connection_refusal
+from serving.shadow import Shadow
 
 
 def serve_token(settings: Settings) -> str | None:
@@ -34,10 +35,13 @@ def build_app(model: str, settings: Settings, overload: Overload):
                            settings.traffic_flush_rows, settings.traffic_max_rows,
                            settings.traffic_backoff_max_s)
     watcher = ChampionWatcher(MlflowClient(), model, settings.serve_reload_s)
+    shadow = Shadow(ChallengerWatcher(MlflowClient(), model, settings.serve_reload_s), writer,
+                    wait_s=settings.serve_shadow_wait_ms / 1000,
+                    max_records=settings.serve_shadow_max_records)
     batcher = Batcher(watcher, writer, wait_s=settings.serve_batch_wait_ms / 1000,
                       max_records=settings.serve_max_records,
                       remembered=settings.serve_feedback_ids,
-                      max_queued_records=settings.serve_max_queued_records)
+                      max_queued_records=settings.serve_max_queued_records, shadow=shadow)
     limits = Limits(settings.serve_max_records, settings.serve_max_body_bytes)
     return create_app(watcher, writer, batcher, limits, serve_token(settings), overload)
 

@@ -32,6 +32,16 @@ model version is registered (the same run's model, so predictions do not change)
 of every answer is tallied (and whether any connection saw the old version again after the new
 one), and /model and /predict must name the new version afterwards.
 
+Shadow scoring's cost (issue 12 part 5, target: p50 and p99 with a challenger at most 1.1x
+without one, same load): on ours only, each body size runs under the same wrk load without a
+challenger and with one (another version of the champion's own model under `challenger`, so
+the shadow does as much work as the champion), each twice in the order A B B A, under two loads: wrk's
+closed loop (the server saturated, so any CPU the shadow takes shows as lost throughput and
+longer waits), and the same offered rate for both, paced (wrk's delay() hook) at half the
+closed loop's throughput without a challenger. The target is judged at the paced load (the
+same load for both); the figures are the ratios with/without from the same run, and
+/model's counts say how many records the challenger scored or skipped meanwhile.
+
 JSON on stdout, progress and the table on stderr. Every server started here is stopped on the
 way out (also on Ctrl-C, SIGTERM or an error), then the platform. Exit 1 when a figure could
 not be measured; a missed target is not an error.
@@ -73,6 +83,7 @@ DATA_SOURCE = "package://palmerpenguins/data/penguins.csv"
 TARGET = "species"
 TARGET_RATIO = 2.0  # ours / mlflow throughput
 TARGET_P99_MS = 50.0
+TARGET_SHADOW_RATIO = 1.1  # p50 and p99 with a challenger / without, at most
 BODY_SIZES = (1, 20)
 START_TIMEOUT_S = 180.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -208,7 +219,7 @@ local threads = {}
 function setup(thread)
   table.insert(threads, thread)
 end
-%(response)s
+%(response)s%(delay)s
 local function fmt(x) return string.format("%%.1f", x) end
 
 function done(summary, latency, requests)
@@ -275,12 +286,15 @@ LUA_TRACK_DONE = """
 """
 
 
-def write_lua(path: Path, body: bytes, track: bool) -> Path:
+def write_lua(path: Path, body: bytes, track: bool, delay_ms: float | None = None) -> Path:
+    """wrk's script; with `delay_ms` each connection waits that long before its next request
+    (a paced load: the offered rate no longer depends on how fast the server answers)."""
     text = body.decode()
     if "]==]" in text:
         raise ValueError("the body cannot be embedded in a Lua long string")
+    delay = f"\nfunction delay()\n  return {round(delay_ms)}\nend\n" if delay_ms else ""  # whole ms
     path.write_text(LUA % {"body": text, "response": LUA_TRACK if track else "",
-                           "done_extra": LUA_TRACK_DONE if track else ""})
+                           "done_extra": LUA_TRACK_DONE if track else "", "delay": delay})
     return path
 
 
@@ -398,9 +412,17 @@ def sample_records(count: int) -> list[dict]:
 
 def add_version_and_swap(client, name: str) -> tuple[str, str, float]:
     """A second version of the champion's own model, then `champion` moved to it."""
+    current, new = add_version(client, name, "serve-bench champion swap (same model as the "
+                               "previous version)")
+    client.set_registered_model_alias(name, "champion", new.version)
+    return current.version, new.version, time.perf_counter()
+
+
+def add_version(client, name: str, why: str):
+    """The champion's version, and a new READY version of the champion's own model."""
     current = client.get_model_version_by_alias(name, "champion")
     tags = {k: v for k, v in current.tags.items() if not k.startswith("mlops.champion_")}
-    tags["mlops.bench"] = "serve-bench champion swap (same model as the previous version)"
+    tags["mlops.bench"] = why
     # MLflow 3: a version's source is its logged model (models:/m-...), named again by model_id.
     model_id = getattr(current, "model_id", None)
     if not model_id and current.source.startswith("models:/m-"):
@@ -414,8 +436,7 @@ def add_version_and_swap(client, name: str) -> tuple[str, str, float]:
             raise RuntimeError(f"version {new.version} of {name} is {new.status}")
         time.sleep(0.05)
         new = client.get_model_version(name, new.version)
-    client.set_registered_model_alias(name, "champion", new.version)
-    return current.version, new.version, time.perf_counter()
+    return current, new
 
 
 # --------------------------------------------------------------------------- measurements
@@ -498,6 +519,104 @@ def swap_under_load(server: Server, script: Path, args, client, name: str) -> di
     return result
 
 
+def model_info(server: Server) -> dict:
+    status, text = http("GET", server.url + "/model", timeout=10)
+    if status != 200:
+        raise RuntimeError(f"/model answered {status}: {text[:300]}")
+    return json.loads(text)
+
+
+def wait_for_challenger(server: Server, version: str | None, timeout_s: float = 60) -> float:
+    """Seconds until /model names `version` as the challenger it shadows."""
+    started = time.perf_counter()
+    while model_info(server).get("challenger_version") != version:
+        if time.perf_counter() - started > timeout_s:
+            raise TimeoutError(f"/model did not name challenger {version} within {timeout_s:g} s")
+        time.sleep(0.2)
+    return round(time.perf_counter() - started, 2)
+
+
+def shadow_cost(server: Server, records: list[dict], args, client, name: str, tmp: Path,
+                saturating: dict) -> dict:
+    """Each body size without and with a challenger, alternating which goes first, under two
+    loads: wrk's closed loop (the server saturated: what the shadow's CPU costs in
+    throughput), and the same offered rate paced at half the closed loop's throughput
+    without a challenger (`saturating`: the earlier run's, per body size)."""
+    _, challenger = add_version(client, name, "serve-bench shadow challenger (the champion's "
+                                "own model)")
+    result: dict = {"challenger_version": challenger.version}
+    for size in BODY_SIZES:
+        body = server.body(records[:size])
+        result[f"{size}_record"] = shadow_pair(server, write_lua(
+            tmp / f"shadow-{size}.lua", body, track=False), size, args, client, name, challenger)
+        rate = saturating.get(f"{size}_record", {}).get("rps")
+        if rate:
+            delay_ms = 1000 * args.connections / (rate / 2)
+            paced = shadow_pair(server, write_lua(tmp / f"paced-{size}.lua", body, track=False,
+                                                  delay_ms=delay_ms),
+                                size, args, client, name, challenger)
+            result[f"{size}_record_paced"] = {**paced, "offered_rps": round(rate / 2, 1),
+                                              "delay_ms_per_connection": round(delay_ms, 2)}
+    client.delete_registered_model_alias(name, "challenger")
+    paced = [result[k] for k in result if k.endswith("_paced")]
+    result["met"] = bool(paced) and all(e["met"] for e in paced)
+    return result
+
+
+def _mean_run(runs: list[dict]) -> dict:
+    """The mean of runs' figures; errors and shadow counts summed."""
+    mean = {k: round(sum(r[k] for r in runs) / len(runs), 3) for k in (
+        "rps", "p50_ms", "p90_ms", "p99_ms", "max_ms", "server_cpu_ms_per_request")}
+    mean["errors"] = sum(r["errors"] for r in runs)
+    mean["shadow"] = {k: sum(r["shadow"][k] for r in runs) for k in runs[0]["shadow"]}
+    mean["load_average_before"] = [r["load_average_before"] for r in runs]
+    return mean
+
+
+def shadow_pair(server: Server, script: Path, size: int, args, client, name: str,
+                challenger) -> dict:
+    """One body size under one load, without and with the challenger shadowed, twice each in
+    the order A B B A (which cancels a steady drift of the machine's other load); each
+    phase's figures are the mean of its two runs."""
+    runs: dict = {"without": [], "with": []}
+    first, second = ("without", "with") if size % 2 else ("with", "without")
+    for phase in (first, second, second, first):
+        if phase == "with":
+            client.set_registered_model_alias(name, "challenger", challenger.version)
+        else:
+            client.delete_registered_model_alias(name, "challenger")
+        waited = wait_for_challenger(server, challenger.version if phase == "with" else None)
+        before = model_info(server)
+        Wrk(server.predict_url, script, args.threads, args.connections, args.warmup,
+            args.timeout).run()
+        note(f"mlops, {size}-record body, {phase} a challenger, {args.duration:g} s, "
+             f"{script.stem} ...")
+        m = measure(server, script, args, args.duration)
+        after = model_info(server)
+        m["shadow"] = {k: after.get(k, 0) - before.get(k, 0) for k in (
+            "records_served", "shadow_scored", "shadow_skipped", "shadow_failed")}
+        m["alias_followed_s"] = waited
+        runs[phase].append(m)
+        note(f"  {m['rps']:.1f} req/s, p50 {m['p50_ms']} ms, p99 {m['p99_ms']} ms, "
+             f"{m['errors']} errors, shadow {m['shadow']}")
+    with_, without = (_mean_run(runs[phase]) for phase in ("with", "without"))
+    entry = {
+        "without": without, "with": with_, "runs": runs,
+        "p50_ratio": ratio(with_["p50_ms"], without["p50_ms"]),
+        "p99_ratio": ratio(with_["p99_ms"], without["p99_ms"]),
+        "rps_ratio": ratio(with_["rps"], without["rps"]),
+        "cpu_per_request_ratio": ratio(with_["server_cpu_ms_per_request"],
+                                       without["server_cpu_ms_per_request"]),
+        # The share of the records served (warm-up included) that the challenger scored.
+        "shadowed_share": ratio(with_["shadow"]["shadow_scored"],
+                                with_["shadow"]["records_served"]),
+    }
+    entry["met"] = (entry["p50_ratio"] is not None and entry["p50_ratio"] <= TARGET_SHADOW_RATIO
+                    and entry["p99_ratio"] <= TARGET_SHADOW_RATIO
+                    and with_["errors"] == 0 and with_["shadow"]["shadow_failed"] == 0)
+    return entry
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -559,6 +678,20 @@ def print_table(report: dict) -> None:
           f"{'met' if s['met'] else 'NOT met'}")
     elif s:
         p(f"champion swap under load: error: {s['error']}")
+    shadow = report.get("shadow")
+    if shadow and "error" not in shadow:
+        for key in (f"{size}_record{kind}" for size in BODY_SIZES for kind in ("", "_paced")):
+            e = shadow.get(key)
+            if e:
+                load = (f"paced at {e['offered_rps']} req/s offered" if "offered_rps" in e
+                        else "closed loop")
+                p(f"shadow cost, {key.split('_')[0]}-record body, {load}: p50 {e['without']['p50_ms']} -> "
+                  f"{e['with']['p50_ms']} ms (x{e['p50_ratio']}), p99 {e['without']['p99_ms']} -> "
+                  f"{e['with']['p99_ms']} ms (x{e['p99_ratio']}), req/s x{e['rps_ratio']}, "
+                  f"{e['shadowed_share']} of the records shadowed; target <= "
+                  f"x{TARGET_SHADOW_RATIO:g}: {'met' if e['met'] else 'NOT met'}")
+    elif shadow:
+        p(f"shadow cost: error: {shadow['error']}")
     v = report["verdict"]
     p(f"verdict: {v['summary']}")
     if report["machine"].get("busy"):
@@ -590,6 +723,14 @@ def verdict(report: dict) -> dict:
     else:
         parts.append("swap not measured")
         met = False
+    shadow = report.get("shadow") or {}
+    if "met" in shadow:
+        parts.append("shadow at a paced load: " + ", ".join(
+            f"{size}-record p50 x{shadow[f'{size}_record_paced']['p50_ratio']} p99 "
+            f"x{shadow[f'{size}_record_paced']['p99_ratio']}" for size in BODY_SIZES
+            if f"{size}_record_paced" in shadow)
+            + f" ({'<=' if shadow['met'] else 'NOT all <='} x{TARGET_SHADOW_RATIO:g})")
+        met = met and shadow["met"]
     return {"met": met, "summary": ("target met: " if met else "target NOT met: ") + "; ".join(parts)}
 
 
@@ -735,6 +876,16 @@ def run(args, report: dict) -> None:
                     report["swap"] = {"error": f"{type(error).__name__}: {error}",
                                       "traceback": traceback.format_exc()}
                     note(f"  swap failed: {error}")
+            if "error" not in report["servers"]["mlops"] and not args.no_shadow:
+                try:
+                    from mlflow.tracking import MlflowClient
+
+                    report["shadow"] = shadow_cost(ours, records, args, MlflowClient(), name, tmp,
+                                                   report.get("mlops", {}))
+                except Exception as error:  # noqa: BLE001
+                    report["shadow"] = {"error": f"{type(error).__name__}: {error}",
+                                        "traceback": traceback.format_exc()}
+                    note(f"  shadow cost failed: {error}")
             for server in servers:
                 alive = server.proc is not None and server.proc.poll() is None
                 entry = report["servers"].setdefault(server.label, {})
@@ -770,6 +921,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reload-s", type=float, default=2,
                         help="MLOPS_SERVE_RELOAD_S for mlops serve (how often it polls the alias)")
     parser.add_argument("--no-swap", action="store_true", help="skip the champion swap run")
+    parser.add_argument("--no-shadow", action="store_true",
+                        help="skip the runs with and without a shadowed challenger")
     parser.add_argument("--threads-native", type=int, default=1,
                         help="OpenMP/BLAS threads for training and both servers (0: defaults)")
     args = parser.parse_args(argv)
@@ -829,11 +982,12 @@ def main(argv: list[str] | None = None) -> int:
                                       "workers or 1)",
         }
         report["target"] = {"throughput_ratio": TARGET_RATIO, "p99_ms": TARGET_P99_MS,
-                            "errors": 0, "swap_failed_requests": 0}
+                            "errors": 0, "swap_failed_requests": 0,
+                            "shadow_latency_ratio": TARGET_SHADOW_RATIO}
         report["run"] = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
                          "total_seconds": round(time.perf_counter() - started, 1),
                          "finished": finished}
-        ordered = {k: report[k] for k in ("verdict", "rows", "swap", "same_predictions", "model",
+        ordered = {k: report[k] for k in ("verdict", "rows", "swap", "shadow", "same_predictions", "model",
                                           "servers", "config",
                                           "target", "machine", "run", "error", "traceback",
                                           "platform_start_seconds") if k in report}
@@ -841,7 +995,8 @@ def main(argv: list[str] | None = None) -> int:
         print_table(report)
     failed = "error" in report or any(
         not row.get(side) or "error" in row[side] for row in report["rows"]
-        for side in ("mlops", "mlflow")) or "error" in (report.get("swap") or {})
+        for side in ("mlops", "mlflow")) or any(
+        "error" in (report.get(k) or {}) for k in ("swap", "shadow"))
     return 1 if failed else 0
 
 

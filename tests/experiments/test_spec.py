@@ -231,3 +231,14 @@ def test_the_spec_a_retraining_writes_keeps_the_promotion_mode():
     spec = parse_spec(spec_text(extra="promotion:\n  mode: approve\n"), "t.yaml")
     again = parse_spec(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), "retrain.yaml")
     assert again.promotion == spec.promotion
+
+
+def test_live_evidence_promotion_is_off_unless_asked():
+    """Given no promotion section, live evidence promotes nothing; `live_evidence: true` is
+    read, and a key the section does not know is refused by name."""
+    assert parse_spec(spec_text(), "t.yaml").promotion.live_evidence is False
+    asked = parse_spec(spec_text(extra="promotion:\n  live_evidence: true\n"), "t.yaml")
+
+    assert asked.promotion.live_evidence is True
+    with pytest.raises(InputError, match="unknown key 'promotion.live_evidense'"):
+        parse_spec(spec_text(extra="promotion:\n  live_evidense: true\n"), "t.yaml")

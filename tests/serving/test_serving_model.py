@@ -171,3 +171,20 @@ def test_the_watcher_keeps_serving_when_the_champion_moves_to_a_model_that_ships
     assert f"not serving m version {planted}: refused m version {planted}: it ships code" in caplog.text
     assert not marker.exists()
     assert (watcher.current.predict(example) == pipeline.predict(example)).all()
+
+
+def test_the_challenger_watcher_lets_go_when_the_alias_is_gone(fitted):
+    """Given challenger at 4, then gone, then at 4 again, the watcher holds 4, then nothing
+    (the shadow stops), then 4 again."""
+    from serving.model import ChallengerWatcher
+
+    contract, pipeline = fitted
+    registry = Registry("4")
+    watcher = ChallengerWatcher(registry, "m", load=lambda v: ServedModel(
+        v.name, v.version, v.run_id, contract, pipeline, datetime.now(UTC)))
+
+    assert watcher.check() is True and watcher.current.version == "4"
+    registry.champion = None  # the stand-in's one alias
+    assert watcher.check() is False and watcher.current is None
+    registry.champion = "4"
+    assert watcher.check() is True and watcher.current.version == "4"
