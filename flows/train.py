@@ -17,6 +17,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from experiments import training
+from experiments.card import CARD_ARTIFACT, CardDecision
 from experiments.data import Split
 from experiments.diagnostics import FitScores, gap_sentence
 from experiments.profile import (
@@ -39,6 +40,7 @@ from flows.schedules import schedule_monitoring
 from flows.studies import study_storage
 from infra.errors import PlatformError
 from monitoring.record import monitoring_experiment
+from registry.champion import point_to_card
 from registry.gate import GateResult, apply_gate, decide_gate, score_champion
 from registry.promotion import HoldoutMetric
 
@@ -234,6 +236,19 @@ def register_and_promote(
     return result
 
 
+@task(cache_policy=NO_CACHE)
+def write_card(context: training.TrainingContext, search: training.SearchResult,
+               evaluation: training.Evaluation, fit: FitScores, profile: Profile,
+               gate: GateResult) -> None:
+    """The version's model card on the parent run, and its link in the version's description."""
+    decision = CardDecision(gate.version, gate.promoted, gate.decision.reason, gate.champion_version)
+    training.write_card(_client(), context, search, evaluation, fit, profile.warnings, decision)
+    tracking = context.tracking
+    point_to_card(_client(), context.spec.name, gate.version,
+                  artifact_url(_client().tracking_uri, tracking.experiment_id, tracking.run_id,
+                               CARD_ARTIFACT))
+
+
 def model_description(context: training.TrainingContext) -> str:
     """The registered model's description in MLflow's UI: what it predicts, from which data,
     how versions are compared, and where its checks are."""
@@ -259,6 +274,7 @@ def link(context: training.TrainingContext, evaluation: training.Evaluation,
     address = artifact_url(_client().tracking_uri, tracking.experiment_id, tracking.run_id,
                            PROFILE_ARTIFACT)
     data = f"[Data profile]({address})" if profile.html is not None else "Data profile: none"
+    card = artifact_url(_client().tracking_uri, tracking.experiment_id, tracking.run_id, CARD_ARTIFACT)
     markdown = (
         f"# {spec.name}: version {gate.version}\n\n"
         f"[MLflow run]({_run_url(tracking.experiment_id, tracking.run_id)})\n\n"
@@ -268,7 +284,7 @@ def link(context: training.TrainingContext, evaluation: training.Evaluation,
         f"(cv {spec.metric} {search.cv_score:.4f} over {search.trials} trials)\n\n"
         f"{fit.line()}{f' {gap}' if gap else ''}\n\n"
         f"| holdout metric | value |\n|---|---|\n{rows}\n\n"
-        f"{data}\n\n{profile.markdown()}\n\n"
+        f"[Model card]({card}) | {data}\n\n{profile.markdown()}\n\n"
         f"Trigger: {params.trigger}{_cause(params.monitoring_run_id)}\n"
     )
     # The same summary is the MLflow run's description (the UI's "Description" box).
@@ -323,6 +339,7 @@ def train(params: TrainParameters) -> dict:
             fit = diagnose_fit(context, search, evaluation)
             model_uri = log_model(context, evaluation)
             gate = register_and_promote(context, evaluation, model_uri, params)
+            write_card(context, search, evaluation, fit, profile, gate)
             link(context, evaluation, search, fit, profile, gate, params)
     except BaseException:
         training.give_up(_client(), study_storage(), tracking)

@@ -105,6 +105,14 @@ def test_cli_train_records_everything_the_contract_lists(mlops, tmp_path):
                                              dst_path=str(tmp_path))).read()
     assert all(column in profile for column in ("x1", "x2", "noise", "colour", "label"))
     assert f"/runs/{parent.info.run_id}/artifacts/data/profile.html" in description
+    # The version's model card: its data by digest, and the gate's decision.
+    card = open(client.download_artifacts(parent.info.run_id, "model_card.md",
+                                          dst_path=str(tmp_path))).read()
+    assert f"- Digest: `{parent.data.tags['mlops.data_digest']}`" in card
+    assert (f"Promoted: version {result['model_version']} is the `champion` (serving). "
+            f"Reason: {result['reason']}") in card
+    assert client.get_model_version("it-binary", result["model_version"]).description.endswith(
+        f"/runs/{parent.info.run_id}/artifacts/model_card.md?workflowType=machine_learning)")
 
     version = client.get_model_version_by_alias("it-binary", "champion")
     assert version.version == result["model_version"]
