@@ -3,6 +3,7 @@
 Each task is a thin adapter over a plain function in `experiments/` or `registry/`.
 """
 
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -126,10 +127,13 @@ def log_profile(context: training.TrainingContext, pending: PendingProfile) -> P
     """The profile as `data/profile.html` on the parent run; its warnings to the flow's log.
     A profile that failed is one more warning, never a failed training."""
     logger, run_id = get_run_logger(), context.tracking.run_id
+    started = time.perf_counter()
     profile = collect_profile(pending)
+    waited = time.perf_counter() - started
     if profile.html is not None:
         _client().log_artifact(run_id, str(profile.html), str(Path(PROFILE_ARTIFACT).parent))
-        logger.info("data profile: %s (%.1f s in its own process)", PROFILE_ARTIFACT, profile.seconds)
+        logger.info("data profile: %s (%.1f s in its own process; the training waited %.1f s)",
+                    PROFILE_ARTIFACT, profile.seconds, waited)
     for warning in profile.warnings:
         logger.warning("data profile: %s", warning)
     for note in profile.notes:
@@ -326,24 +330,25 @@ def train(params: TrainParameters) -> dict:
     spec = resolve_spec(params)
     name_this_run("train", spec.name, params.trigger)
     dataset = load_and_validate(spec)
-    data = split(spec, dataset)
-    tracking = start_tracking(spec, dataset, params)
-    context = training.TrainingContext(spec, dataset, data, tracking)
-    pending = begin_profile(spec, dataset)
+    pending = begin_profile(spec, dataset)  # alongside everything up to the gate
     try:
-        # The lease tells a training started meanwhile that this study is not to be resumed.
-        with training.keep_lease(study_storage(), tracking):
-            search = tune(context, params.warm_start, params.workers)
-            profile = log_profile(context, pending)
-            evaluation = fit_and_evaluate(context, search)
-            fit = diagnose_fit(context, search, evaluation)
-            model_uri = log_model(context, evaluation)
-            gate = register_and_promote(context, evaluation, model_uri, params)
-            write_card(context, search, evaluation, fit, profile, gate)
-            link(context, evaluation, search, fit, profile, gate, params)
-    except BaseException:
-        training.give_up(_client(), study_storage(), tracking)
-        raise
+        data = split(spec, dataset)
+        tracking = start_tracking(spec, dataset, params)
+        context = training.TrainingContext(spec, dataset, data, tracking)
+        try:
+            # The lease tells a training started meanwhile that this study is not to be resumed.
+            with training.keep_lease(study_storage(), tracking):
+                search = tune(context, params.warm_start, params.workers)
+                evaluation = fit_and_evaluate(context, search)
+                fit = diagnose_fit(context, search, evaluation)
+                model_uri = log_model(context, evaluation)
+                gate = register_and_promote(context, evaluation, model_uri, params)
+                profile = log_profile(context, pending)
+                write_card(context, search, evaluation, fit, profile, gate)
+                link(context, evaluation, search, fit, profile, gate, params)
+        except BaseException:
+            training.give_up(_client(), study_storage(), tracking)
+            raise
     finally:
         close_profile(pending)
     training.finish(_client(), study_storage(), tracking)
