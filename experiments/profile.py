@@ -9,12 +9,12 @@ training waits for it only when it outlasts the search. A profile never fails a 
 whatever goes wrong becomes a warning.
 """
 
+import json
 import multiprocessing
+import multiprocessing.process
 import tempfile
 import warnings
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -166,49 +166,68 @@ def _evidently_report(frame, target, task, numeric, categorical, covered):
     return Report(metrics).run(Dataset.from_pandas(data, data_definition=definition), None)
 
 
+RESULT_FILE = "profile.json"
+
+
+def _profile_into(frame, target, task, numeric, categorical, out_dir, seed) -> None:
+    """The child process's work: the profile, its findings as JSON beside the HTML."""
+    result = Path(out_dir) / RESULT_FILE
+    try:
+        profile = profile_data(frame, target, task, numeric, categorical, out_dir, seed)
+        found = {"warnings": list(profile.warnings), "notes": list(profile.notes),
+                 "seconds": profile.seconds}
+    except Exception as error:  # noqa: BLE001 - reported to the training as a warning
+        found = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
+    result.write_text(json.dumps(found))
+
+
 @dataclass
 class PendingProfile:
-    """A profile being computed in a child process."""
+    """A profile being computed in a child process, writing into `directory`."""
 
-    future: Future | None
-    executor: ProcessPoolExecutor | None
+    process: multiprocessing.process.BaseProcess | None
     directory: tempfile.TemporaryDirectory
     failure: str | None = None
-    extra_notes: list[str] = field(default_factory=list)
 
 
 def start_profile(frame: pd.DataFrame, target: str, task: str, numeric: list[str],
                   categorical: list[str], seed: int) -> PendingProfile:
-    """Start profiling in a fresh process (spawned: the caller's threads are not copied)."""
+    """Start profiling in a fresh process (spawned: the caller's threads are not copied).
+    It does one thing and exits, so it never outlives a killed training by more than that."""
     directory = tempfile.TemporaryDirectory(prefix="mlops-profile-")
     try:
-        executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        future = executor.submit(profile_data, frame, target, task, list(numeric),
-                                 list(categorical), directory.name, seed)
+        process = multiprocessing.get_context("spawn").Process(
+            target=_profile_into, name="mlops-profile", daemon=True,
+            args=(frame, target, task, list(numeric), list(categorical), directory.name, seed))
+        process.start()
     except Exception as error:  # noqa: BLE001 - a profile never fails a training
-        return PendingProfile(None, None, directory, failure=f"{type(error).__name__}: {error}")
-    return PendingProfile(future, executor, directory)
+        return PendingProfile(None, directory, failure=f"{type(error).__name__}: {error}")
+    return PendingProfile(process, directory)
 
 
 def collect_profile(pending: PendingProfile, timeout_s: float = COLLECT_TIMEOUT_S) -> Profile:
     """The finished profile, or one whose only content is the warning that it failed."""
     failure = pending.failure
-    if pending.future is not None:
-        try:
-            return pending.future.result(timeout=timeout_s)
-        except FutureTimeout:
-            failure = f"not done {timeout_s:.0f} s after the search"
-        except Exception as error:  # noqa: BLE001 - a profile never fails a training
-            failure = f"{type(error).__name__}: {str(error)[:300]}"
+    if pending.process is not None:
+        pending.process.join(timeout_s)
+        result = Path(pending.directory.name) / RESULT_FILE
+        if pending.process.is_alive():
+            failure = f"not done {timeout_s:.0f} s after the gate"
+        elif not result.exists():
+            failure = f"its process ended with code {pending.process.exitcode}"
+        else:
+            found = json.loads(result.read_text())
+            if "error" not in found:
+                return Profile(Path(pending.directory.name) / Path(PROFILE_ARTIFACT).name,
+                               tuple(found["warnings"]), tuple(found["notes"]), found["seconds"])
+            failure = found["error"]
     return Profile(None, (f"the data profile failed ({failure}); the training goes on without it",))
 
 
 def close_profile(pending: PendingProfile) -> None:
     """Stop the child process if it still runs (a failed or abandoned training) and remove
     the profile's files (after they are logged)."""
-    if pending.executor is not None:
-        for process in list((pending.executor._processes or {}).values()):
-            if process.is_alive():
-                process.terminate()  # our own child; nothing else is waiting for it
-        pending.executor.shutdown(wait=False, cancel_futures=True)
+    if pending.process is not None and pending.process.is_alive():
+        pending.process.terminate()  # our own child; nothing else waits for it
+        pending.process.join(5)
     pending.directory.cleanup()

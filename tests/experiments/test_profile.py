@@ -5,13 +5,14 @@ import pandas as pd
 from synthetic import binary_frame, regression_frame
 
 from experiments.profile import (
-    PendingProfile,
+    close_profile,
     collect_profile,
     leak_warnings,
     near_constant_columns,
     profile_data,
     sample_for_profile,
     single_feature_scores,
+    start_profile,
 )
 
 FEATURES = ["x1", "x2", "noise", "colour"]
@@ -77,13 +78,16 @@ def test_the_html_profile_names_every_column(tmp_path):
     assert profile.warnings == () and profile.notes == ()
 
 
-def test_a_failed_profile_is_a_warning_not_an_error():
-    class Broken:
-        def result(self, timeout):
-            raise MemoryError("no room")
-
-    profile = collect_profile(PendingProfile(Broken(), None, None))
+def test_a_profile_that_fails_in_its_process_is_a_warning_not_an_error():
+    """Given data the profile cannot read (its target is not there), the child process reports
+    the error and the training gets one warning instead of a profile."""
+    pending = start_profile(binary_frame(), "no_such_target", "classification", ["x1"], [], seed=0)
+    try:
+        profile = collect_profile(pending, timeout_s=120)
+    finally:
+        close_profile(pending)
 
     assert profile.html is None
-    assert profile.warnings == ("the data profile failed (MemoryError: no room); the training "
-                                "goes on without it",)
+    assert profile.warnings == ("the data profile failed (KeyError: 'no_such_target'); the "
+                                "training goes on without it",)
+    assert not pending.process.is_alive()
