@@ -24,6 +24,15 @@ from mlflow.tracking import MlflowClient
 
 from experiments import lease
 from experiments.artifacts import CONTRACT_ARTIFACT, REFERENCE_ARTIFACT, SPEC_ARTIFACT
+from experiments.card import (
+    CARD_ARTIFACT,
+    CardData,
+    CardDecision,
+    CardFacts,
+    CardSearch,
+    build_card,
+    target_counts,
+)
 from experiments.contract import DataContract
 from experiments.data import Split, sample_rows, split_holdout
 from experiments.diagnostics import FitScores
@@ -92,6 +101,8 @@ class SearchResult:
     cv_score: float
     trials: int
     fit_seconds: float = 0.0  # the trials' fitting and scoring time, all added up
+    fold_scores: tuple[float, ...] = ()  # the best trial's score on each fold
+    family_best: dict = field(default_factory=dict)  # the best score each family reached
 
 
 @dataclass(frozen=True)
@@ -340,8 +351,22 @@ def summarize_search(client: MlflowClient, storage, context: TrainingContext) ->
     for name, figure in figures.items():
         client.log_figure(tracking.run_id, figure, f"plots/{name}.png")
     close_figures(figures.values())
-    fit_seconds = sum(t.user_attrs.get("fit_seconds", 0.0) for t in study.get_trials(deepcopy=False))
-    return SearchResult(family, params, float(best.value), finished_trials(study), fit_seconds)
+    trials = study.get_trials(deepcopy=False)
+    fit_seconds = sum(t.user_attrs.get("fit_seconds", 0.0) for t in trials)
+    return SearchResult(family, params, float(best.value), finished_trials(study), fit_seconds,
+                        tuple(best.user_attrs.get("fold_scores", ())),
+                        family_best(trials, spec.greater_is_better))
+
+
+def family_best(trials, greater_is_better: bool) -> dict[str, float]:
+    """The best cross-validated score each model family reached in the search's complete trials."""
+    best: dict[str, float] = {}
+    pick = max if greater_is_better else min
+    for trial in trials:
+        if trial.state == optuna.trial.TrialState.COMPLETE and trial.value is not None:
+            family = split_params(trial.params)[0]
+            best[family] = pick(best.get(family, trial.value), trial.value)
+    return best
 
 
 def fit_and_evaluate(client: MlflowClient, context: TrainingContext, search: SearchResult) -> Evaluation:
@@ -397,6 +422,22 @@ def diagnose_fit(client: MlflowClient, context: TrainingContext, search: SearchR
     close_figures([figure])
     return FitScores(spec.metric, spec.greater_is_better, train_score, search.cv_score,
                      evaluation.metrics[spec.metric])
+
+
+def write_card(client: MlflowClient, context: TrainingContext, search: SearchResult,
+               evaluation: Evaluation, fit: FitScores, warnings: Sequence[str],
+               decision: CardDecision) -> str:
+    """The version's model card as `model_card.md` on the parent run; returns its text."""
+    spec, dataset = context.spec, context.dataset
+    data = CardData(dataset.source, len(dataset.frame), dataset.digest,
+                    datetime.now(UTC).isoformat(timespec="seconds"),
+                    target_counts(dataset.frame, spec.data.target, spec.task))
+    found = CardSearch(search.family, search.params, search.trials, spec.tuning.cv_folds,
+                       search.fold_scores, search.family_best)
+    card = build_card(CardFacts(spec, context.contract, data, found, fit, evaluation.metrics,
+                                tuple(warnings), decision))
+    client.log_text(context.tracking.run_id, card, CARD_ARTIFACT)
+    return card
 
 
 def log_model(client: MlflowClient, context: TrainingContext, evaluation: Evaluation) -> str:

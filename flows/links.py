@@ -24,5 +24,11 @@ def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{TRAINING_VIEW}"
 
 
+def artifact_url(tracking_uri: str, experiment_id: str, run_id: str, path: str) -> str:
+    """An artifact of the run, opened in the UI's artifact viewer (HTML is shown rendered)."""
+    return (f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/"
+            f"{path}?{TRAINING_VIEW}")
+
+
 def model_version_url(tracking_uri: str, name: str, version: str) -> str:
     return f"{tracking_uri.rstrip('/')}/#/models/{name}/versions/{version}"

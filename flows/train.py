@@ -3,6 +3,8 @@
 Each task is a thin adapter over a plain function in `experiments/` or `registry/`.
 """
 
+import time
+from pathlib import Path
 from typing import Literal
 
 import optuna
@@ -18,14 +20,23 @@ from prefect.utilities.urls import url_for
 from pydantic import BaseModel, Field
 
 from experiments import training
+from experiments.card import CARD_ARTIFACT, CardDecision
 from experiments.data import Split
 from experiments.diagnostics import FitScores, gap_sentence
+from experiments.profile import (
+    PROFILE_ARTIFACT,
+    PendingProfile,
+    Profile,
+    close_profile,
+    collect_profile,
+    start_profile,
+)
 from experiments.spec import ExperimentSpec, load_spec, with_overrides
 from experiments.tracking import ensure_experiment
 from experiments.validation import Dataset, load_dataset
 from flows import locks
 from flows.events import announce_promotion
-from flows.links import experiment_url, run_url
+from flows.links import artifact_url, experiment_url, run_url
 from flows.naming import name_this_run
 from flows.recovery import label_this_process
 from flows.schedules import schedule_monitoring
@@ -33,6 +44,7 @@ from flows.studies import study_storage
 from infra.errors import PlatformError
 from monitoring.record import monitoring_experiment
 from registry.approval import hold_for_approval
+from registry.champion import point_to_card
 from registry.gate import GateResult, apply_gate, decide_gate, score_champion
 from registry.promotion import HoldoutMetric
 
@@ -104,6 +116,32 @@ def start_tracking(
     )
     get_run_logger().info("MLflow run: %s", _run_url(tracking.experiment_id, tracking.run_id))
     return tracking
+
+
+def begin_profile(spec: ExperimentSpec, dataset: Dataset) -> PendingProfile:
+    """Start profiling the training data in a child process, alongside the search."""
+    contract = dataset.contract
+    return start_profile(dataset.frame, contract.target, spec.task, contract.numeric,
+                         contract.categorical, spec.tuning.seed)
+
+
+@task(cache_policy=NO_CACHE)
+def log_profile(context: training.TrainingContext, pending: PendingProfile) -> Profile:
+    """The profile as `data/profile.html` on the parent run; its warnings to the flow's log.
+    A profile that failed is one more warning, never a failed training."""
+    logger, run_id = get_run_logger(), context.tracking.run_id
+    started = time.perf_counter()
+    profile = collect_profile(pending)
+    waited = time.perf_counter() - started
+    if profile.html is not None:
+        _client().log_artifact(run_id, str(profile.html), str(Path(PROFILE_ARTIFACT).parent))
+        logger.info("data profile: %s (%.1f s in its own process; the training waited %.1f s)",
+                    PROFILE_ARTIFACT, profile.seconds, waited)
+    for warning in profile.warnings:
+        logger.warning("data profile: %s", warning)
+    for note in profile.notes:
+        logger.info("data profile: %s", note)
+    return profile
 
 
 def _progress(logger, spec: ExperimentSpec):
@@ -230,6 +268,19 @@ def ask_for_approval(spec: ExperimentSpec, gate: GateResult, trigger: str) -> No
                           url_for("flow-run", obj_id=run_id, url_type="ui") or run_id)
 
 
+@task(cache_policy=NO_CACHE)
+def write_card(context: training.TrainingContext, search: training.SearchResult,
+               evaluation: training.Evaluation, fit: FitScores, profile: Profile,
+               gate: GateResult) -> None:
+    """The version's model card on the parent run, and its link in the version's description."""
+    decision = CardDecision(gate.version, gate.promoted, gate.decision.reason, gate.champion_version)
+    training.write_card(_client(), context, search, evaluation, fit, profile.warnings, decision)
+    tracking = context.tracking
+    point_to_card(_client(), context.spec.name, gate.version,
+                  artifact_url(_client().tracking_uri, tracking.experiment_id, tracking.run_id,
+                               CARD_ARTIFACT))
+
+
 def model_description(context: training.TrainingContext) -> str:
     """The registered model's description in MLflow's UI: what it predicts, from which data,
     how versions are compared, and where its checks are."""
@@ -248,11 +299,15 @@ def model_description(context: training.TrainingContext) -> str:
 
 @task(cache_policy=NO_CACHE)
 def link(context: training.TrainingContext, evaluation: training.Evaluation,
-         search: training.SearchResult, fit: FitScores, gate: GateResult,
+         search: training.SearchResult, fit: FitScores, profile: Profile, gate: GateResult,
          params: TrainParameters) -> None:
     spec, tracking = context.spec, context.tracking
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in evaluation.metrics.items())
     gap = gap_sentence(fit)
+    address = artifact_url(_client().tracking_uri, tracking.experiment_id, tracking.run_id,
+                           PROFILE_ARTIFACT)
+    data = f"[Data profile]({address})" if profile.html is not None else "Data profile: none"
+    card = artifact_url(_client().tracking_uri, tracking.experiment_id, tracking.run_id, CARD_ARTIFACT)
     markdown = (
         f"# {spec.name}: version {gate.version}\n\n"
         f"[MLflow run]({_run_url(tracking.experiment_id, tracking.run_id)})\n\n"
@@ -262,6 +317,7 @@ def link(context: training.TrainingContext, evaluation: training.Evaluation,
         f"(cv {spec.metric} {search.cv_score:.4f} over {search.trials} trials)\n\n"
         f"{fit.line()}{f' {gap}' if gap else ''}\n\n"
         f"| holdout metric | value |\n|---|---|\n{rows}\n\n"
+        f"[Model card]({card}) | {data}\n\n{profile.markdown()}\n\n"
         f"Trigger: {params.trigger}{_cause(params.monitoring_run_id)}\n"
     )
     # The same summary is the MLflow run's description (the UI's "Description" box).
@@ -309,21 +365,27 @@ def train(params: TrainParameters) -> dict:
     spec = resolve_spec(params)
     name_this_run("train", spec.name, params.trigger)
     dataset = load_and_validate(spec)
-    data = split(spec, dataset)
-    tracking = start_tracking(spec, dataset, params)
-    context = training.TrainingContext(spec, dataset, data, tracking)
+    pending = begin_profile(spec, dataset)  # alongside everything up to the gate
     try:
-        # The lease tells a training started meanwhile that this study is not to be resumed.
-        with training.keep_lease(study_storage(), tracking):
-            search = tune(context, params.warm_start, params.workers)
-            evaluation = fit_and_evaluate(context, search)
-            fit = diagnose_fit(context, search, evaluation)
-            model_uri = log_model(context, evaluation)
-            gate = register_and_promote(context, evaluation, model_uri, params)
-            link(context, evaluation, search, fit, gate, params)
-    except BaseException:
-        training.give_up(_client(), study_storage(), tracking)
-        raise
+        data = split(spec, dataset)
+        tracking = start_tracking(spec, dataset, params)
+        context = training.TrainingContext(spec, dataset, data, tracking)
+        try:
+            # The lease tells a training started meanwhile that this study is not to be resumed.
+            with training.keep_lease(study_storage(), tracking):
+                search = tune(context, params.warm_start, params.workers)
+                evaluation = fit_and_evaluate(context, search)
+                fit = diagnose_fit(context, search, evaluation)
+                model_uri = log_model(context, evaluation)
+                gate = register_and_promote(context, evaluation, model_uri, params)
+                profile = log_profile(context, pending)
+                write_card(context, search, evaluation, fit, profile, gate)
+                link(context, evaluation, search, fit, profile, gate, params)
+        except BaseException:
+            training.give_up(_client(), study_storage(), tracking)
+            raise
+    finally:
+        close_profile(pending)
     training.finish(_client(), study_storage(), tracking)
     schedule_checks(spec, gate)
     return {

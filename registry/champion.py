@@ -116,6 +116,21 @@ def apply_decision(
     describe_version(client, name, version, f"Challenger, not serving: {decision.reason}")
 
 
+CARD_LINE = "Model card: "
+
+
 def describe_version(client: MlflowClient, name: str, version: str, text: str) -> None:
-    """The version's description in MLflow's UI: where it stands and why, in one sentence."""
-    client.update_model_version(name, version, description=text[:5000])
+    """The version's description in MLflow's UI: where it stands and why, in one sentence,
+    and the line pointing to its model card when it has one (kept through every move)."""
+    current = client.get_model_version(name, version).description or ""
+    card = next((line for line in current.splitlines() if line.startswith(CARD_LINE)), None)
+    text = text[:4000]
+    client.update_model_version(name, version, description=f"{text}\n\n{card}" if card else text)
+
+
+def point_to_card(client: MlflowClient, name: str, version: str, address: str) -> None:
+    """Add to the version's description the line that links its model card."""
+    current = client.get_model_version(name, version).description or ""
+    kept = "\n".join(line for line in current.splitlines() if not line.startswith(CARD_LINE)).strip()
+    line = f"{CARD_LINE}[model_card.md]({address})"
+    client.update_model_version(name, version, description=f"{kept}\n\n{line}" if kept else line)

@@ -108,8 +108,12 @@ def test_promote_rollback_and_promote_again_are_each_recorded(mlops, trained):
     assert tags["1"]["mlops.champion_until"] == rows[-1]["from"]
     described = {v: MlflowClient().get_model_version(NAME, v).description for v in ("1", "2")}
     assert described["2"] == f"Champion since {rows[-1]['from']}, moved by {me}: fixed upstream"
-    assert described["1"] == (f"Champion until {rows[-1]['from']}, when version 2 took over "
-                              f"(moved by {me}: fixed upstream)")
+    # Version 1 came from a training: its link to its model card stays through every move.
+    sentence, card = described["1"].split("\n\n")
+    assert sentence == (f"Champion until {rows[-1]['from']}, when version 2 took over "
+                        f"(moved by {me}: fixed upstream)")
+    assert card.startswith("Model card: [model_card.md](") and card.endswith(
+        "/artifacts/model_card.md?workflowType=machine_learning)")
     assert schedule_every(NAME) == EVERY_MINUTES
     table = mlops("history", NAME)
     assert table.returncode == 0 and "fixed upstream" in table.stdout

@@ -101,6 +101,19 @@ def test_cli_train_records_everything_the_contract_lists(mlops, tmp_path):
                                               dst_path=str(tmp_path))
     contract = json.loads(open(contract_path).read())
     assert {c["name"] for c in contract["columns"]} == {"x1", "x2", "noise", "colour"}
+    # The training data's profile, every column in it, linked from the description.
+    profile = open(client.download_artifacts(parent.info.run_id, "data/profile.html",
+                                             dst_path=str(tmp_path))).read()
+    assert all(column in profile for column in ("x1", "x2", "noise", "colour", "label"))
+    assert f"/runs/{parent.info.run_id}/artifacts/data/profile.html" in description
+    # The version's model card: its data by digest, and the gate's decision.
+    card = open(client.download_artifacts(parent.info.run_id, "model_card.md",
+                                          dst_path=str(tmp_path))).read()
+    assert f"- Digest: `{parent.data.tags['mlops.data_digest']}`" in card
+    assert (f"Promoted: version {result['model_version']} is the `champion` (serving). "
+            f"Reason: {result['reason']}") in card
+    assert client.get_model_version("it-binary", result["model_version"]).description.endswith(
+        f"/runs/{parent.info.run_id}/artifacts/model_card.md?workflowType=machine_learning)")
 
     version = client.get_model_version_by_alias("it-binary", "champion")
     assert version.version == result["model_version"]
@@ -115,11 +128,14 @@ def test_cli_train_records_everything_the_contract_lists(mlops, tmp_path):
 
 def test_flow_run_links_to_its_mlflow_run(platform, tmp_path):
     """Given a finished training, the Prefect flow run is Completed and holds an artifact
-    with the MLflow run's address."""
+    with the MLflow run's address; a column planted as a copy of the label is warned of as a
+    likely leak in the run's description and the artifact."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    binary_frame(seed=3).to_csv(tmp_path / "b.csv", index=False)
+    frame = binary_frame(seed=3)
+    frame["verdict"] = frame["label"].map({"yes": "approved", "no": "declined"})
+    frame.to_csv(tmp_path / "b.csv", index=False)
     spec = write_spec(tmp_path, "it-link", "classification", tmp_path / "b.csv", "label", trials=2)
 
     result = run_flow(spec)
@@ -129,7 +145,10 @@ def test_flow_run_links_to_its_mlflow_run(platform, tmp_path):
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
     assert run.state.is_completed()
-    assert any(result["run_id"] in (a.data or "") for a in artifacts)
+    summary = next(a.data for a in artifacts if result["run_id"] in (a.data or ""))
+    leak = "**Warning:** feature `verdict` alone predicts the target suspiciously well"
+    assert leak in summary and "/artifacts/data/profile.html" in summary
+    assert leak in MlflowClient().get_run(result["run_id"]).data.tags["mlflow.note.content"]
 
 
 @pytest.mark.parametrize(

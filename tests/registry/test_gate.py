@@ -9,7 +9,7 @@ from experiments.metrics import score
 from experiments.pipelines import build_pipeline, feature_frame
 from experiments.tracking import log_sklearn_model
 from experiments.training import holdout_output_fn
-from registry.champion import register
+from registry.champion import point_to_card, register
 from registry.gate import ChampionOutput, apply_gate, decide_gate, score_champion
 from registry.history import champion_history
 from registry.promotion import HoldoutMetric
@@ -156,3 +156,18 @@ def test_decision_without_a_champion_output_names_the_error():
     assert not decision.promote
     assert decision.reason.startswith("champion v4 cannot score this holdout (boom)")
     assert decision.candidate_score == 1.0
+
+
+def test_the_model_card_line_stays_through_every_move(gate, sqlite_mlflow):
+    """Given a champion whose description links its model card, when another version takes
+    over, then its description says until when it served and still links the card."""
+    gate(fitted(shuffled=True))
+    point_to_card(sqlite_mlflow, NAME, "1", "http://mlflow/runs/r1/artifacts/model_card.md")
+    point_to_card(sqlite_mlflow, NAME, "1", "http://mlflow/runs/r1/artifacts/model_card.md")
+
+    gate(fitted())
+
+    card = "Model card: [model_card.md](http://mlflow/runs/r1/artifacts/model_card.md)"
+    description = version(sqlite_mlflow, "1").description
+    assert description.startswith("Champion until ") and description.endswith(f"\n\n{card}")
+    assert description.count("Model card:") == 1

@@ -1,0 +1,93 @@
+"""The data profile's warnings on frames, its sampling, and its failure path (no servers)."""
+
+import numpy as np
+import pandas as pd
+from synthetic import binary_frame, regression_frame
+
+from experiments.profile import (
+    close_profile,
+    collect_profile,
+    leak_warnings,
+    near_constant_columns,
+    profile_data,
+    sample_for_profile,
+    single_feature_scores,
+    start_profile,
+)
+
+FEATURES = ["x1", "x2", "noise", "colour"]
+
+
+def test_a_planted_copy_of_the_target_is_called_a_leak_and_honest_features_are_not():
+    """Given binary data whose label is an XOR (no single feature tells it) and a column that
+    is the label in other words, only that column is a likely leak."""
+    frame = binary_frame()
+    frame["verdict"] = frame["label"].map({"yes": "approved", "no": "declined"})
+
+    scores = single_feature_scores(frame, "label", "classification", [*FEATURES, "verdict"], seed=0)
+    found = leak_warnings(scores, "classification")
+
+    assert len(found) == 1 and found[0].startswith("feature `verdict` alone predicts the target")
+    assert max(scores[c] for c in FEATURES) < 0.8
+
+
+def test_a_regression_leak_is_found_by_r2_even_with_gaps():
+    frame = regression_frame()
+    frame["y_later"] = frame["y"] * 10 + 3
+    frame.loc[frame.index[:5], "y_later"] = np.nan
+
+    found = leak_warnings(single_feature_scores(frame, "y", "regression", ["a", "b", "group", "y_later"],
+                                                seed=0), "regression")
+
+    assert [w.split("`")[1] for w in found] == ["y_later"]
+    assert "R^2" in found[0]
+
+
+def test_an_almost_constant_column_is_named_with_its_share():
+    frame = pd.DataFrame({"flag": ["on"] * 99 + ["off"], "mixed": ["a", "b"] * 50,
+                          "gaps": [np.nan] * 99 + [1.0]})
+
+    found = near_constant_columns(frame, ["flag", "mixed", "gaps"])
+
+    assert found == ["column `flag` is almost constant: `on` in 99.0% of the rows",
+                     "column `gaps` is almost constant: missing in 99.0% of the rows"]
+
+
+def test_long_and_wide_data_is_profiled_on_a_sample_that_says_so():
+    frame = pd.DataFrame(np.zeros((50, 8)), columns=[f"c{i}" for i in range(7)] + ["t"])
+
+    rows, covered, notes = sample_for_profile(frame, "t", [f"c{i}" for i in range(7)], seed=0,
+                                              max_rows=20, max_columns=3)
+
+    assert len(rows) == 20 and len(covered) == 3
+    assert notes == ["Profiled on a sample of 20 of the 50 rows.",
+                     "Too wide for a full correlation matrix: correlations cover a sample of 3 of "
+                     "the 7 features (with the target)."]
+    whole, covered, notes = sample_for_profile(frame, "t", ["c0"], seed=0)
+    assert whole is frame and covered == ["c0"] and notes == []
+
+
+def test_the_html_profile_names_every_column(tmp_path):
+    frame = binary_frame()
+
+    profile = profile_data(frame, "label", "classification", ["x1", "x2", "noise"], ["colour"],
+                           str(tmp_path), seed=0)
+
+    html = profile.html.read_text()
+    assert all(column in html for column in frame.columns)
+    assert profile.warnings == () and profile.notes == ()
+
+
+def test_a_profile_that_fails_in_its_process_is_a_warning_not_an_error():
+    """Given data the profile cannot read (its target is not there), the child process reports
+    the error and the training gets one warning instead of a profile."""
+    pending = start_profile(binary_frame(), "no_such_target", "classification", ["x1"], [], seed=0)
+    try:
+        profile = collect_profile(pending, timeout_s=120)
+    finally:
+        close_profile(pending)
+
+    assert profile.html is None
+    assert profile.warnings == ("the data profile failed (KeyError: 'no_such_target'); the "
+                                "training goes on without it",)
+    assert not pending.process.is_alive()
