@@ -59,6 +59,19 @@ def test_power_correction_applies_the_lambda_it_fitted_to_new_rows():
     assert np.array_equal(out[:, 1], x[300:, 1])
 
 
+def test_power_correction_finds_scipys_most_likely_lambda():
+    """Given skewed columns of either sign, then each fitted lambda is within the grid's step
+    of the one scipy's own search finds."""
+    rng = np.random.default_rng(4)
+    x = np.column_stack([rng.lognormal(0, 1.5, 400), rng.exponential(2, 400),
+                         -rng.lognormal(0, 1, 400)])
+
+    fitted = SkewCorrection("power").fit(x)
+
+    expected = [stats.yeojohnson_normmax(x[:, i]) for i in range(3)]
+    assert np.allclose(fitted.lambdas_, expected, atol=0.05)
+
+
 def test_which_columns_are_skewed_is_decided_by_the_rows_fitted():
     """Given rows where a column is symmetric, when fitted on them, then that column is left
     alone even for later rows that are skewed: no row outside the fit decides anything."""
