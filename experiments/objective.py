@@ -13,7 +13,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 
 from experiments.metrics import model_output, score
 from experiments.pipelines import build_pipeline
-from experiments.spaces import suggest_params
+from experiments.spaces import suggest_features, suggest_params
 
 
 def cv_folds(y: pd.Series, task: str, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -28,7 +28,7 @@ def cv_folds(y: pd.Series, task: str, n_folds: int, seed: int) -> list[tuple[np.
 @dataclass(frozen=True)
 class Problem:
     """What every trial fits and scores: the task, its metric, the model families to try and
-    the feature columns by kind."""
+    the feature columns by kind, and whether the search tries feature engineering."""
 
     task: str
     metric: str
@@ -36,6 +36,7 @@ class Problem:
     numeric: tuple[str, ...]
     categorical: tuple[str, ...]
     seed: int
+    feature_engineering: bool = True
 
 
 def make_objective(
@@ -49,6 +50,8 @@ def make_objective(
     def objective(trial: optuna.Trial) -> float:
         family = trial.suggest_categorical("model", list(problem.families))
         params = suggest_params(trial, family)
+        if problem.feature_engineering:
+            params |= suggest_features(trial, family, len(numeric))
         started = time.perf_counter()
         scores: list[float] = []
         for step, (train_idx, valid_idx) in enumerate(folds):

@@ -1,4 +1,5 @@
-"""scikit-learn pipelines: imputation, scaling and one-hot encoding, then the estimator."""
+"""scikit-learn pipelines: imputation, scaling and one-hot encoding, the feature engineering a
+trial chose (params `fe.*`), then the estimator."""
 
 from typing import Any
 
@@ -6,15 +7,21 @@ import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    ExtraTreesRegressor,
     HistGradientBoostingClassifier,
     HistGradientBoostingRegressor,
     RandomForestClassifier,
     RandomForestRegressor,
 )
+from sklearn.feature_selection import SelectFromModel
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import OneHotEncoder, PolynomialFeatures, StandardScaler
+
+from experiments import features as fe
+from experiments.spaces import LINEAR
 
 ESTIMATORS = {
     ("classification", "logistic_regression"): LogisticRegression,
@@ -24,7 +31,6 @@ ESTIMATORS = {
     ("classification", "hist_gradient_boosting"): HistGradientBoostingClassifier,
     ("regression", "hist_gradient_boosting"): HistGradientBoostingRegressor,
 }
-_LINEAR = {"logistic_regression", "ridge"}
 _FIXED = {
     "logistic_regression": {"max_iter": 2000},
     "random_forest": {"n_jobs": 1},
@@ -41,7 +47,18 @@ SKOPS_TRUSTED_TYPES = {
         "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     ),
 }
+# What each feature-engineering step adds to the family's types (same unit test).
+FEATURE_SKOPS_TYPES = {
+    fe.SkewCorrection: ("experiments.features.SkewCorrection",),
+    fe.DropCorrelated: ("experiments.features.DropCorrelated",),
+    SelectFromModel: ("sklearn.tree._tree.Tree",),  # the extra trees that rank the columns
+}
 _SEEDED = {"logistic_regression", "random_forest", "hist_gradient_boosting"}
+# Importance selection: a small forest of extra trees ranks the prepared columns; those under
+# half the mean importance go. Small, so a trial that selects costs little more than one that
+# does not (the bench's feature_engineering figure).
+_RANKER = {"n_estimators": 16, "max_depth": 6, "max_features": "sqrt", "n_jobs": 1}
+_RANKERS = {"classification": ExtraTreesClassifier, "regression": ExtraTreesRegressor}
 
 
 def build_pipeline(
@@ -52,8 +69,17 @@ def build_pipeline(
     categorical: list[str],
     seed: int,
 ) -> Pipeline:
+    """The pipeline for a trial's params: the estimator's kwargs and its `fe.*` choices."""
+    choices = {k.removeprefix(fe.PREFIX): v for k, v in params.items() if k.startswith(fe.PREFIX)}
+    params = {k: v for k, v in params.items() if not k.startswith(fe.PREFIX)}
     numeric_steps: list = [("impute", SimpleImputer(strategy="median"))]
-    if family in _LINEAR:
+    transform = choices.get("transform", "none")
+    if transform != "none":
+        numeric_steps.append(("skew", fe.SkewCorrection(method=transform)))
+    if choices.get("interactions", "none") == "pairs":
+        numeric_steps.append(("interact", PolynomialFeatures(
+            degree=2, interaction_only=True, include_bias=False)))
+    if family in LINEAR:
         numeric_steps.append(("scale", StandardScaler()))
     categorical_steps = [
         ("impute", SimpleImputer(strategy="constant", fill_value="missing")),
@@ -71,7 +97,14 @@ def build_pipeline(
     if family in _SEEDED:
         kwargs["random_state"] = seed
     estimator = ESTIMATORS[(task, family)](**kwargs)
-    return Pipeline([("prepare", prepare), ("model", estimator)])
+    steps: list = [("prepare", prepare)]
+    selection = choices.get("selection", "none")
+    if selection == "correlated":
+        steps.append(("select", fe.DropCorrelated()))
+    elif selection == "importance":
+        ranker = _RANKERS[task](**_RANKER, random_state=seed)
+        steps.append(("select", SelectFromModel(ranker, threshold="0.5*mean")))
+    return Pipeline([*steps, ("model", estimator)])
 
 
 def feature_frame(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:
@@ -89,7 +122,19 @@ def feature_frame(frame: pd.DataFrame, numeric: list[str], categorical: list[str
 def skops_trusted_types(pipeline: Pipeline) -> list[str] | None:
     """The skops types to trust for one of our pipelines, or None if it is not one of ours."""
     estimator = type(pipeline.named_steps.get("model"))
-    for (_, family), cls in ESTIMATORS.items():
-        if cls is estimator:
-            return list(SKOPS_TRUSTED_TYPES[family])
-    return None
+    family = next((f for (_, f), cls in ESTIMATORS.items() if cls is estimator), None)
+    if family is None:
+        return None
+    trusted = set(SKOPS_TRUSTED_TYPES[family])
+    for step in _steps(pipeline):
+        trusted.update(FEATURE_SKOPS_TYPES.get(type(step), ()))
+    return sorted(trusted)
+
+
+def _steps(pipeline: Pipeline) -> list:
+    """The pipeline's steps and those of the column transformer's pipelines."""
+    found = [step for _, step in pipeline.steps]
+    prepare = pipeline.named_steps.get("prepare")
+    for _, part, _ in getattr(prepare, "transformers", ()):
+        found += [step for _, step in getattr(part, "steps", ())]
+    return found

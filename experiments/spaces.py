@@ -1,10 +1,16 @@
-"""Search spaces per model family; trial parameters are named `<family>__<param>`."""
+"""Search spaces per model family; trial parameters are named `<family>__<param>`, and the
+feature engineering a trial chose `fe.<choice>`."""
 
 from typing import Any
 
 import optuna
 
+from experiments import features as fe
+
 SEPARATOR = "__"
+LINEAR = ("logistic_regression", "ridge")
+# Pairwise products of n numeric columns make n(n-1)/2 more: past this many, too many to try.
+MAX_INTERACTION_COLUMNS = 20
 
 
 def suggest_params(trial: optuna.Trial, family: str) -> dict[str, Any]:
@@ -37,8 +43,28 @@ def suggest_params(trial: optuna.Trial, family: str) -> dict[str, Any]:
     raise ValueError(f"unknown model family '{family}'")
 
 
+def suggest_features(trial: optuna.Trial, family: str, n_numeric: int) -> dict[str, str]:
+    """The trial's feature-engineering choices, as `fe.*` params, where they make sense.
+
+    Skew transforms and interactions are for linear models only: trees split on ranks, which a
+    monotone transform leaves as they are, and find interactions themselves. Every family may
+    prune columns. Each name keeps the same choices everywhere, as Optuna requires."""
+    def name(choice: str) -> str:
+        return f"{fe.PREFIX}{choice}"
+
+    chosen = {}
+    if family in LINEAR and n_numeric:
+        chosen[name("transform")] = trial.suggest_categorical(name("transform"), fe.TRANSFORMS)
+    if family in LINEAR and 2 <= n_numeric <= MAX_INTERACTION_COLUMNS:
+        chosen[name("interactions")] = trial.suggest_categorical(name("interactions"), fe.INTERACTIONS)
+    chosen[name("selection")] = trial.suggest_categorical(name("selection"), fe.SELECTIONS)
+    return chosen
+
+
 def split_params(params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """(family, estimator kwargs) from a trial's flat parameters."""
+    """(family, the pipeline's params) from a trial's flat parameters: the estimator's kwargs
+    and the `fe.*` choices, which build_pipeline takes apart."""
     family = params["model"]
     prefix = f"{family}{SEPARATOR}"
-    return family, {k.removeprefix(prefix): v for k, v in params.items() if k.startswith(prefix)}
+    kwargs = {k.removeprefix(prefix): v for k, v in params.items() if k.startswith(prefix)}
+    return family, {**kwargs, **{k: v for k, v in params.items() if k.startswith(fe.PREFIX)}}

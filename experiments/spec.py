@@ -45,6 +45,8 @@ class TuningSection(_Strict):
     cv_folds: int = Field(5, ge=2, le=20)
     holdout_fraction: float = Field(0.2, gt=0.05, lt=0.8)
     seed: int = 42
+    feature_engineering: bool = Field(
+        True, description="the search also tries skew transforms, interactions and column pruning")
 
 
 class MonitoringSection(_Strict):

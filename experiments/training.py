@@ -278,7 +278,7 @@ def _next_attempt(storage, base: str) -> int:
 def problem_of(spec: ExperimentSpec, contract: DataContract) -> Problem:
     """What the spec's search fits and scores, on the contract's columns."""
     return Problem(spec.task, spec.metric, tuple(spec.models), tuple(contract.numeric),
-                   tuple(contract.categorical), spec.tuning.seed)
+                   tuple(contract.categorical), spec.tuning.seed, spec.tuning.feature_engineering)
 
 
 def run_trials(

@@ -19,12 +19,14 @@ import mlflow
 import yaml
 from mlflow.tracking import MlflowClient
 
-from experiments.pipelines import SKOPS_TRUSTED_TYPES
+from experiments.pipelines import FEATURE_SKOPS_TYPES, SKOPS_TRUSTED_TYPES
 
 DIGEST_TAG = "mlops.model_digest"
 FLAVORS = frozenset({"python_function", "sklearn"})
-# Every type any of our pipeline families needs skops to trust; nothing a model asks for.
-TRUSTED_TYPES = sorted(set(chain.from_iterable(SKOPS_TRUSTED_TYPES.values())))
+# Every type any of our pipeline families, with any feature engineering the search chose,
+# needs skops to trust; nothing a model asks for.
+TRUSTED_TYPES = sorted(set(chain.from_iterable(
+    [*SKOPS_TRUSTED_TYPES.values(), *FEATURE_SKOPS_TYPES.values()])))
 
 
 class UnsafeModel(ValueError):

@@ -37,3 +37,13 @@ def regression_frame(n: int = 240, seed: int = 2) -> pd.DataFrame:
     frame = pd.DataFrame({"a": a, "b": b, "group": group, "y": y})
     frame.loc[rng.choice(n, n // 10, replace=False), "b"] = np.nan
     return frame
+
+
+def log_target_frame(n: int = 400, seed: int = 0) -> pd.DataFrame:
+    """y depends on log(x) of a heavy-tailed x: a linear model on x itself fits it poorly."""
+    rng = np.random.default_rng(seed)
+    x = rng.lognormal(0, 1.5, n)
+    z = rng.normal(size=n)
+    site = rng.choice(["north", "south"], n).astype(object)
+    y = 2 * np.log(x) + 0.5 * z + rng.normal(0, 0.3, n)
+    return pd.DataFrame({"x": x, "z": z, "site": site, "y": y})

@@ -16,6 +16,9 @@ Figures (each is a ratio against a baseline or target; nothing here asserts on t
                       before the main platform starts, so the two cores are not shared.
 4. time_to_quality    our plain search's time to reach GridSearchCV's best CV score (within
                       a tolerance) against the grid search's total time, same CV folds.
+5. feature_engineering  the same seeded search (make_objective + run_search, no server),
+                      same number of trials, with tuning.feature_engineering on against off;
+                      median of on/off over alternated pairs.
 
 Native thread pools (OpenMP, BLAS) are limited to --threads (default 1) in this process.
 HistGradientBoosting's OpenMP threads spin-wait: with other programs on the two cores a fit
@@ -31,6 +34,7 @@ exit status is 1 when any figure errored, 0 otherwise (a missed target is not an
 from __future__ import annotations
 
 import argparse
+import collections
 import inspect
 import json
 import logging
@@ -64,13 +68,15 @@ err = Console(stderr=True)
 HOST = "127.0.0.1"
 SEED = 42
 START_TIMEOUT_S = 120.0
-FIGURE_ORDER = ("tracking_overhead", "log_model", "mlops_up_cold", "time_to_quality")
+FIGURE_ORDER = ("tracking_overhead", "log_model", "mlops_up_cold", "time_to_quality",
+                "feature_engineering")
 
 TARGETS = {
     "tracking_overhead": 1.10,  # tracked / plain search time
     "log_model": 0.5,  # seconds for our log_sklearn_model
     "mlops_up_cold": 30.0,  # seconds from cold to healthy
     "time_to_quality": 0.5,  # our time to reach the grid's best / grid total time
+    "feature_engineering": 1.15,  # search time with feature engineering / without
 }
 
 FULL_GRID = {
@@ -116,12 +122,15 @@ class Config:
     grid: dict
     search_max_trials: int
     tolerance: float = 0.001
+    fe_trials: int = 30
+    fe_repeats: int = 2
 
     @classmethod
     def make(cls, quick: bool) -> Config:
         if quick:
             return cls(True, tracking_trials=10, tracking_repeats=1, warmup_trials=2,
-                       log_model_repeats=1, grid=QUICK_GRID, search_max_trials=20)
+                       log_model_repeats=1, grid=QUICK_GRID, search_max_trials=20,
+                       fe_trials=10, fe_repeats=1)
         return cls(False, tracking_trials=30, tracking_repeats=2, warmup_trials=2,
                    log_model_repeats=3, grid=FULL_GRID, search_max_trials=60)
 
@@ -681,6 +690,82 @@ def figure_time_to_quality(ctx: Context, cfg: Config) -> dict:
     }
 
 
+# --------------------------------------------------------------------------- figure 5
+
+
+def figure_feature_engineering(ctx: Context, cfg: Config) -> dict:
+    """The search with feature engineering on against off, same trials: the 'on' study is
+    given the 'off' study's trials (model and its parameters, in order) and draws only the
+    fe.* choices, so the ratio is what feature engineering adds to the same fits. A free
+    search of each (different trials, a different family mix) is reported beside it."""
+    import optuna
+
+    from experiments import training
+    from experiments.objective import cv_folds, make_objective
+    from experiments.search import best_trial, open_study, run_search
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    spec, dataset, _, features, y = ctx.training_data(cfg.fe_trials)
+    folds = cv_folds(y, spec.task, spec.tuning.cv_folds, spec.tuning.seed)
+    counter = iter(range(1_000_000))
+
+    def search(feature_engineering: bool, trials: int, same_as: list[dict] = ()) -> dict:
+        tuning = spec.tuning.model_copy(update={"feature_engineering": feature_engineering})
+        problem = training.problem_of(spec.model_copy(update={"tuning": tuning}), dataset.contract)
+        study = open_study(None, f"fe-{next(counter)}", spec.greater_is_better, spec.tuning.seed)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        run_search(study, make_objective(features, y, problem, folds), trials,
+                   spec.tuning.timeout_s, warm_start=same_as)
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        done = study.get_trials(deepcopy=False)
+        count = lambda keys: dict(sorted(collections.Counter(keys).items()))  # noqa: E731
+        return {"seconds": seconds, "cpu_seconds": cpu, "best": best_trial(study).value,
+                "params": [dict(t.params) for t in done],
+                "families": count(t.params.get("model") for t in done),
+                "fe_choices": count(f"{k}={v}" for t in done for k, v in t.params.items()
+                                    if k.startswith("fe."))}
+
+    note(f"  warm-up: {cfg.warmup_trials} trials each way (not counted)")
+    search(False, cfg.warmup_trials), search(True, cfg.warmup_trials)
+    pairs, free = [], []
+    for i in range(cfg.fe_repeats):
+        off = search(False, cfg.fe_trials)
+        on = search(True, cfg.fe_trials, same_as=off["params"])
+        free_on = search(True, cfg.fe_trials)
+        note(f"  repeat {i + 1}: without {off['seconds']:.2f} s, with (same trials) "
+             f"{on['seconds']:.2f} s, with (free search) {free_on['seconds']:.2f} s")
+        pairs.append((off, on))
+        free.append((off, free_on))
+    ratios = [on["seconds"] / off["seconds"] for off, on in pairs]
+    ratio = statistics.median(ratios)
+    same = all([p["model"] for p in off["params"]] == [p["model"] for p in on["params"]]
+               for off, on in pairs)
+    (off, on), (_, free_on) = pairs[0], free[0]
+    target = TARGETS["feature_engineering"]
+    return {
+        "trials": cfg.fe_trials,
+        "repeats": cfg.fe_repeats,
+        "seconds": r(statistics.median(on["seconds"] for _, on in pairs)),
+        "baseline": r(statistics.median(off["seconds"] for off, _ in pairs)),
+        "ratio": r(ratio),
+        "ratios": [r(x) for x in ratios],
+        "cpu_ratio_median": r(statistics.median(on["cpu_seconds"] / off["cpu_seconds"]
+                                                for off, on in pairs)),
+        "same_models_in_order": same,
+        "best_cv_roc_auc": {"without": r(off["best"], 5), "with_same_trials": r(on["best"], 5),
+                            "with_free_search": r(free_on["best"], 5)},
+        "fe_choices_same_trials": on["fe_choices"],
+        "free_search_ratios": [r(f["seconds"] / o["seconds"]) for o, f in free],
+        "free_search_families": {"without": off["families"], "with": free_on["families"]},
+        "numeric_columns": len(dataset.contract.numeric),
+        "baseline_is": "the same seeded search with tuning.feature_engineering: false",
+        "measured_is": "feature engineering on, given the baseline's trials (model and "
+                       "parameters) in order, drawing only the fe.* choices",
+        "target": target,
+        "met": ratio <= target,
+    }
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -756,6 +841,8 @@ def print_table(results: dict, cfg: Config) -> None:
         "log_model": ("log_model, ours vs MLflow defaults (s)", "ours <= 0.5 s"),
         "mlops_up_cold": ("mlops up, cold to healthy (s)", "<= 30 s"),
         "time_to_quality": ("time to grid's best (s) vs grid total", "ratio <= 0.5"),
+        "feature_engineering": ("search with feature engineering vs without (s)",
+                                "ratio <= 1.15"),
     }
     for figure in FIGURE_ORDER:
         entry = results.get(figure, {"error": "not run", "met": False})
@@ -793,6 +880,13 @@ def print_table(results: dict, cfg: Config) -> None:
                else f"not reached in {q['search_trials_run']} trials (best "
                     f"{q['search_best_cv_roc_auc']})")
         )
+    f = results.get("feature_engineering", {})
+    if "error" not in f and f:
+        lines.append(
+            f"feature engineering: {f['trials']} trials x {f['repeats']} pairs, ratios "
+            f"{f['ratios']} (same models in order: {f['same_models_in_order']}), CPU ratio "
+            f"{f['cpu_ratio_median']}; free searches {f['free_search_ratios']} (families "
+            f"{f['free_search_families']}); best cv roc_auc {f['best_cv_roc_auc']}")
     c = results.get("mlops_up_cold", {})
     if "error" not in c and c:
         lines.append(f"mlops up ({', '.join(c['services'])}): per service healthy at "
@@ -845,6 +939,8 @@ def main(argv: list[str] | None = None) -> int:
             # Needs no server: measured after the platform is stopped, on quiet cores.
             results["time_to_quality"] = run_figure(
                 "time_to_quality", lambda: figure_time_to_quality(ctx, cfg))
+            results["feature_engineering"] = run_figure(
+                "feature_engineering", lambda: figure_feature_engineering(ctx, cfg))
         finished = True
     finally:
         for figure in FIGURE_ORDER:
@@ -866,6 +962,8 @@ def main(argv: list[str] | None = None) -> int:
                 "log_model_repeats": cfg.log_model_repeats,
                 "search_max_trials": cfg.search_max_trials,
                 "tolerance": cfg.tolerance,
+                "fe_trials": cfg.fe_trials,
+                "fe_repeats": cfg.fe_repeats,
             },
         }
         Path(args.out).write_text(json.dumps(report, indent=2, default=str))

@@ -128,20 +128,32 @@ def test_feature_frame_makes_numbers_float_and_categories_text():
     assert features["c"].isna().tolist() == [False, True, False]
 
 
+FEATURE_CHOICES = [
+    {},
+    {"fe.transform": "log", "fe.interactions": "pairs", "fe.selection": "correlated"},
+    {"fe.transform": "power", "fe.selection": "importance"},
+]
+
+
+@pytest.mark.parametrize("choices", FEATURE_CHOICES, ids=["plain", "log-pairs-correlated",
+                                                          "power-importance"])
 @pytest.mark.parametrize(("task", "family"), sorted(ESTIMATORS))
-def test_skops_trusted_types_table_matches_what_skops_finds(task, family):
-    """Given a fitted pipeline of each family, the trusted-types table lists exactly the types
-    skops reports as untrusted in its serialised form (so loading it needs nothing else)."""
+def test_skops_trusted_types_table_matches_what_skops_finds(task, family, choices):
+    """Given a fitted pipeline of each family, with and without each feature-engineering step,
+    the trusted-types tables list exactly the types skops reports as untrusted in its
+    serialised form (so loading it needs nothing else)."""
     import skops.io
 
     from experiments.pipelines import skops_trusted_types
 
     rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"a": rng.normal(size=60), "c": rng.choice(["x", "y", None], size=60)})
-    features = feature_frame(frame, ["a"], ["c"])
+    frame = pd.DataFrame({"a": rng.normal(size=60), "b": rng.lognormal(0, 2, size=60),
+                          "c": rng.choice(["x", "y", None], size=60)})
+    features = feature_frame(frame, ["a", "b"], ["c"])
     y = rng.choice(["p", "q", "r"], size=60) if task == "classification" else rng.normal(size=60)
     small = {"random_forest": {"n_estimators": 3}, "hist_gradient_boosting": {"max_iter": 3}}
-    pipeline = build_pipeline(task, family, small.get(family, {}), ["a"], ["c"], 0).fit(features, y)
+    params = {**small.get(family, {}), **choices}
+    pipeline = build_pipeline(task, family, params, ["a", "b"], ["c"], 0).fit(features, y)
 
     found = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
 

@@ -272,7 +272,8 @@ def test_objective_for_regression_scores_rmse(classification_data):
     y = features["a"].fillna(0) * 3 + 1
     objective = make_objective(features, y, _problem("regression", "rmse", "ridge"),
                                cv_folds(y, "regression", 2, 0))
-    trial = optuna.trial.FixedTrial({"model": "ridge", "ridge__alpha": 1e-3})
+    trial = optuna.trial.FixedTrial({"model": "ridge", "ridge__alpha": 1e-3, "fe.transform": "none",
+                                     "fe.interactions": "none", "fe.selection": "none"})
 
     value = objective(trial)
 

@@ -80,6 +80,7 @@ def test_cli_train_records_everything_the_contract_lists(mlops, tmp_path):
     assert (f"Fit: roc_auc {scores['train']:.4f} on the training data, {scores['cv']:.4f} in "
             f"cross-validation, {scores['holdout']:.4f} on the holdout.") in description
     assert any(k.startswith("best.") for k in parent.data.params)
+    assert "best.fe.selection" in parent.data.params
     assert parent.inputs.dataset_inputs[0].dataset.digest
 
     children = client.search_runs(
@@ -90,6 +91,7 @@ def test_cli_train_records_everything_the_contract_lists(mlops, tmp_path):
     for child in children:
         assert child.data.tags["mlops.trial_state"] in {"COMPLETE", "PRUNED", "FAIL"}
         assert "model" in child.data.params
+        assert "fe.selection" in child.data.params  # feature engineering is on by default
         assert any(m.startswith("cv_roc_auc_fold") for m in child.data.metrics)
 
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
@@ -178,8 +180,10 @@ def test_champion_moves_only_when_the_new_version_wins(platform, tmp_path):
     """Given a linear champion on XOR data, retraining the same search leaves it in place
     (challenger, with the reason), and a forest that wins on the same holdout takes over."""
     binary_frame(n=400, seed=7).to_csv(tmp_path / "xor.csv", index=False)
+    # Without feature engineering: pairwise products would let a linear model learn XOR.
     linear = write_spec(tmp_path, "it-gate", "classification", tmp_path / "xor.csv", "label",
-                        trials=2, models=["logistic_regression"])
+                        trials=2, models=["logistic_regression"],
+                        extra="  feature_engineering: false\n")
     client = MlflowClient()
 
     first = run_flow(linear)

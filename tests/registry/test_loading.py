@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from planted import log_planted, plant
@@ -59,6 +60,34 @@ def test_a_good_model_predicts_as_the_logged_pipeline(registry, fitted):
     assert (loaded.pipeline.predict(x) == pipeline.predict(x)).all()
     assert (loaded.pipeline.predict_proba(x) == pipeline.predict_proba(x)).all()
     assert loaded.metadata == json.loads(json.dumps(metadata))  # as YAML gives it back
+
+
+@pytest.mark.parametrize(("task", "family", "choices"), [
+    ("regression", "ridge", {"fe.transform": "log", "fe.interactions": "pairs",
+                             "fe.selection": "correlated"}),
+    ("classification", "logistic_regression", {"fe.transform": "power", "fe.selection": "importance"}),
+    ("classification", "hist_gradient_boosting", {"max_iter": 5, "fe.selection": "importance"}),
+])
+def test_a_model_with_feature_engineering_loads_and_predicts_as_logged(registry, task, family,
+                                                                       choices):
+    """Given a pipeline with each feature-engineering step the search may choose, logged and
+    registered as training does, then the loader (our trusted types only) gives it back and it
+    predicts exactly as the pipeline that was logged."""
+    client, add = registry
+    frame = binary_frame(n=200, seed=8)
+    frame["x1"] = np.exp(2 * frame["x1"])  # a heavy-tailed column for the skew correction
+    target = "label" if task == "classification" else "x2"
+    contract = infer_contract(frame, target, task)
+    x = feature_frame(frame, contract.numeric, contract.categorical)
+    pipeline = build_pipeline(task, family, choices, contract.numeric, contract.categorical, 0)
+    pipeline.fit(x, frame[target])
+    metadata = {"mlops_contract": contract.to_dict()}
+    version = add(lambda run_id: log_sklearn_model(run_id, pipeline, x.head(5), metadata))
+
+    loaded = load_registered(client, NAME, version)
+
+    assert [name for name, _ in loaded.pipeline.steps] == [name for name, _ in pipeline.steps]
+    assert (loaded.pipeline.predict(x) == pipeline.predict(x)).all()
 
 
 def _edit(change, retag: bool = True):
