@@ -1,7 +1,6 @@
 """Monitoring over time in Evidently's UI: each drift check lands on its model's dashboard."""
 
 import json
-import shutil
 import textwrap
 import urllib.request
 
@@ -96,20 +95,13 @@ def test_a_check_stands_when_evidently_does_not_answer(checks, tmp_path, monkeyp
 
 
 @pytest.mark.browser
-def test_the_dashboard_shows_a_point_per_check(checks):
+def test_the_dashboard_shows_a_point_per_check(checks, page):
     """Given three checks, when a person opens the link of the last one in Chromium, then the
     drift-share chart shows three points and the per-column and rows charts are there."""
-    from playwright.sync_api import expect, sync_playwright
-    from test_prefect_ui import ARGS, CHROMIUM
+    from playwright.sync_api import expect
 
-    if not shutil.which("chromium"):
-        pytest.fail("chromium is not installed; `make test` installs it (Debian package chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(checks[-1]["evidently_url"], wait_until="domcontentloaded")
-        chart = page.locator(".MuiCard-root").filter(has=page.get_by_text("Drift share", exact=True))
-        expect(chart.locator("circle")).to_have_count(len(SHIFTED), timeout=30_000)
-        for title in ("Drift score by column", "Rows checked"):
-            assert page.get_by_text(title, exact=True).count() == 1
-        browser.close()
+    page.goto(checks[-1]["evidently_url"], wait_until="domcontentloaded")
+    chart = page.locator(".MuiCard-root").filter(has=page.get_by_text("Drift share", exact=True))
+    expect(chart.locator("circle")).to_have_count(len(SHIFTED), timeout=30_000)
+    for title in ("Drift score by column", "Rows checked"):
+        assert page.get_by_text(title, exact=True).count() == 1
