@@ -1,5 +1,6 @@
 """The local profile: SQLite backends and local artifacts, everything under MLOPS_HOME."""
 
+from functools import partial
 from pathlib import Path
 
 from infra.platform import (
@@ -10,6 +11,7 @@ from infra.platform import (
     prefect_service,
     runner_service,
 )
+from infra.templates import seed_prefect_database
 
 
 def local_platform(
@@ -25,7 +27,10 @@ def local_platform(
              "MLFLOW_ARTIFACTS_DESTINATION": str(artifacts)},
         folders=(artifacts,),
     ))
-    prefect = prefect_service(home, host, prefect_port, ServerOptions())
+    # A new home starts from the migrated empty database `make install` made (infra/templates.py).
+    prefect = prefect_service(home, host, prefect_port, ServerOptions(
+        prepare=partial(seed_prefect_database, home / "prefect" / "prefect.db"),
+    ))
     services = (mlflow, prefect)
     client_env = {"MLFLOW_TRACKING_URI": mlflow.url, "PREFECT_API_URL": f"{prefect.url}/api",
                   "MLOPS_PROFILE": "local"}
