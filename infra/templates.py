@@ -18,6 +18,8 @@ import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
+from infra.services import child_environment, venv_bin
+
 TEMPLATES = Path(sys.prefix) / "share" / "mlops" / "templates"
 
 
@@ -32,12 +34,11 @@ def build_prefect_template(folder: Path | None = None) -> Path:
     folder = target.parent
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_PROFILE")}
-        subprocess.run(
-            [str(Path(sys.executable).parent / "prefect"), "server", "database", "upgrade", "-y"],
-            env={**env, "PREFECT_HOME": tmp}, check=True, capture_output=True, cwd=tmp,
-        )
+        # The default SQLite database under PREFECT_HOME, whatever this shell points at.
+        env = child_environment({"PREFECT_HOME": tmp},
+                                ("PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_PROFILE"))
+        subprocess.run([venv_bin("prefect"), "server", "database", "upgrade", "-y"],
+                       env=env, check=True, capture_output=True, cwd=tmp)
         built = Path(tmp) / "prefect.db"
         # Prefect writes ahead to a -wal file: fold it into the database, so that the one
         # file moved (and later copied) holds everything.
