@@ -217,6 +217,8 @@ def machine_info() -> dict:
         # Server start-up is mostly imports: without a bytecode cache every start compiles.
         "python_dont_write_bytecode": os.environ.get("PYTHONDONTWRITEBYTECODE", ""),
         "pyc_files_in_venv": sum(1 for _ in (site / "site-packages").rglob("*.pyc")),
+        # A new home copies Prefect's migrated database when install made it (infra/templates.py).
+        "prefect_database_template": prefect_template_present(),
         "python": sys.version.split()[0],
         "platform": pyplatform.platform(),
         "packages": {
@@ -224,6 +226,14 @@ def machine_info() -> dict:
             for name in ("mlflow", "prefect", "optuna", "scikit-learn", "skops", "pandas")
         },
     }
+
+
+def prefect_template_present() -> bool | None:
+    try:
+        from infra.templates import prefect_template
+    except ImportError:  # before the template existed
+        return None
+    return prefect_template().is_file()
 
 
 def thread_pools() -> list[dict]:
