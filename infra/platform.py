@@ -108,6 +108,7 @@ def mlflow_service(host: str, port: int, options: ServerOptions) -> Service:
         env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **options.env},
         unset_env=("MLFLOW_TRACKING_URI", *options.unset_env),
         files=options.files, folders=options.folders, wave=options.wave,
+        prepare=options.prepare,
     )
 
 
