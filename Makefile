@@ -10,13 +10,15 @@ STAMP := $(VENV)/.installed
 help: ## List the targets with what each does
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock pyproject.toml infra/templates.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	@# Servers start ~2x faster from bytecode; PYTHONDONTWRITEBYTECODE may forbid caching it.
 	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib >/dev/null 2>&1 || true
+	@# Prefect's migrations of a new database, once here rather than at each new home's first start.
+	$(BIN)/python -m infra.templates >/dev/null
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv with the locked dependencies and the `mlops` command

@@ -1,5 +1,6 @@
 """MLflow tracking: experiments, batched logging, and one nested run per Optuna trial."""
 
+import json
 import logging
 import queue
 import threading
@@ -211,6 +212,29 @@ def pinned_requirements(distributions=MODEL_REQUIREMENTS) -> list[str]:
     return [f"{name}=={version(name)}" for name in distributions]
 
 
+class _CompactJson:
+    """`json` for skops's writer, minus the indent: skops writes its schema with
+    `json.dumps(state, indent=2)`, and an indent makes Python encode in pure Python. For a
+    100-tree forest that was 0.11 of the 0.13 s of `skops.io.dump` and half the file
+    (2.8 MB against 1.3 MB compact); the content, and what `skops.io.load` reads, is the same."""
+
+    def __getattr__(self, name: str):
+        return getattr(json, name)
+
+    @staticmethod
+    def dumps(obj, **kwargs) -> str:
+        kwargs.pop("indent", None)
+        return json.dumps(obj, **kwargs)
+
+
+def compact_skops_schema() -> None:
+    """Make skops write its schema.json compact (idempotent; a no-op if skops changed)."""
+    from skops.io import _persist
+
+    if getattr(_persist, "json", None) is json:
+        _persist.json = _CompactJson()
+
+
 def log_sklearn_model(
     run_id: str, pipeline, input_example, metadata: dict
 ) -> str:
@@ -221,6 +245,7 @@ def log_sklearn_model(
 
     from experiments.pipelines import skops_trusted_types
 
+    compact_skops_schema()
     # The types this very pipeline is made of: trusted because we just built it.
     trusted = skops_trusted_types(pipeline)
     if trusted is None:

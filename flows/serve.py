@@ -135,11 +135,13 @@ def main() -> None:
         from flows.pool import register_batch_deployment
 
         register_batch_deployment(settings.work_pool)
-    use_warm_processes()
     # What Flow.serve does, for several flows, with the runner in hand for the health check.
     # Flows added as objects run in a fork of the warm process (flows/warm.py), not in a new
     # `python -m prefect.engine` that imports everything again.
     runner = Runner(pause_on_shutdown=True, limit=None)
+    # The warm process's imports wait until the runner has polled (it is healthy then): on a
+    # busy machine they slowed registering the deployments and the first poll by 1-3 s.
+    use_warm_processes(start_when=lambda: runner.last_polled is not None)
     for flow, options in served_flows():
         runner.add_flow(flow, **options)
     try:

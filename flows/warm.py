@@ -19,7 +19,10 @@ runner's process only.
 
 import multiprocessing
 import multiprocessing.forkserver
+import threading
+import time
 import types
+from collections.abc import Callable
 
 import prefect.flow_engine
 
@@ -37,13 +40,27 @@ def _forkserver_multiprocessing() -> types.SimpleNamespace:
     )
 
 
-def use_warm_processes(preload: tuple[str, ...] = PRELOAD) -> None:
-    """Start the forkserver now (it imports `preload` in the background) and make the flow runs
-    this process starts forks of it."""
+def use_warm_processes(preload: tuple[str, ...] = PRELOAD,
+                       start_when: Callable[[], bool] | None = None) -> None:
+    """Make the flow runs this process starts forks of a forkserver that imports `preload`.
+
+    The forkserver starts now, or with `start_when`, once that answers true (asked from a
+    daemon thread every 0.1 s): its imports (~3 s of CPU) then do not compete with the runner
+    getting ready on two busy cores. A flow run that comes first starts the forkserver itself
+    (same preload), so it is warm either way."""
     if not hasattr(prefect.flow_engine, "multiprocessing"):
         raise RuntimeError("prefect.flow_engine no longer starts flow runs through multiprocessing; "
                            "flows/warm.py needs a look at this Prefect version")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(preload))
-    multiprocessing.forkserver.ensure_running()
     prefect.flow_engine.multiprocessing = _forkserver_multiprocessing()
+    if start_when is None:
+        multiprocessing.forkserver.ensure_running()
+        return
+
+    def start_once_ready() -> None:
+        while not start_when():
+            time.sleep(0.1)
+        multiprocessing.forkserver.ensure_running()  # takes the forkserver's lock: no double start
+
+    threading.Thread(target=start_once_ready, name="warm-start", daemon=True).start()

@@ -1,5 +1,6 @@
 """The local profile: SQLite backends and local artifacts, everything under MLOPS_HOME."""
 
+from functools import partial
 from pathlib import Path
 
 from infra.platform import (
@@ -10,6 +11,7 @@ from infra.platform import (
     prefect_service,
     runner_service,
 )
+from infra.templates import seed_mlflow_database, seed_prefect_database
 
 
 def local_platform(
@@ -20,12 +22,16 @@ def local_platform(
     on this machine."""
     home = home.resolve()
     artifacts = home / "mlflow" / "artifacts"
+    # A new home starts from the migrated empty databases `make install` made (infra/templates.py).
     mlflow = mlflow_service(host, mlflow_port, ServerOptions(
         env={"MLFLOW_BACKEND_STORE_URI": f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
              "MLFLOW_ARTIFACTS_DESTINATION": str(artifacts)},
         folders=(artifacts,),
+        prepare=partial(seed_mlflow_database, home / "mlflow" / "mlflow.db"),
     ))
-    prefect = prefect_service(home, host, prefect_port, ServerOptions())
+    prefect = prefect_service(home, host, prefect_port, ServerOptions(
+        prepare=partial(seed_prefect_database, home / "prefect" / "prefect.db"),
+    ))
     services = (mlflow, prefect)
     client_env = {"MLFLOW_TRACKING_URI": mlflow.url, "PREFECT_API_URL": f"{prefect.url}/api",
                   "MLOPS_PROFILE": "local"}

@@ -87,6 +87,7 @@ class ServerOptions:
     files: tuple[tuple[Path, str], ...] = ()
     folders: tuple[Path, ...] = ()
     wave: int = 0
+    prepare: Callable[[], None] | None = None  # run just before the process starts
 
 
 def mlflow_service(host: str, port: int, options: ServerOptions) -> Service:
@@ -107,6 +108,7 @@ def mlflow_service(host: str, port: int, options: ServerOptions) -> Service:
         env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **options.env},
         unset_env=("MLFLOW_TRACKING_URI", *options.unset_env),
         files=options.files, folders=options.folders, wave=options.wave,
+        prepare=options.prepare,
     )
 
 
@@ -138,6 +140,7 @@ def prefect_service(home: Path, host: str, port: int, options: ServerOptions) ->
         },
         unset_env=("PREFECT_API_URL", "PREFECT_PROFILE", *options.unset_env),
         wave=options.wave,
+        prepare=options.prepare,
     )
 
 

@@ -1,6 +1,6 @@
 """Benchmark of the platform's costs against baselines measured in the same process.
 
-    .venv/bin/python tests/bench/run.py [--quick] [--out bench-results.json]
+    .venv/bin/python tests/bench/run.py [--quick] [--figures log_model,mlops_up_cold] [--out FILE]
 
 Figures (each is a ratio against a baseline or target; nothing here asserts on time):
 
@@ -11,7 +11,8 @@ Figures (each is a ratio against a baseline or target; nothing here asserts on t
 2. log_model          experiments.tracking.log_sklearn_model against mlflow.sklearn.log_model
                       with MLflow's defaults (requirements inferred) for a 100-tree forest.
 3. mlops_up_cold      start_services on an empty MLOPS_HOME until every service `mlops up`
-                      starts (MLflow, Prefect, the deployment runner) is healthy (no
+                      starts (MLflow, Prefect, Evidently's UI, the deployment runner) is
+                      healthy (no
                       baseline: the ratio is against the target). Measured first,
                       before the main platform starts, so the two cores are not shared.
 4. time_to_quality    our plain search's time to reach GridSearchCV's best CV score (within
@@ -73,8 +74,8 @@ FIGURE_ORDER = ("tracking_overhead", "log_model", "mlops_up_cold", "time_to_qual
 
 TARGETS = {
     "tracking_overhead": 1.10,  # tracked / plain search time
-    "log_model": 0.5,  # seconds for our log_sklearn_model
-    "mlops_up_cold": 30.0,  # seconds from cold to healthy
+    "log_model": 0.3,  # seconds for our log_sklearn_model (issue 13)
+    "mlops_up_cold": 10.0,  # seconds from cold to healthy (issue 13)
     "time_to_quality": 0.5,  # our time to reach the grid's best / grid total time
     "feature_engineering": 1.15,  # search time with feature engineering / without
 }
@@ -225,6 +226,8 @@ def machine_info() -> dict:
         # Server start-up is mostly imports: without a bytecode cache every start compiles.
         "python_dont_write_bytecode": os.environ.get("PYTHONDONTWRITEBYTECODE", ""),
         "pyc_files_in_venv": sum(1 for _ in (site / "site-packages").rglob("*.pyc")),
+        # A new home copies Prefect's migrated database when install made it (infra/templates.py).
+        "prefect_database_template": prefect_template_present(),
         "python": sys.version.split()[0],
         "platform": pyplatform.platform(),
         "packages": {
@@ -232,6 +235,14 @@ def machine_info() -> dict:
             for name in ("mlflow", "prefect", "optuna", "scikit-learn", "skops", "pandas")
         },
     }
+
+
+def prefect_template_present() -> bool | None:
+    try:
+        from infra.templates import prefect_template
+    except ImportError:  # before the template existed
+        return None
+    return prefect_template().is_file()
 
 
 def thread_pools() -> list[dict]:
@@ -280,9 +291,14 @@ def figure_cold_start(ctx: Context) -> dict:
 
     home = ctx.tmp / "cold-home"
     # `mlops up` also starts the deployment runner (a second wave, once Prefect answers)
-    # where local_platform knows one: measure what `up` starts, servers-only on the side.
-    with_runner = "runner_port" in inspect.signature(local_platform).parameters
-    if with_runner:
+    # and Evidently's UI where local_platform knows them: measure what `up` starts,
+    # servers-only on the side.
+    parameters = inspect.signature(local_platform).parameters
+    if "evidently_port" in parameters:
+        mlflow_port, prefect_port, runner_port, evidently_port = free_ports(4)
+        platform = local_platform(home, HOST, mlflow_port, prefect_port, runner_port,
+                                  evidently_port)
+    elif "runner_port" in parameters:
         mlflow_port, prefect_port, runner_port = free_ports(3)
         platform = local_platform(home, HOST, mlflow_port, prefect_port, runner_port)
     else:
@@ -525,8 +541,16 @@ def figure_log_model(ctx: Context, cfg: Config) -> dict:
     # Where our time goes: the serving-input check MLflow runs on the logged model (it
     # loads the model back) is timed through a wrapper; the extra skops serialization
     # log_sklearn_model makes to list trusted types is timed once on its own.
-    validation = {"seconds": 0.0}
+    validation = {"seconds": 0.0, "dump_seconds": 0.0}
     original_validate = mlflow_model_utils._validate_serving_input
+    original_dump = skops.io.dump
+
+    def timed_dump(*args, **kwargs):  # MLflow writes model.skops through skops.io.dump
+        started = time.perf_counter()
+        try:
+            return original_dump(*args, **kwargs)
+        finally:
+            validation["dump_seconds"] += time.perf_counter() - started
 
     def timed_validate(*args, **kwargs):
         started = time.perf_counter()
@@ -550,18 +574,21 @@ def figure_log_model(ctx: Context, cfg: Config) -> dict:
 
     warmup = timed("warm-up (ours)", ours)
     note(f"  warm-up (ours): {warmup:.2f} s")
-    ours_s, default_s, validation_s = [], [], []
+    ours_s, default_s, validation_s, dump_s = [], [], [], []
     mlflow_model_utils._validate_serving_input = timed_validate
+    skops.io.dump = timed_dump
     try:
         for i in range(cfg.log_model_repeats):
-            validation["seconds"] = 0.0
+            validation.update(seconds=0.0, dump_seconds=0.0)
             ours_s.append(timed(f"ours-{i}", ours))
             validation_s.append(validation["seconds"])
+            dump_s.append(validation["dump_seconds"])
             default_s.append(timed(f"mlflow-defaults-{i}", defaults))
             note(f"  repeat {i + 1}: ours {ours_s[-1]:.2f} s, "
                  f"MLflow defaults {default_s[-1]:.2f} s")
     finally:
         mlflow_model_utils._validate_serving_input = original_validate
+        skops.io.dump = original_dump
     ours_median = statistics.median(ours_s)
     default_median = statistics.median(default_s)
     target = TARGETS["log_model"]
@@ -576,13 +603,14 @@ def figure_log_model(ctx: Context, cfg: Config) -> dict:
         "warmup_seconds": r(warmup),
         "ours_breakdown": {
             "serving_input_validation_seconds": [r(x) for x in validation_s],
+            "skops_dump_seconds": [r(x) for x in dump_s],
             "trusted_types_skops_dumps_seconds": r(trusted_types_seconds),
         },
         "trusted_types": trusted,
         "baseline_is": "mlflow.sklearn.log_model with input_example and skops_trusted_types, "
                        "requirements inferred (no pip_requirements)",
         "target": target,
-        "target_is": "ours <= 0.5 s",
+        "target_is": "ours <= 0.3 s",
         "met": ours_median <= target,
     }
 
@@ -802,7 +830,7 @@ def run_on_platform(ctx: Context, cfg: Config, results: dict) -> None:
             message = f"the platform did not start: {type(error).__name__}: {error}"
             err.print(f"[red]{message}[/red]", highlight=False)
             for figure in ("tracking_overhead", "log_model"):
-                results[figure] = platform_entry_error(figure, message)
+                results.setdefault(figure, platform_entry_error(figure, message))
             return
         os.environ.update(
             MLFLOW_TRACKING_URI=platform.mlflow_url,
@@ -813,9 +841,11 @@ def run_on_platform(ctx: Context, cfg: Config, results: dict) -> None:
             # Per-trial logs still go to the Prefect API; only the console is quietened.
             PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL="WARNING",
         )
-        results["tracking_overhead"] = run_figure(
-            "tracking_overhead", lambda: figure_tracking_overhead(ctx, cfg))
-        results["log_model"] = run_figure("log_model", lambda: figure_log_model(ctx, cfg))
+        if "tracking_overhead" not in results:  # not skipped
+            results["tracking_overhead"] = run_figure(
+                "tracking_overhead", lambda: figure_tracking_overhead(ctx, cfg))
+        if "log_model" not in results:
+            results["log_model"] = run_figure("log_model", lambda: figure_log_model(ctx, cfg))
         if "prefect" in sys.modules:
             drain_prefect()
     finally:
@@ -838,8 +868,8 @@ def print_table(results: dict, cfg: Config) -> None:
         table.add_column(column)
     labels = {
         "tracking_overhead": ("tracking overhead (search s)", "ratio <= 1.10"),
-        "log_model": ("log_model, ours vs MLflow defaults (s)", "ours <= 0.5 s"),
-        "mlops_up_cold": ("mlops up, cold to healthy (s)", "<= 30 s"),
+        "log_model": ("log_model, ours vs MLflow defaults (s)", "ours <= 0.3 s"),
+        "mlops_up_cold": ("mlops up, cold to healthy (s)", "<= 10 s"),
         "time_to_quality": ("time to grid's best (s) vs grid total", "ratio <= 0.5"),
         "feature_engineering": ("search with feature engineering vs without (s)",
                                 "ratio <= 1.15"),
@@ -847,6 +877,9 @@ def print_table(results: dict, cfg: Config) -> None:
     for figure in FIGURE_ORDER:
         entry = results.get(figure, {"error": "not run", "met": False})
         label, target = labels[figure]
+        if "skipped" in entry:
+            table.add_row(label, f"[dim]{entry['skipped']}[/dim]", "-", "-", target, "-")
+            continue
         if "error" in entry:
             table.add_row(label, f"[red]error: {entry['error'][:60]}[/red]", "-", "-", target,
                           "[red]no[/red]")
@@ -863,7 +896,7 @@ def print_table(results: dict, cfg: Config) -> None:
     out.print(table)
     lines = []
     t = results.get("tracking_overhead", {})
-    if "error" not in t and t:
+    if "error" not in t and "skipped" not in t and t:
         lines.append(
             f"tracking: {t['trials']} trials x {t['repeats']} alternated pairs, "
             f"ratios {t['ratios']}, "
@@ -871,7 +904,7 @@ def print_table(results: dict, cfg: Config) -> None:
             f"{t['flow_ratio_median']}; CPU time ratio {t['cpu_ratio_median']}"
         )
     q = results.get("time_to_quality", {})
-    if "error" not in q and q:
+    if "error" not in q and "skipped" not in q and q:
         grid_note = "a reduced grid (--quick)" if q["grid_reduced_for_quick"] else "the full grid"
         lines.append(
             f"time to quality: {grid_note} of {q['grid_candidates']} candidates, best "
@@ -888,11 +921,11 @@ def print_table(results: dict, cfg: Config) -> None:
             f"{f['cpu_ratio_median']}; free searches {f['free_search_ratios']} (families "
             f"{f['free_search_families']}); best cv roc_auc {f['best_cv_roc_auc']}")
     c = results.get("mlops_up_cold", {})
-    if "error" not in c and c:
+    if "error" not in c and "skipped" not in c and c:
         lines.append(f"mlops up ({', '.join(c['services'])}): per service healthy at "
                      f"{c['service_healthy_seconds']} s (MLflow and Prefect alone: "
                      f"{c['servers_only_seconds']} s); no baseline, ratio is against the "
-                     "30 s target")
+                     f"{c['target']:g} s target")
     busy = [f for f in FIGURE_ORDER if results.get(f, {}).get("machine_busy")]
     if busy:
         lines.append(
@@ -911,9 +944,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer trials and repeats")
     parser.add_argument("--out", default="bench-results.json", help="where to write the JSON")
+    parser.add_argument("--figures", default=",".join(FIGURE_ORDER),
+                        help=f"comma-separated figures to measure (default all: {','.join(FIGURE_ORDER)})")
     parser.add_argument("--threads", type=int, default=1,
                         help="OpenMP/BLAS threads in this process (0: the libraries' default)")
     args = parser.parse_args(argv)
+    chosen = [f.strip() for f in args.figures.split(",") if f.strip()]
+    if unknown := sorted(set(chosen) - set(FIGURE_ORDER)):
+        parser.error(f"unknown figure(s) {', '.join(unknown)}; choose from {', '.join(FIGURE_ORDER)}")
     if args.threads > 0:  # before numpy or scikit-learn is imported
         for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[name] = str(args.threads)
@@ -933,14 +971,23 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="mlops-bench-", ignore_cleanup_errors=True) as tmp:
             ctx = Context(Path(tmp))
             ctx.write_data()
+            for figure in FIGURE_ORDER:
+                if figure not in chosen:
+                    results[figure] = {"skipped": "not selected (--figures)",
+                                       "target": TARGETS[figure]}
             # First, alone on the machine: nothing else of ours is running yet.
-            results["mlops_up_cold"] = run_figure("mlops_up_cold", lambda: figure_cold_start(ctx))
-            run_on_platform(ctx, cfg, results)
+            if "mlops_up_cold" in chosen:
+                results["mlops_up_cold"] = run_figure(
+                    "mlops_up_cold", lambda: figure_cold_start(ctx))
+            if {"tracking_overhead", "log_model"} & set(chosen):
+                run_on_platform(ctx, cfg, results)
             # Needs no server: measured after the platform is stopped, on quiet cores.
-            results["time_to_quality"] = run_figure(
-                "time_to_quality", lambda: figure_time_to_quality(ctx, cfg))
-            results["feature_engineering"] = run_figure(
-                "feature_engineering", lambda: figure_feature_engineering(ctx, cfg))
+            if "time_to_quality" in chosen:
+                results["time_to_quality"] = run_figure(
+                    "time_to_quality", lambda: figure_time_to_quality(ctx, cfg))
+            if "feature_engineering" in chosen:
+                results["feature_engineering"] = run_figure(
+                    "feature_engineering", lambda: figure_feature_engineering(ctx, cfg))
         finished = True
     finally:
         for figure in FIGURE_ORDER:

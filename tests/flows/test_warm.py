@@ -26,6 +26,9 @@ if __name__ == "__main__":
     if sys.argv[2] == "warm":
         from flows.warm import use_warm_processes
         use_warm_processes()
+    elif sys.argv[2] == "warm-later":  # its start deferred past this run: the run starts it
+        from flows.warm import use_warm_processes
+        use_warm_processes(start_when=lambda: False)
     process = run_flow_in_subprocess(probe, parameters={"out": sys.argv[1]})
     process.join()
     print(json.dumps({"kind": type(process).__name__, "exitcode": process.exitcode,
@@ -43,15 +46,16 @@ def run_probe(tmp_path: Path, mode: str) -> tuple[dict, dict]:
     return json.loads(done.stdout.strip().splitlines()[-1]), json.loads(out.read_text())
 
 
-@pytest.mark.parametrize("mode", ["warm", "spawn"])
+@pytest.mark.parametrize("mode", ["warm", "warm-later", "spawn"])
 def test_a_flow_run_starts_in_a_fork_of_the_warm_process(platform, tmp_path, mode):
     """Given the runner's warm processes, then a flow run is a forkserver's child that finds
     the flows' libraries imported (skops, which the probe never imports); without them, a
-    spawned process of the starter's own, which imports everything anew."""
+    spawned process of the starter's own, which imports everything anew. A run that comes
+    before the deferred start of the warm process is warm too."""
     started, seen = run_probe(tmp_path, mode)
 
     assert started["exitcode"] == 0
-    if mode == "warm":
+    if mode.startswith("warm"):
         assert started["kind"] == "ForkServerProcess"
         assert seen["skops_imported"] is True
         assert seen["parent"] != started["pid"]  # forked by the server, not by the starter
