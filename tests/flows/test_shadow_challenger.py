@@ -38,7 +38,7 @@ def _spec(folder, family: str):
         name: {NAME}
         task: classification
         data: {{source: {folder / 'train.csv'}, target: label}}
-        tuning: {{trials: 1, cv_folds: 3, models: [{family}]}}
+        tuning: {{trials: 1, cv_folds: 3, models: [{family}], feature_engineering: false}}
         monitoring: {{every_minutes: 0, min_rows: 100000, min_labelled: 100}}
         promotion: {{live_evidence: true}}
         """))
