@@ -273,19 +273,18 @@ def log_dataset(client: MlflowClient, run_id: str, frame, source: str, target: s
     from mlflow.entities import DatasetInput, InputTag
     from mlflow.exceptions import MlflowException
 
-    try:
-        with warnings.catch_warnings():
-            # The dataset's schema is descriptive; the model's own signature is what serving
-            # enforces, so MLflow's hint about integer columns does not apply here.
-            warnings.simplefilter("ignore", UserWarning)
+    with warnings.catch_warnings():
+        # The dataset's schema is descriptive; the model's own signature is what serving
+        # enforces, so MLflow's hint about integer columns does not apply here.
+        warnings.simplefilter("ignore", UserWarning)
+        try:
             dataset = mlflow.data.from_pandas(frame, source=source, targets=target, name=name)
-    except MlflowException:
-        # Sources MLflow cannot resolve (package://) are described rather than dropped.
-        dataset = mlflow.data.from_pandas(
-            frame, source=CodeDatasetSource({"uri": source}), targets=target, name=name
-        )
+        except MlflowException:
+            # Sources MLflow cannot resolve (package://) are described rather than dropped.
+            dataset = mlflow.data.from_pandas(
+                frame, source=CodeDatasetSource({"uri": source}), targets=target, name=name
+            )
+        entity = dataset._to_mlflow_entity()  # the schema is inferred here, lazily
     client.log_inputs(
-        run_id,
-        datasets=[DatasetInput(dataset._to_mlflow_entity(),
-                               tags=[InputTag("mlflow.data.context", context)])],
+        run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])]
     )

@@ -82,6 +82,11 @@ def sqlite_mlflow(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
+    from infra.templates import seed_mlflow_database
+
+    # A copy of the migrated empty database `make install` built (as `mlops up` seeds a new
+    # home's): MLflow's migrations otherwise cost each such test seconds.
+    seed_mlflow_database(tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.chdir(tmp_path)  # MLflow puts its Default experiment's ./mlruns in the working directory
     # Setting the URI also writes MLFLOW_TRACKING_URI: monkeypatch puts the variable back.

@@ -135,3 +135,24 @@ def test_a_logged_forest_has_a_compact_skops_schema_that_loads_back(sqlite_mlflo
     info = mlflow.models.get_model_info(uri)
     assert info.signature is not None
     assert (local / "input_example.json").exists()
+
+
+@pytest.mark.parametrize("source", ["/data/penguins.csv", "package://experiments/data/penguins.csv"])
+def test_logging_integer_columns_as_a_dataset_prints_no_warning(sqlite_mlflow, source):
+    """MLflow's integer-column hint is about model signatures; a dataset input is only a
+    description, so a training's output (and `make demo`'s) must not carry it, whatever the
+    source (package:// is one MLflow cannot resolve and takes the other path)."""
+    import warnings
+
+    import pandas as pd
+
+    from experiments.tracking import log_dataset
+
+    client = MlflowClient()
+    run_id = client.create_run(ensure_experiment(client, "dataset-warning")).info.run_id
+    frame = pd.DataFrame({"year": [2007, 2008, 2009], "species": ["a", "b", "a"]})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        log_dataset(client, run_id, frame, source, "species", "penguins-data")
+    assert [str(w.message) for w in caught if issubclass(w.category, UserWarning)] == []
+    assert [d.dataset.name for d in client.get_run(run_id).inputs.dataset_inputs] == ["penguins-data"]
