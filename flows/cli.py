@@ -323,6 +323,8 @@ def _print_monitoring(result: dict) -> None:
     if result.get("prediction_drift") is not None:
         table.add_row("prediction drift", "yes" if result["prediction_drift"] else "no")
     table.add_row("retraining", f"{result['retraining']}: {result['reason']}")
+    if result.get("challenger"):
+        table.add_row("challenger", _challenger_line(result["challenger"]))
     earlier = result.get("previous_retraining")
     if earlier:
         flow_run = earlier["flow_run_id"] or "not created yet"
@@ -356,6 +358,17 @@ def _print_training(result: dict) -> None:
 
 def _short(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _score(value: float | None) -> str:
+    return "no score" if value is None else _short(value)
+
+
+def _challenger_line(weighed: dict) -> str:
+    """What a check made of the challenger on live labels (`promote_on_live_evidence`'s answer)."""
+    version = weighed.get("challenger_version")
+    verdict = "promoted" if weighed.get("promoted") else "not promoted"
+    return f"{f'v{version} ' if version else ''}{verdict}: {weighed.get('reason', '')}"
 
 
 @app.command()
@@ -515,7 +528,7 @@ def compare(
     for column in ("version", "role", row["metric"]):
         table.add_column(column)
     for role in ("champion", "challenger"):
-        table.add_row(row[f"{role}_version"], role, _short(row[f"{role}_score"]))
+        table.add_row(row[f"{role}_version"], role, _score(row[f"{role}_score"]))
     out.print(table)
     out.print(row["reason"], highlight=False, soft_wrap=True)
 
