@@ -459,9 +459,16 @@ def _print_models(rows: list[dict]) -> None:
         table.add_column(column)
     for row in rows:
         every, at = row["monitoring"]["every_minutes"], row["monitoring"]["next_check"]
-        table.add_row(row["name"], row["champion_version"] or "-", row["challenger_version"] or "-",
+        table.add_row(row["name"], row["champion_version"] or "-", _challenger_cell(row),
                       str(row["versions"]), f"{every:g} min" if every else "off", at or "-")
     out.print(table)
+
+
+def _challenger_cell(row: dict) -> str:
+    """The challenger, and every version waiting for a person's approval."""
+    awaiting = row.get("awaiting_approval") or []
+    cell = row["challenger_version"] or "-"
+    return f"{cell} (awaiting approval: {', '.join(awaiting)})" if awaiting else cell
 
 
 def _person() -> str:

@@ -167,6 +167,7 @@ def describe_models(client: MlflowClient, prefect, now: datetime) -> list[dict]:
     scheduled = monitoring_overview(prefect, now)
     return [{"name": m.name, "champion_version": m.champion_version,
              "challenger_version": m.challenger_version, "versions": m.versions,
+             "awaiting_approval": list(m.awaiting_approval),
              "monitoring": scheduled.get(m.name, {"every_minutes": 0, "next_check": None})}
             for m in list_models(client)]
 

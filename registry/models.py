@@ -1,9 +1,11 @@
-"""Every registered model at a glance: its champion, its challenger, how many versions."""
+"""Every registered model at a glance: its champion, its challenger, how many versions, and
+which wait for a person's approval."""
 
 from dataclasses import dataclass
 
 from mlflow.tracking import MlflowClient
 
+from registry.approval import AWAITING, STATE_TAG
 from registry.champion import CHALLENGER, CHAMPION
 from registry.search import pages
 
@@ -14,10 +16,7 @@ class ModelSummary:
     champion_version: str | None
     challenger_version: str | None
     versions: int
-
-
-def count_versions(client: MlflowClient, name: str) -> int:
-    return sum(1 for _ in pages(client.search_model_versions, filter_string=f"name = '{name}'"))
+    awaiting_approval: tuple[str, ...] = ()  # in version order
 
 
 def list_models(client: MlflowClient) -> list[ModelSummary]:
@@ -26,7 +25,9 @@ def list_models(client: MlflowClient) -> list[ModelSummary]:
     for model in pages(client.search_registered_models, max_results=100):
         # MLflow gives alias targets as numbers; versions are strings everywhere else.
         aliases = {alias: str(version) for alias, version in (model.aliases or {}).items()}
-        summaries.append(ModelSummary(
-            model.name, aliases.get(CHAMPION), aliases.get(CHALLENGER),
-            count_versions(client, model.name)))
+        versions = list(pages(client.search_model_versions, filter_string=f"name = '{model.name}'"))
+        awaiting = sorted((v.version for v in versions if (v.tags or {}).get(STATE_TAG) == AWAITING),
+                          key=int)
+        summaries.append(ModelSummary(model.name, aliases.get(CHAMPION), aliases.get(CHALLENGER),
+                                      len(versions), tuple(str(v) for v in awaiting)))
     return sorted(summaries, key=lambda s: s.name)

@@ -161,12 +161,15 @@ def test_approve_and_reject_from_the_command_line(mlops, awaiting):
     from experiments.errors import InputError
     from flows.approval import ApprovalInput, outcome, settle
     from registry.champion import Move, move_champion, register
+    from registry.models import list_models
 
     name, me, client = "it-approve-cli", getpass.getuser(), MlflowClient()
     first = client.get_model_version(NAME, awaiting[0]["model_version"])
     register(client, name, first.source, first.run_id, {})
     move_champion(client, name, "1", Move("gate", "no champion yet", None))
     second = waiting_version(name, first)
+    listed = {m.name: m for m in list_models(client)}[name]
+    assert (listed.challenger_version, listed.awaiting_approval) == (second, (second,))
 
     approved = mlops("approve", name, second, "--reason", "a week of shadow traffic", "--json")
 

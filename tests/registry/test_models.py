@@ -18,6 +18,21 @@ def test_each_model_with_its_aliases_and_version_count(sqlite_mlflow, tmp_path):
                                    ModelSummary("zeta", None, None, 0)]
 
 
+def test_versions_waiting_for_approval_are_named(sqlite_mlflow, tmp_path):
+    """Given versions in each approval state, when listed, then only the waiting ones are
+    named, in version order (a person's `mlops models` shows what needs deciding)."""
+    from registry.approval import APPROVED, AWAITING, REJECTED, STATE_TAG
+
+    client = sqlite_mlflow
+    client.create_registered_model("alpha")
+    for _ in range(11):
+        client.create_model_version("alpha", source=str(tmp_path / "model"))
+    for version, state in (("2", APPROVED), ("10", AWAITING), ("3", REJECTED), ("9", AWAITING)):
+        client.set_model_version_tag("alpha", version, STATE_TAG, state)
+
+    assert list_models(client)[0].awaiting_approval == ("9", "10")
+
+
 def test_every_page_is_read(sqlite_mlflow, tmp_path, monkeypatch):
     """Given more models than one page holds, every one is listed."""
     client = sqlite_mlflow
