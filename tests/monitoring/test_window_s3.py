@@ -49,7 +49,7 @@ def test_a_big_window_reads_a_sample_of_its_row_groups_and_columns(store):
 def test_drift_on_the_sample_flags_a_shifted_window_and_not_a_stationary_one(store):
     """Against a fresh reference of the stationary distribution, the sampled shifted window
     (every feature moved by half a standard deviation or remixed) is flagged on every column
-    and the sampled stationary one on none."""
+    checked and the sampled stationary one on none."""
     reference = part_table(5_000, NOW, NOW - NOW, np.random.default_rng(6)).to_pandas()
     for model, drifted in (("stationary", ()), ("shifted", tuple(CHECKED))):
         sample = read_window_columns(store, model, 60, CHECKED, sample_rows=MAX_ROWS, now=NOW)
