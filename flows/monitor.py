@@ -8,6 +8,7 @@ is triggered by. A check of live traffic also weighs the challenger on live labe
 """
 
 import tempfile
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -247,6 +248,8 @@ def monitor(params: MonitorParameters) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             html = Path(tmp) / "drift_report.html"
             summary = check_drift(champion, current, html)
+            if window is not None and window.sampled:  # sampled on reading, not by compute_drift
+                summary = replace(summary, sampled=True)
             live_check, quality_html = check_live(champion, current, labelled, Path(tmp))
             decision = decide(champion, summary, live_check)
             record_live(client, run_id, live_check, quality_html)
@@ -264,7 +267,7 @@ def monitor(params: MonitorParameters) -> dict:
         raise
     result = drift_result(client, champion, summary, decision, run_id, dashboard)
     if window is not None:  # how much of the live window was read: all of it, or a sample
-        result.update(window=window.as_json(), sampled=summary.sampled or window.sampled)
+        result["window"] = window.as_json()
     reason = trigger_reason(decision.action, result["drift_detected"], live_check.degraded)
     # The event carries a path only: "" tells retraining the data was live traffic.
     announce(champion, summary, decision, result, params.current or "", reason)
