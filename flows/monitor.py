@@ -121,17 +121,20 @@ def checked(current: pd.DataFrame, uri: str, champion: ChampionData):
 
 
 @task(cache_policy=NO_CACHE)
-def check_drift(champion: ChampionData, current, html_path: Path) -> DriftSummary:
-    """Drift of `current`; the report as HTML at html_path, its snapshot beside it (SNAPSHOT)."""
+def check_drift(champion: ChampionData, current, html_path: Path,
+                sampled: bool = False) -> DriftSummary:
+    """Drift of `current`; the report as HTML at html_path, its snapshot beside it (SNAPSHOT).
+    `sampled`: current is a sample of the live window (cut on reading, not by compute_drift)."""
     contract = champion.contract
     target = contract.target if contract.target in current.columns else None
-    return compute_drift(
+    summary = compute_drift(
         champion.reference, current, DriftColumns(
             contract.numeric, contract.categorical, target=target,
             target_kind="categorical" if contract.task == "classification" else "numeric"),
         seed=champion.spec.tuning.seed, html_path=html_path,
         snapshot_path=html_path.with_name(SNAPSHOT),
     )
+    return replace(summary, sampled=True) if sampled else summary
 
 
 @task(cache_policy=NO_CACHE)
@@ -247,9 +250,7 @@ def monitor(params: MonitorParameters) -> dict:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             html = Path(tmp) / "drift_report.html"
-            summary = check_drift(champion, current, html)
-            if window is not None and window.sampled:  # sampled on reading, not by compute_drift
-                summary = replace(summary, sampled=True)
+            summary = check_drift(champion, current, html, window is not None and window.sampled)
             live_check, quality_html = check_live(champion, current, labelled, Path(tmp))
             decision = decide(champion, summary, live_check)
             record_live(client, run_id, live_check, quality_html)

@@ -12,11 +12,9 @@ from their `served_at` column alone.
 """
 
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
@@ -64,20 +62,13 @@ class _Group:
 
 
 def arrow_filesystem(files) -> tuple[pafs.FileSystem, str]:
-    """An Arrow filesystem for the store and the path its keys are under. S3 takes the
-    endpoint, keys and region from the environment, as boto3 does."""
+    """An Arrow filesystem for the store and the path its keys are under; on S3, with the
+    endpoint, region and keys boto3 found (S3Files.arrow_filesystem)."""
     if isinstance(files, LocalFiles):
         return pafs.LocalFileSystem(), str(files.root)
     if not isinstance(files, S3Files):
         raise TypeError(f"no Arrow filesystem for {type(files).__name__}")
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    options = {"region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-               or "us-east-1"}
-    if endpoint:
-        parsed = urlparse(endpoint)
-        options.update(endpoint_override=parsed.netloc or parsed.path, scheme=parsed.scheme or "https")
-    root = f"{files.bucket}/{files.prefix}" if files.prefix else files.bucket
-    return pafs.S3FileSystem(**options), root
+    return files.arrow_filesystem()
 
 
 def read_window_columns(files, model: str, minutes: float, columns: list[str], *,
