@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
+from experiments.errors import InputError
 from monitoring.traffic import _PART, TRAFFIC, LocalFiles, S3Files, _folder, hour_of
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ def _unified(fragments: dict) -> pa.Schema:
     try:
         return pa.unify_schemas(schemas, promote_options="permissive")
     except (pa.ArrowException, ValueError) as error:
-        raise ValueError(f"the traffic parts disagree on column types: "
+        raise InputError(f"the traffic parts disagree on column types: "
                          f"{str(error).splitlines()[0]}") from error
 
 

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from window_parts import FEATURES, part_table, write_part, write_window
 
+from experiments.errors import InputError
 from monitoring.traffic import LocalFiles, read_window
 from monitoring.window import MIN_GROUPS, read_window_columns
 
@@ -81,5 +82,5 @@ def test_parts_that_disagree_on_a_type_are_one_line(tmp_path):
     table = part_table(10, NOW - timedelta(minutes=5), timedelta(minutes=1), rng)
     write_part(files, "m", table, 10, "a")
     write_part(files, "m", table.set_column(0, "num_0", table.column("cat_0")), 10, "b")
-    with pytest.raises(ValueError, match="^the traffic parts disagree on column types: "):
+    with pytest.raises(InputError, match="^the traffic parts disagree on column types: "):
         read_window_columns(files, "m", 60, FEATURES, sample_rows=100, now=NOW)
