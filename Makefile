@@ -50,6 +50,7 @@ bench: $(STAMP) wrk ## Measure the speed figures; prints them, writes bench-*.js
 	$(BIN)/python tests/bench/serve_bench.py | tee bench-serve.json
 	$(BIN)/python tests/bench/full_bench.py | tee bench-full.json
 	$(BIN)/python tests/bench/predict_bench.py | tee bench-predict.json
+	$(BIN)/python tests/bench/window_bench.py | tee bench-window.json
 
 up: $(STAMP) ## Start the platform in the background (mlops up)
 	$(BIN)/mlops up

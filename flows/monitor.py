@@ -8,6 +8,7 @@ is triggered by. A check of live traffic also weighs the challenger on live labe
 """
 
 import tempfile
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from pydantic import BaseModel, Field
 from experiments.data import data_digest, load_table
 from experiments.errors import InputError
 from experiments.spec import MonitoringSection
+from experiments.tracking import log_batch
 from flows.dashboard import publish_check
 from flows.events import DRIFT_EVENT, flow_run_url, retraining_resource
 from flows.links import run_url as mlflow_run_url
@@ -35,7 +37,7 @@ from flows.recovery import label_this_process, settle_retrainings
 from flows.schedules import check_trigger
 from infra.settings import process_settings
 from monitoring.champion import ChampionData, load_champion_data
-from monitoring.drift import DriftColumns, DriftSummary, compute_drift
+from monitoring.drift import MAX_ROWS, DriftColumns, DriftSummary, compute_drift
 from monitoring.live import LiveCheck
 from monitoring.policy import RetrainDecision, decide_retraining, is_drift
 from monitoring.quality import trigger_reason
@@ -47,7 +49,8 @@ from monitoring.record import (
     record_check,
     start_check,
 )
-from monitoring.traffic import open_files, read_window
+from monitoring.traffic import open_files
+from monitoring.window import WindowRead, read_window_columns
 
 SNAPSHOT = "snapshot.json"  # Evidently's snapshot of a check, for its dashboard
 
@@ -68,10 +71,14 @@ def load_champion(model: str) -> ChampionData:
     return load_champion_data(client, model)
 
 
-def live_traffic(model: str, minutes: float) -> tuple[pd.DataFrame, str]:
-    """Records served in the last `minutes`, and where the store is."""
+def live_traffic(champion: ChampionData) -> tuple[WindowRead, str]:
+    """The feature columns of the records served in the window (a seeded sample of MAX_ROWS
+    when it holds more: what compute_drift would compare anyway), and where the store is."""
     base = process_settings().traffic_base
-    return read_window(open_files(base), model, minutes), f"{base.rstrip('/')}/{model}"
+    window = read_window_columns(
+        open_files(base), champion.name, champion.spec.monitoring.window_minutes,
+        champion.contract.feature_names, sample_rows=MAX_ROWS, seed=champion.spec.tuning.seed)
+    return window, f"{base.rstrip('/')}/{champion.name}"
 
 
 @task(cache_policy=NO_CACHE)
@@ -89,12 +96,15 @@ def load_current(uri: str, champion: ChampionData):
 
 
 @task(cache_policy=NO_CACHE)
-def load_live(champion: ChampionData) -> tuple[pd.DataFrame, str]:
-    """The feature columns of the latest window of live traffic."""
+def load_live(champion: ChampionData) -> tuple[WindowRead, str]:
+    """The feature columns of the latest window of live traffic (sampled when big)."""
     minutes = champion.spec.monitoring.window_minutes
-    traffic, store = live_traffic(champion.name, minutes)
-    features = [c for c in champion.contract.feature_names if c in traffic.columns]
-    return traffic[features], f"live traffic in {store}, last {minutes:g} minutes"
+    window, store = live_traffic(champion)
+    if window.sampled:
+        get_run_logger().info("%s: %d of the window's %d rows checked (%d of %d row groups read)",
+                              champion.name, len(window.frame), window.rows,
+                              window.row_groups_read, window.row_groups)
+    return window, f"live traffic in {store}, last {minutes:g} minutes"
 
 
 def checked(current: pd.DataFrame, uri: str, champion: ChampionData):
@@ -111,17 +121,20 @@ def checked(current: pd.DataFrame, uri: str, champion: ChampionData):
 
 
 @task(cache_policy=NO_CACHE)
-def check_drift(champion: ChampionData, current, html_path: Path) -> DriftSummary:
-    """Drift of `current`; the report as HTML at html_path, its snapshot beside it (SNAPSHOT)."""
+def check_drift(champion: ChampionData, current, html_path: Path,
+                sampled: bool = False) -> DriftSummary:
+    """Drift of `current`; the report as HTML at html_path, its snapshot beside it (SNAPSHOT).
+    `sampled`: current is a sample of the live window (cut on reading, not by compute_drift)."""
     contract = champion.contract
     target = contract.target if contract.target in current.columns else None
-    return compute_drift(
+    summary = compute_drift(
         champion.reference, current, DriftColumns(
             contract.numeric, contract.categorical, target=target,
             target_kind="categorical" if contract.task == "classification" else "numeric"),
         seed=champion.spec.tuning.seed, html_path=html_path,
         snapshot_path=html_path.with_name(SNAPSHOT),
     )
+    return replace(summary, sampled=True) if sampled else summary
 
 
 @task(cache_policy=NO_CACHE)
@@ -220,21 +233,24 @@ def monitor(params: MonitorParameters) -> dict:
     client = MlflowClient()
     champion = load_champion(params.model)
     settle_earlier(params.model)
+    window = None  # the live window read, when no file is given
     if params.current:
         source = params.current
         current, contract_report = load_current(params.current, champion)
     else:
-        live, source = load_live(champion)
-        if len(live) < champion.spec.monitoring.min_rows:
-            return {**skipped(champion, too_little_traffic(len(live), champion.spec.monitoring)),
+        window, source = load_live(champion)
+        if window.rows < champion.spec.monitoring.min_rows:
+            return {**skipped(champion, too_little_traffic(window.rows, champion.spec.monitoring)),
                     "challenger": weigh_challenger(params.model)}
-        current, contract_report = checked(live, source, champion)
+        current, contract_report = checked(window.frame, source, champion)
     labelled = load_labelled(champion, current, bool(params.current))
     run_id = start_check(client, champion.name, champion.version, check_trigger(flow_run.get_tags()))
+    if window is not None:
+        log_batch(client, run_id, metrics=window.metrics())
     try:
         with tempfile.TemporaryDirectory() as tmp:
             html = Path(tmp) / "drift_report.html"
-            summary = check_drift(champion, current, html)
+            summary = check_drift(champion, current, html, window is not None and window.sampled)
             live_check, quality_html = check_live(champion, current, labelled, Path(tmp))
             decision = decide(champion, summary, live_check)
             record_live(client, run_id, live_check, quality_html)
@@ -251,6 +267,8 @@ def monitor(params: MonitorParameters) -> dict:
         client.set_terminated(run_id, status="FAILED")
         raise
     result = drift_result(client, champion, summary, decision, run_id, dashboard)
+    if window is not None:  # how much of the live window was read: all of it, or a sample
+        result["window"] = window.as_json()
     reason = trigger_reason(decision.action, result["drift_detected"], live_check.degraded)
     # The event carries a path only: "" tells retraining the data was live traffic.
     announce(champion, summary, decision, result, params.current or "", reason)

@@ -61,6 +61,7 @@ CATEGORICAL_THRESHOLD = 0.1
 NUMERIC_NOISE_FACTOR = 3.5
 NOISE_QUANTILE = 0.99
 MISSING = "<missing>"
+MAX_ROWS = 20_000  # rows compared per side at most; more are sampled down
 # Used only for the data-set verdict drawn in the HTML report; the decision is policy.is_drift's.
 REPORT_DRIFT_SHARE = 0.3
 
@@ -138,7 +139,7 @@ def compute_drift(
     current: pd.DataFrame,
     columns: DriftColumns,
     *,
-    max_rows: int = 20_000,
+    max_rows: int = MAX_ROWS,
     seed: int = 0,
     html_path: Path | None = None,
     snapshot_path: Path | None = None,

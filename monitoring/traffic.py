@@ -79,7 +79,8 @@ class S3Files:
 
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self._client = boto3.client("s3")
+        self._session = boto3.Session()
+        self._client = self._session.client("s3")
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -102,6 +103,22 @@ class S3Files:
 
     def read(self, key: str) -> bytes:
         return self._client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+
+    def arrow_filesystem(self):
+        """Arrow's S3 filesystem on the endpoint, region and keys boto3 found, and the path
+        the keys are under."""
+        from pyarrow.fs import S3FileSystem
+
+        endpoint = urlparse(self._client.meta.endpoint_url)
+        credentials = self._session.get_credentials()
+        keys = {}
+        if credentials is not None:
+            frozen = credentials.get_frozen_credentials()
+            keys = {"access_key": frozen.access_key, "secret_key": frozen.secret_key,
+                    "session_token": frozen.token}
+        filesystem = S3FileSystem(region=self._client.meta.region_name or "us-east-1",
+                                  endpoint_override=endpoint.netloc, scheme=endpoint.scheme, **keys)
+        return filesystem, f"{self.bucket}/{self.prefix}" if self.prefix else self.bucket
 
 
 def open_files(base: str) -> LocalFiles | S3Files:

@@ -439,6 +439,8 @@ def test_drifted_live_traffic_retrains_with_its_feedback(platform, server, mlops
     assert done.returncode == 0, done.stderr
     check = json.loads(done.stdout)
     assert check["drift_detected"] is True and "x1" in check["drifted_columns"]
+    assert check["window"]["rows"] == check["window"]["rows_checked"] >= 600  # read whole
+    assert check["window"]["sampled"] is False
     assert check["retraining"] == "triggered"
     retrained = wait_for_retraining(MlflowClient(), NAME, check["monitoring_run_id"],
                                     timeout_s=400, poll_s=0.5)
