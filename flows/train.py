@@ -32,6 +32,7 @@ from experiments.profile import (
     start_profile,
 )
 from experiments.spec import ExperimentSpec, load_spec, with_overrides
+from experiments.threads import fit_threads
 from experiments.tracking import ensure_experiment
 from experiments.validation import Dataset, load_dataset
 from flows import locks
@@ -213,7 +214,7 @@ def promote(
     holdout_x, holdout_y = training.features_and_target(context.data.holdout, context.contract)
     metric = HoldoutMetric(spec.metric, spec.greater_is_better,
                            training.holdout_score_fn(spec, classes))
-    with locks.held(locks.promotion_lock(spec.name)):
+    with locks.held(locks.promotion_lock(spec.name)), fit_threads():
         champion = score_champion(
             client, spec.name, training.holdout_output_fn(holdout_x, spec.task, classes)
         )

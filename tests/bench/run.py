@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import inspect
 import json
 import logging
@@ -1058,6 +1059,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated figures to measure (default all: {','.join(FIGURE_ORDER)})")
     parser.add_argument("--threads", type=int, default=1,
                         help="OpenMP/BLAS threads in this process (0: the libraries' default)")
+    parser.add_argument("--e2e-trials", type=int, help="train_end_to_end: trials (default 20)")
+    parser.add_argument("--e2e-repeats", type=int, help="train_end_to_end: pairs (default 2)")
     args = parser.parse_args(argv)
     chosen = [f.strip() for f in args.figures.split(",") if f.strip()]
     if unknown := sorted(set(chosen) - set(FIGURE_ORDER)):
@@ -1066,6 +1069,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in THREAD_VARIABLES:
             os.environ[name] = str(args.threads)
     cfg = Config.make(args.quick)
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in (("e2e_trials", args.e2e_trials),
+                                                        ("e2e_repeats", args.e2e_repeats)) if v})
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
