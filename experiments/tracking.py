@@ -1,5 +1,6 @@
 """MLflow tracking: experiments, batched logging, and one nested run per Optuna trial."""
 
+import importlib
 import json
 import logging
 import queue
@@ -233,6 +234,27 @@ def compact_skops_schema() -> None:
 
     if getattr(_persist, "json", None) is json:
         _persist.json = _CompactJson()
+
+
+MODEL_LOGGING_MODULES = ("skops.io", "mlflow.sklearn", "mlflow.models")
+
+
+def preload_model_logging() -> threading.Thread:
+    """Import what log_sklearn_model needs in a background thread, alongside the search:
+    skops imports every scikit-learn estimator to list the types it trusts (1-2 s quiet,
+    13 s on a busy machine), serially after the search otherwise. A failed import is left
+    to happen again, and be reported, where the module is used."""
+
+    def load() -> None:
+        for name in MODEL_LOGGING_MODULES:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001, S112 - raised again, visibly, at its real import
+                continue
+
+    thread = threading.Thread(target=load, name="mlops-preload-model-logging", daemon=True)
+    thread.start()
+    return thread
 
 
 def log_sklearn_model(
