@@ -138,6 +138,7 @@ class Config:
     fe_repeats: int = 2
     e2e_trials: int = 20
     e2e_repeats: int = 2
+    compare_root: str | None = None  # another checkout's `mlops train`, in the same pairs
 
     @classmethod
     def make(cls, quick: bool) -> Config:
@@ -849,15 +850,21 @@ def figure_train_end_to_end(ctx: Context, cfg: Config) -> dict:
     def bare(**extra: str) -> dict:
         return timed_process(bare_command, user_environment(**extra), ctx.tmp)
 
-    def ours() -> dict:
-        return timed_process(ours_command, user_environment(), ROOT)
+    def ours(root: Path = ROOT) -> dict:  # the code of `root`, whatever is installed
+        return timed_process(ours_command, user_environment(PYTHONPATH=str(root)), root)
 
     runs = []
     for i in range(cfg.e2e_repeats):
-        pair = {"bare": bare(), "ours": ours(), "bare_one_thread": bare(OMP_NUM_THREADS="1")}
+        pair = {"bare": bare(), "ours": ours()}
+        if cfg.compare_root:  # the same command, its code from the other checkout
+            root = Path(cfg.compare_root).resolve()
+            pair["compared"] = ours(root)
+        pair["bare_one_thread"] = bare(OMP_NUM_THREADS="1")
         note(f"  repeat {i + 1}: bare {pair['bare']['_seconds']:.1f} s, ours "
              f"{pair['ours']['_seconds']:.1f} s, bare on one thread "
-             f"{pair['bare_one_thread']['_seconds']:.1f} s (load "
+             f"{pair['bare_one_thread']['_seconds']:.1f} s"
+             + (f", compared checkout {pair['compared']['_seconds']:.1f} s" if "compared" in pair
+                else "") + " (load "
              f"{[run['_load'] for run in pair.values()]})")
         runs.append(pair)
     ratios = [p["ours"]["_seconds"] / p["bare"]["_seconds"] for p in runs]
@@ -876,8 +883,11 @@ def figure_train_end_to_end(ctx: Context, cfg: Config) -> dict:
         "bare_one_thread_seconds": seconds("bare_one_thread"),
         "ratios_vs_one_thread_bare": [r(p["ours"]["_seconds"] / p["bare_one_thread"]["_seconds"])
                                       for p in runs],
-        "load_at_each_run": [[p[k]["_load"] for k in ("bare", "ours", "bare_one_thread")]
-                             for p in runs],
+        "load_at_each_run": [{k: run["_load"] for k, run in p.items()} for p in runs],
+        "compared_root": cfg.compare_root,
+        "compared_seconds": seconds("compared") if cfg.compare_root else None,
+        "compared_ratios": [r(p["compared"]["_seconds"] / p["bare"]["_seconds"]) for p in runs]
+        if cfg.compare_root else None,
         # The same trials: the bare search reaches the same best cross-validated score.
         "same_trials": all(abs(p["ours"]["cv_score"] - p["bare"]["cv_score"]) < 1e-9
                            for p in runs),
@@ -1061,6 +1071,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="OpenMP/BLAS threads in this process (0: the libraries' default)")
     parser.add_argument("--e2e-trials", type=int, help="train_end_to_end: trials (default 20)")
     parser.add_argument("--e2e-repeats", type=int, help="train_end_to_end: pairs (default 2)")
+    parser.add_argument("--compare-root", help="train_end_to_end: also time `mlops train` from "
+                        "this checkout (e.g. the main branch) in each pair")
     args = parser.parse_args(argv)
     chosen = [f.strip() for f in args.figures.split(",") if f.strip()]
     if unknown := sorted(set(chosen) - set(FIGURE_ORDER)):
@@ -1070,7 +1082,8 @@ def main(argv: list[str] | None = None) -> int:
             os.environ[name] = str(args.threads)
     cfg = Config.make(args.quick)
     cfg = dataclasses.replace(cfg, **{k: v for k, v in (("e2e_trials", args.e2e_trials),
-                                                        ("e2e_repeats", args.e2e_repeats)) if v})
+                                                        ("e2e_repeats", args.e2e_repeats),
+                                                        ("compare_root", args.compare_root)) if v})
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
