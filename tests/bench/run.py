@@ -823,14 +823,40 @@ def timed_process(command: list[str], env: dict[str, str], cwd: Path) -> dict:
     import subprocess
 
     load = load_average()
-    started = time.perf_counter()
+    started, wall_started = time.perf_counter(), time.time()
     done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=1800)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"{Path(command[1]).name} exited {done.returncode}: "
                            f"{done.stderr.strip()[-2000:]}")
     return {**json.loads(done.stdout.strip().splitlines()[-1]), "_seconds": seconds,
-            "_load": load[0] if load else None}
+            "_load": load[0] if load else None,
+            "_stages": flow_stages(done.stderr, wall_started, wall_started + seconds)}
+
+
+def flow_stages(log: str, started: float, ended: float) -> dict[str, float] | None:
+    """Seconds of each part of a training, from the flow's console log: the CLI before the
+    flow (imports, connecting, checks), each task (from the previous task's end), and the
+    end of the flow to exit. None for a process that logs no flow (the bare script)."""
+    import re
+    from datetime import datetime
+
+    day = datetime.fromtimestamp(started)
+    marks = []
+    for line in log.splitlines():
+        found = re.match(r"(\d\d:\d\d:\d\d\.\d+) \| \w+ +\| (?:Flow run '[^']+' - "
+                         r"(Beginning|Finished)|Task run '(.+)-\w+' - Finished)", line)
+        if found:
+            clock = datetime.combine(day.date(), datetime.strptime(found[1], "%H:%M:%S.%f").time())
+            marks.append((found[3] or f"flow {found[2].lower()}", clock.timestamp()))
+    if not marks or marks[0][0] != "flow beginning":
+        return None
+    stages, last = {"cli_before_flow": marks[0][1] - started}, marks[0][1]
+    for name, at in marks[1:]:
+        stages[name] = stages.get(name, 0.0) + at - last
+        last = at
+    stages["flow_end_to_exit"] = ended - last
+    return {k: round(v, 2) for k, v in stages.items()}
 
 
 def figure_train_end_to_end(ctx: Context, cfg: Config) -> dict:
@@ -884,6 +910,8 @@ def figure_train_end_to_end(ctx: Context, cfg: Config) -> dict:
         "ratios_vs_one_thread_bare": [r(p["ours"]["_seconds"] / p["bare_one_thread"]["_seconds"])
                                       for p in runs],
         "load_at_each_run": [{k: run["_load"] for k, run in p.items()} for p in runs],
+        "stages": [{k: run["_stages"] for k, run in p.items() if run.get("_stages")}
+                   for p in runs],
         "compared_root": cfg.compare_root,
         "compared_seconds": seconds("compared") if cfg.compare_root else None,
         "compared_ratios": [r(p["compared"]["_seconds"] / p["bare"]["_seconds"]) for p in runs]
