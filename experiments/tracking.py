@@ -152,6 +152,8 @@ class TrialRecorder:
             RunTag("mlops.trial_state", trial.state.name),
             RunTag("mlops.folds_completed", str(len(folds))),
         ]
+        if "one_thread" in trial.user_attrs:  # its fits were limited to one native thread
+            tags.append(RunTag("mlops.one_thread", str(trial.user_attrs["one_thread"]).lower()))
         if trial.state == TrialState.FAIL:
             tags.append(RunTag("mlops.fail_reason", str(trial.user_attrs.get("fail_reason", ""))[:5000]))
         params = [Param(k, _text(v)) for k, v in trial.params.items()]
