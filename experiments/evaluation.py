@@ -16,7 +16,6 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
-from sklearn.inspection import permutation_importance  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay  # noqa: E402
 from sklearn.model_selection import learning_curve  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
@@ -24,6 +23,10 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 from experiments.metrics import model_output, score  # noqa: E402
 
 MAX_IMPORTANCE_ROWS = 2000
+IMPORTANCE_REPEATS = 5
+# Shuffled copies of the holdout predicted per call: one call per copy cost more in the
+# pipeline's per-call overhead than in predicting (150 calls on 114 rows).
+IMPORTANCE_BATCH_ROWS = 50_000
 # Few points on few folds, in one process, within 5 % of the search's fitting time (at least
 # half a second; a tiny search gets its smallest point or two): a few percent of a training.
 LEARNING_CURVE_SIZES = (0.25, 0.5, 0.75, 1.0)
@@ -64,14 +67,62 @@ def regression_plots(y_true, predicted: np.ndarray) -> dict[str, Figure]:
     return {"residuals": residuals_fig, "predicted_vs_actual": fit_fig}
 
 
-def importance_scorer(task: str, metric: str, greater_is_better: bool, classes):
+@dataclass(frozen=True)
+class ImportanceScorer:
+    """Scores in the search metric, oriented so that higher is better: of an estimator on
+    rows (as sklearn's scorers), or of outputs already predicted for them."""
+
+    task: str
+    metric: str
+    sign: float
+    classes: tuple | None
+
+    def output(self, estimator, x) -> np.ndarray:
+        return model_output(estimator, x, self.task)
+
+    def score_output(self, y_true, output: np.ndarray) -> float:
+        return self.sign * score(self.metric, y_true, output, self.classes)
+
+    def __call__(self, estimator, x, y_true) -> float:
+        return self.score_output(y_true, self.output(estimator, x))
+
+
+def importance_scorer(task: str, metric: str, greater_is_better: bool, classes) -> ImportanceScorer:
     """scorer(estimator, x, y) in the search metric, oriented so that higher is better."""
-    sign = 1.0 if greater_is_better else -1.0
+    return ImportanceScorer(task, metric, 1.0 if greater_is_better else -1.0, classes)
 
-    def scorer(estimator, x, y_true):
-        return sign * score(metric, y_true, model_output(estimator, x, task), classes)
 
-    return scorer
+def _shuffled_columns(features: pd.DataFrame, column: str, n_repeats: int, seed: int):
+    """The frame with `column` shuffled, n_repeats times, as sklearn's permutation_importance
+    shuffles it (one RandomState per column from the same seed, each shuffle on the last)."""
+    rng = np.random.RandomState(seed)
+    order = np.arange(len(features))
+    current = features[column]
+    for _ in range(n_repeats):
+        rng.shuffle(order)
+        current = current.iloc[order]
+        current.index = features.index
+        frame = features.copy()
+        frame[column] = current
+        yield frame
+
+
+def permutation_importances(model, features: pd.DataFrame, y, scorer: ImportanceScorer, *,
+                            n_repeats: int, seed: int) -> np.ndarray:
+    """sklearn's permutation_importance (n_jobs=1), same shuffles and same scores, with the
+    shuffled copies predicted together in a few large batches instead of one call each:
+    (n_features, n_repeats) drops in score."""
+    column_seed = np.random.RandomState(seed).randint(np.iinfo(np.int32).max + 1)
+    frames = [features] + [frame for column in features.columns
+                           for frame in _shuffled_columns(features, column, n_repeats, column_seed)]
+    per_batch = max(1, IMPORTANCE_BATCH_ROWS // max(1, len(features)))
+    outputs = []
+    for start in range(0, len(frames), per_batch):
+        chunk = frames[start:start + per_batch]
+        batch = pd.concat(chunk, ignore_index=True)
+        outputs.extend(np.array_split(scorer.output(model, batch), len(chunk)))
+    scores = np.array([scorer.score_output(y, output) for output in outputs])
+    return scores[0] - scores[1:].reshape(len(features.columns), n_repeats)
 
 
 def feature_importance(
@@ -81,14 +132,13 @@ def feature_importance(
     if len(features) > MAX_IMPORTANCE_ROWS:
         keep = np.random.default_rng(seed).choice(len(features), MAX_IMPORTANCE_ROWS, replace=False)
         features, y = features.iloc[keep], pd.Series(np.asarray(y)[keep])
-    result = permutation_importance(
-        model, features, y, scoring=scorer, n_repeats=5, random_state=seed, n_jobs=1
-    )
-    importances = dict(zip(features.columns, result.importances_mean.tolist(), strict=True))
-    order = np.argsort(result.importances_mean)
+    drops = permutation_importances(model, features, y, scorer, n_repeats=IMPORTANCE_REPEATS,
+                                    seed=seed)
+    mean, spread = drops.mean(axis=1), drops.std(axis=1)
+    importances = dict(zip(features.columns, mean.tolist(), strict=True))
+    order = np.argsort(mean)
     figure, ax = plt.subplots(figsize=(6, max(3, 0.3 * len(order) + 1)))
-    ax.barh(np.asarray(features.columns)[order], result.importances_mean[order],
-            xerr=result.importances_std[order])
+    ax.barh(np.asarray(features.columns)[order], mean[order], xerr=spread[order])
     ax.set(xlabel=f"drop in {metric} when shuffled", title="Permutation importance (holdout)")
     figure.tight_layout()
     return importances, figure

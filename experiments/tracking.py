@@ -1,5 +1,6 @@
 """MLflow tracking: experiments, batched logging, and one nested run per Optuna trial."""
 
+import importlib
 import json
 import logging
 import queue
@@ -151,6 +152,8 @@ class TrialRecorder:
             RunTag("mlops.trial_state", trial.state.name),
             RunTag("mlops.folds_completed", str(len(folds))),
         ]
+        if "one_thread" in trial.user_attrs:  # its fits were limited to one native thread
+            tags.append(RunTag("mlops.one_thread", str(trial.user_attrs["one_thread"]).lower()))
         if trial.state == TrialState.FAIL:
             tags.append(RunTag("mlops.fail_reason", str(trial.user_attrs.get("fail_reason", ""))[:5000]))
         params = [Param(k, _text(v)) for k, v in trial.params.items()]
@@ -233,6 +236,27 @@ def compact_skops_schema() -> None:
 
     if getattr(_persist, "json", None) is json:
         _persist.json = _CompactJson()
+
+
+MODEL_LOGGING_MODULES = ("skops.io", "mlflow.sklearn", "mlflow.models")
+
+
+def preload_model_logging() -> threading.Thread:
+    """Import what log_sklearn_model needs in a background thread, alongside the search:
+    skops imports every scikit-learn estimator to list the types it trusts (1-2 s quiet,
+    13 s on a busy machine), serially after the search otherwise. A failed import is left
+    to happen again, and be reported, where the module is used."""
+
+    def load() -> None:
+        for name in MODEL_LOGGING_MODULES:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001, S112 - raised again, visibly, at its real import
+                continue
+
+    thread = threading.Thread(target=load, name="mlops-preload-model-logging", daemon=True)
+    thread.start()
+    return thread
 
 
 def log_sklearn_model(

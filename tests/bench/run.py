@@ -20,6 +20,12 @@ Figures (each is a ratio against a baseline or target; nothing here asserts on t
 5. feature_engineering  the same seeded search (make_objective + run_search, no server),
                       same number of trials, with tuning.feature_engineering on against off;
                       median of on/off over alternated pairs.
+6. train_end_to_end   `mlops train SPEC --json` as its own process, start to exit, against
+                      tests/bench/bare_train.py (Optuna + scikit-learn by hand, the same
+                      trials on the same data, start to exit); median of ours/bare over
+                      alternated pairs. Both run with the user's thread settings, not the
+                      bench's --threads; a third run per pair gives the bare script one
+                      native thread (OMP_NUM_THREADS=1), as a careful user might.
 
 Native thread pools (OpenMP, BLAS) are limited to --threads (default 1) in this process.
 HistGradientBoosting's OpenMP threads spin-wait: with other programs on the two cores a fit
@@ -36,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import inspect
 import json
 import logging
@@ -70,7 +77,10 @@ HOST = "127.0.0.1"
 SEED = 42
 START_TIMEOUT_S = 120.0
 FIGURE_ORDER = ("tracking_overhead", "log_model", "mlops_up_cold", "time_to_quality",
-                "feature_engineering")
+                "feature_engineering", "train_end_to_end")
+PLATFORM_FIGURES = ("tracking_overhead", "log_model", "train_end_to_end")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+USER_THREAD_ENV = {name: os.environ.get(name) for name in THREAD_VARIABLES}  # before --threads
 
 TARGETS = {
     "tracking_overhead": 1.10,  # tracked / plain search time
@@ -78,6 +88,7 @@ TARGETS = {
     "mlops_up_cold": 10.0,  # seconds from cold to healthy (issue 13)
     "time_to_quality": 0.5,  # our time to reach the grid's best / grid total time
     "feature_engineering": 1.15,  # search time with feature engineering / without
+    "train_end_to_end": 1.10,  # mlops train / bare Optuna + scikit-learn, start to exit (issue 13)
 }
 
 FULL_GRID = {
@@ -125,13 +136,16 @@ class Config:
     tolerance: float = 0.001
     fe_trials: int = 30
     fe_repeats: int = 2
+    e2e_trials: int = 20
+    e2e_repeats: int = 2
+    compare_root: str | None = None  # another checkout's `mlops train`, in the same pairs
 
     @classmethod
     def make(cls, quick: bool) -> Config:
         if quick:
             return cls(True, tracking_trials=10, tracking_repeats=1, warmup_trials=2,
                        log_model_repeats=1, grid=QUICK_GRID, search_max_trials=20,
-                       fe_trials=10, fe_repeats=1)
+                       fe_trials=10, fe_repeats=1, e2e_trials=5, e2e_repeats=1)
         return cls(False, tracking_trials=30, tracking_repeats=2, warmup_trials=2,
                    log_model_repeats=3, grid=FULL_GRID, search_max_trials=60)
 
@@ -794,6 +808,128 @@ def figure_feature_engineering(ctx: Context, cfg: Config) -> dict:
     }
 
 
+# --------------------------------------------------------------------------- figure 6
+
+
+def user_environment(**extra: str) -> dict[str, str]:
+    """This process's environment with the user's own native-thread settings (not --threads)."""
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+    env.update({k: v for k, v in USER_THREAD_ENV.items() if v is not None})
+    return {**env, **extra}
+
+
+def timed_process(command: list[str], env: dict[str, str], cwd: Path) -> dict:
+    """Run a command from start to exit; its last stdout line is one JSON object."""
+    import subprocess
+
+    load = load_average()
+    started, wall_started = time.perf_counter(), time.time()
+    done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=1800)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{Path(command[1]).name} exited {done.returncode}: "
+                           f"{done.stderr.strip()[-2000:]}")
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "_seconds": seconds,
+            "_load": load[0] if load else None,
+            "_stages": flow_stages(done.stderr, wall_started, wall_started + seconds)}
+
+
+def flow_stages(log: str, started: float, ended: float) -> dict[str, float] | None:
+    """Seconds of each part of a training, from the flow's console log: the CLI before the
+    flow (imports, connecting, checks), each task (from the previous task's end), and the
+    end of the flow to exit. None for a process that logs no flow (the bare script)."""
+    import re
+    from datetime import datetime
+
+    day = datetime.fromtimestamp(started)
+    marks = []
+    for line in log.splitlines():
+        found = re.match(r"(\d\d:\d\d:\d\d\.\d+) \| \w+ +\| (?:Flow run '[^']+' - "
+                         r"(Beginning|Finished)|Task run '(.+)-\w+' - Finished)", line)
+        if found:
+            clock = datetime.combine(day.date(), datetime.strptime(found[1], "%H:%M:%S.%f").time())
+            marks.append((found[3] or f"flow {found[2].lower()}", clock.timestamp()))
+    if not marks or marks[0][0] != "flow beginning":
+        return None
+    stages, last = {"cli_before_flow": marks[0][1] - started}, marks[0][1]
+    for name, at in marks[1:]:
+        stages[name] = stages.get(name, 0.0) + at - last
+        last = at
+    stages["flow_end_to_exit"] = ended - last
+    return {k: round(v, 2) for k, v in stages.items()}
+
+
+def figure_train_end_to_end(ctx: Context, cfg: Config) -> dict:
+    trials = cfg.e2e_trials
+    spec = ctx.tmp / "bench-e2e.yaml"
+    spec.write_text(
+        "name: bench-e2e\ntask: classification\ndata:\n"
+        f"  source: {json.dumps(str(ctx.csv))}\n  target: target\n"
+        f"tuning:\n  trials: {trials}\n  metric: roc_auc\n  cv_folds: 5\n  seed: {SEED}\n")
+    python = sys.executable
+    ours_command = [python, str(Path(python).parent / "mlops"), "train", str(spec), "--json"]
+    out_dir = ctx.tmp / "bare-e2e"
+    out_dir.mkdir(exist_ok=True)
+    bare_command = [python, str(ROOT / "tests/bench/bare_train.py"), str(ctx.csv), "target",
+                    str(trials), str(SEED), str(out_dir)]
+
+    def bare(**extra: str) -> dict:
+        return timed_process(bare_command, user_environment(**extra), ctx.tmp)
+
+    def ours(root: Path = ROOT) -> dict:  # the code of `root`, whatever is installed
+        return timed_process(ours_command, user_environment(PYTHONPATH=str(root)), root)
+
+    runs = []
+    for i in range(cfg.e2e_repeats):
+        pair = {"bare": bare(), "ours": ours()}
+        if cfg.compare_root:  # the same command, its code from the other checkout
+            root = Path(cfg.compare_root).resolve()
+            pair["compared"] = ours(root)
+        pair["bare_one_thread"] = bare(OMP_NUM_THREADS="1")
+        note(f"  repeat {i + 1}: bare {pair['bare']['_seconds']:.1f} s, ours "
+             f"{pair['ours']['_seconds']:.1f} s, bare on one thread "
+             f"{pair['bare_one_thread']['_seconds']:.1f} s"
+             + (f", compared checkout {pair['compared']['_seconds']:.1f} s" if "compared" in pair
+                else "") + " (load "
+             f"{[run['_load'] for run in pair.values()]})")
+        runs.append(pair)
+    ratios = [p["ours"]["_seconds"] / p["bare"]["_seconds"] for p in runs]
+    ratio = statistics.median(ratios)
+    seconds = lambda side: [r(p[side]["_seconds"], 2) for p in runs]  # noqa: E731
+    target = TARGETS["train_end_to_end"]
+    return {
+        "trials": trials,
+        "repeats": cfg.e2e_repeats,
+        "seconds": r(statistics.median(p["ours"]["_seconds"] for p in runs), 2),
+        "baseline": r(statistics.median(p["bare"]["_seconds"] for p in runs), 2),
+        "ratio": r(ratio),
+        "ratios": [r(x) for x in ratios],
+        "ours_seconds": seconds("ours"),
+        "bare_seconds": seconds("bare"),
+        "bare_one_thread_seconds": seconds("bare_one_thread"),
+        "ratios_vs_one_thread_bare": [r(p["ours"]["_seconds"] / p["bare_one_thread"]["_seconds"])
+                                      for p in runs],
+        "load_at_each_run": [{k: run["_load"] for k, run in p.items()} for p in runs],
+        "stages": [{k: run["_stages"] for k, run in p.items() if run.get("_stages")}
+                   for p in runs],
+        "compared_root": cfg.compare_root,
+        "compared_seconds": seconds("compared") if cfg.compare_root else None,
+        "compared_ratios": [r(p["compared"]["_seconds"] / p["bare"]["_seconds"]) for p in runs]
+        if cfg.compare_root else None,
+        # The same trials: the bare search reaches the same best cross-validated score.
+        "same_trials": all(abs(p["ours"]["cv_score"] - p["bare"]["cv_score"]) < 1e-9
+                           for p in runs),
+        "cv_score": {"ours": r(runs[0]["ours"]["cv_score"], 5),
+                     "bare": r(runs[0]["bare"]["cv_score"], 5)},
+        "baseline_is": "tests/bench/bare_train.py: read the CSV, hold out 20 %, the platform's "
+                       "objective in a seeded in-memory Optuna study, refit, holdout score, "
+                       "joblib.dump; its own process, start to exit",
+        "measured_is": "`mlops train SPEC --json` against the bench's platform, start to exit",
+        "target": target,
+        "met": ratio <= target,
+    }
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -829,7 +965,7 @@ def run_on_platform(ctx: Context, cfg: Config, results: dict) -> None:
         except Exception as error:  # noqa: BLE001
             message = f"the platform did not start: {type(error).__name__}: {error}"
             err.print(f"[red]{message}[/red]", highlight=False)
-            for figure in ("tracking_overhead", "log_model"):
+            for figure in PLATFORM_FIGURES:
                 results.setdefault(figure, platform_entry_error(figure, message))
             return
         os.environ.update(
@@ -846,6 +982,9 @@ def run_on_platform(ctx: Context, cfg: Config, results: dict) -> None:
                 "tracking_overhead", lambda: figure_tracking_overhead(ctx, cfg))
         if "log_model" not in results:
             results["log_model"] = run_figure("log_model", lambda: figure_log_model(ctx, cfg))
+        if "train_end_to_end" not in results:
+            results["train_end_to_end"] = run_figure(
+                "train_end_to_end", lambda: figure_train_end_to_end(ctx, cfg))
         if "prefect" in sys.modules:
             drain_prefect()
     finally:
@@ -873,6 +1012,8 @@ def print_table(results: dict, cfg: Config) -> None:
         "time_to_quality": ("time to grid's best (s) vs grid total", "ratio <= 0.5"),
         "feature_engineering": ("search with feature engineering vs without (s)",
                                 "ratio <= 1.15"),
+        "train_end_to_end": ("mlops train vs bare Optuna + sklearn, start to exit (s)",
+                             "ratio <= 1.10"),
     }
     for figure in FIGURE_ORDER:
         entry = results.get(figure, {"error": "not run", "met": False})
@@ -920,6 +1061,14 @@ def print_table(results: dict, cfg: Config) -> None:
             f"{f['ratios']} (same models in order: {f['same_models_in_order']}), CPU ratio "
             f"{f['cpu_ratio_median']}; free searches {f['free_search_ratios']} (families "
             f"{f['free_search_families']}); best cv roc_auc {f['best_cv_roc_auc']}")
+    e = results.get("train_end_to_end", {})
+    if "error" not in e and "skipped" not in e and e:
+        lines.append(
+            f"mlops train end to end: {e['trials']} trials x {e['repeats']} alternated pairs, "
+            f"ratios {e['ratios']} (ours {e['ours_seconds']} s, bare {e['bare_seconds']} s, "
+            f"load {e['load_at_each_run']}); against the bare script on one thread: "
+            f"{e['ratios_vs_one_thread_bare']} (bare, one thread: "
+            f"{e['bare_one_thread_seconds']} s); same trials: {e['same_trials']}")
     c = results.get("mlops_up_cold", {})
     if "error" not in c and "skipped" not in c and c:
         lines.append(f"mlops up ({', '.join(c['services'])}): per service healthy at "
@@ -948,14 +1097,21 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated figures to measure (default all: {','.join(FIGURE_ORDER)})")
     parser.add_argument("--threads", type=int, default=1,
                         help="OpenMP/BLAS threads in this process (0: the libraries' default)")
+    parser.add_argument("--e2e-trials", type=int, help="train_end_to_end: trials (default 20)")
+    parser.add_argument("--e2e-repeats", type=int, help="train_end_to_end: pairs (default 2)")
+    parser.add_argument("--compare-root", help="train_end_to_end: also time `mlops train` from "
+                        "this checkout (e.g. the main branch) in each pair")
     args = parser.parse_args(argv)
     chosen = [f.strip() for f in args.figures.split(",") if f.strip()]
     if unknown := sorted(set(chosen) - set(FIGURE_ORDER)):
         parser.error(f"unknown figure(s) {', '.join(unknown)}; choose from {', '.join(FIGURE_ORDER)}")
     if args.threads > 0:  # before numpy or scikit-learn is imported
-        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        for name in THREAD_VARIABLES:
             os.environ[name] = str(args.threads)
     cfg = Config.make(args.quick)
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in (("e2e_trials", args.e2e_trials),
+                                                        ("e2e_repeats", args.e2e_repeats),
+                                                        ("compare_root", args.compare_root)) if v})
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -979,7 +1135,7 @@ def main(argv: list[str] | None = None) -> int:
             if "mlops_up_cold" in chosen:
                 results["mlops_up_cold"] = run_figure(
                     "mlops_up_cold", lambda: figure_cold_start(ctx))
-            if {"tracking_overhead", "log_model"} & set(chosen):
+            if set(PLATFORM_FIGURES) & set(chosen):
                 run_on_platform(ctx, cfg, results)
             # Needs no server: measured after the platform is stopped, on quiet cores.
             if "time_to_quality" in chosen:
@@ -1011,6 +1167,8 @@ def main(argv: list[str] | None = None) -> int:
                 "tolerance": cfg.tolerance,
                 "fe_trials": cfg.fe_trials,
                 "fe_repeats": cfg.fe_repeats,
+                "e2e_trials": cfg.e2e_trials,
+                "e2e_repeats": cfg.e2e_repeats,
             },
         }
         Path(args.out).write_text(json.dumps(report, indent=2, default=str))

@@ -92,6 +92,7 @@ def test_cli_train_records_everything_the_contract_lists(mlops, tmp_path):
         assert child.data.tags["mlops.trial_state"] in {"COMPLETE", "PRUNED", "FAIL"}
         assert "model" in child.data.params
         assert "fe.selection" in child.data.params  # feature engineering is on by default
+        assert child.data.tags["mlops.one_thread"] in {"true", "false"}  # the fits' thread limit
         assert any(m.startswith("cv_roc_auc_fold") for m in child.data.metrics)
 
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
