@@ -33,6 +33,7 @@ LEAK_TREE_DEPTH = 4  # classification: a few splits tell classes apart
 LEAK_FOLDS = 3
 LEAK_MIN_KNOWN = 0.5  # a feature known in fewer rows is not judged
 COLLECT_TIMEOUT_S = 120.0  # waited for after the search, at most
+NOT_MADE = "No data profile was made: `profile: false` in the spec."
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,11 @@ class Profile:
     def markdown(self) -> str:
         lines = [f"- **Warning:** {w}" for w in self.warnings] + [f"- {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+def no_profile() -> Profile:
+    """What a training whose spec turns the profile off keeps: no HTML, no warnings, a note."""
+    return Profile(None, (), (NOT_MADE,))
 
 
 def near_constant_columns(frame: pd.DataFrame, columns: list[str],

@@ -29,6 +29,7 @@ from experiments.profile import (
     Profile,
     close_profile,
     collect_profile,
+    no_profile,
     start_profile,
 )
 from experiments.spec import ExperimentSpec, load_spec, with_overrides
@@ -118,18 +119,24 @@ def start_tracking(
     return tracking
 
 
-def begin_profile(spec: ExperimentSpec, dataset: Dataset) -> PendingProfile:
-    """Start profiling the training data in a child process, alongside the search."""
+def begin_profile(spec: ExperimentSpec, dataset: Dataset) -> PendingProfile | None:
+    """Start profiling the training data in a child process, alongside the search; None when
+    the spec says `profile: false`."""
+    if not spec.profile:
+        return None
     contract = dataset.contract
     return start_profile(dataset.frame, contract.target, spec.task, contract.numeric,
                          contract.categorical, spec.tuning.seed)
 
 
 @task(cache_policy=NO_CACHE)
-def log_profile(context: training.TrainingContext, pending: PendingProfile) -> Profile:
+def log_profile(context: training.TrainingContext, pending: PendingProfile | None) -> Profile:
     """The profile as `data/profile.html` on the parent run; its warnings to the flow's log.
     A profile that failed is one more warning, never a failed training."""
     logger, run_id = get_run_logger(), context.tracking.run_id
+    if pending is None:
+        logger.info("data profile: none (`profile: false` in the spec)")
+        return no_profile()
     started = time.perf_counter()
     profile = collect_profile(pending)
     waited = time.perf_counter() - started
@@ -385,7 +392,8 @@ def train(params: TrainParameters) -> dict:
             training.give_up(_client(), study_storage(), tracking)
             raise
     finally:
-        close_profile(pending)
+        if pending is not None:
+            close_profile(pending)
     training.finish(_client(), study_storage(), tracking)
     schedule_checks(spec, gate)
     return {
