@@ -143,7 +143,7 @@ class Config:
         if quick:
             return cls(True, tracking_trials=10, tracking_repeats=1, warmup_trials=2,
                        log_model_repeats=1, grid=QUICK_GRID, search_max_trials=20,
-                       fe_trials=10, fe_repeats=1, training_trials=10, training_repeats=1)
+                       fe_trials=10, fe_repeats=1, training_trials=10, training_repeats=2)
         return cls(False, tracking_trials=30, tracking_repeats=2, warmup_trials=2,
                    log_model_repeats=3, grid=FULL_GRID, search_max_trials=60)
 
