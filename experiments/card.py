@@ -99,9 +99,11 @@ def _purpose(facts: CardFacts) -> str:
 
 def _data(facts: CardFacts) -> str:
     data = facts.data
+    profile = "" if facts.spec.profile else "\n- Profile: none made (`profile: false` in the spec)"
     return (f"## Data\n\n- Source: `{data.source}`\n- Rows: {data.rows} (a holdout of "
             f"{facts.spec.tuning.holdout_fraction:.0%} kept apart for scoring)\n"
-            f"- Digest: `{data.digest}` (tag `mlops.data_digest`)\n- Trained: {data.trained_at}")
+            f"- Digest: `{data.digest}` (tag `mlops.data_digest`)\n- Trained: {data.trained_at}"
+            f"{profile}")
 
 
 def _pipeline(facts: CardFacts) -> str:

@@ -86,6 +86,11 @@ class ExperimentSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
     task: Literal["classification", "regression"]
     data: DataSection
+    # Not in the search's digest (experiments/training.py: spec_digest): the profile does not
+    # change the search, so turning it off or on resumes the same study.
+    profile: bool = Field(
+        True, description="profile the training data (Evidently's data summary and the leak and "
+                          "near-constant checks); false = no profile")
     tuning: TuningSection = TuningSection()
     monitoring: MonitoringSection = MonitoringSection()
     promotion: PromotionSection = PromotionSection()

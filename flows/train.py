@@ -30,6 +30,7 @@ from experiments.profile import (
     Profile,
     close_profile,
     collect_profile,
+    no_profile,
     start_profile,
 )
 from experiments.spec import ExperimentSpec, load_spec, with_overrides
@@ -137,16 +138,20 @@ class StartingProfile:
         return self._future.result()
 
 
-def begin_profile(spec: ExperimentSpec, dataset: Dataset) -> StartingProfile:
-    """Start profiling the training data in a child process, alongside the search."""
-    return StartingProfile(spec, dataset)
+def begin_profile(spec: ExperimentSpec, dataset: Dataset) -> StartingProfile | None:
+    """Start profiling the training data in a child process, alongside the search; None when
+    the spec says `profile: false`."""
+    return StartingProfile(spec, dataset) if spec.profile else None
 
 
 @task(cache_policy=NO_CACHE)
-def log_profile(context: training.TrainingContext, starting: StartingProfile) -> Profile:
+def log_profile(context: training.TrainingContext, starting: StartingProfile | None) -> Profile:
     """The profile as `data/profile.html` on the parent run; its warnings to the flow's log.
     A profile that failed is one more warning, never a failed training."""
     logger, run_id = get_run_logger(), context.tracking.run_id
+    if starting is None:
+        logger.info("data profile: none (`profile: false` in the spec)")
+        return no_profile()
     started = time.perf_counter()
     profile = collect_profile(starting.pending())
     waited = time.perf_counter() - started
@@ -403,7 +408,8 @@ def train(params: TrainParameters) -> dict:
             training.give_up(_client(), study_storage(), tracking)
             raise
     finally:
-        close_profile(starting.pending())
+        if starting is not None:
+            close_profile(starting.pending())
     training.finish(_client(), study_storage(), tracking)
     schedule_checks(spec, gate)
     return {

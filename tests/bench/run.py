@@ -26,6 +26,14 @@ Figures (each is a ratio against a baseline or target; nothing here asserts on t
                       alternated pairs. Both run with the user's thread settings, not the
                       bench's --threads; a third run per pair gives the bare script one
                       native thread (OMP_NUM_THREADS=1), as a careful user might.
+7. training_profile_fe  the whole training flow (flows.train.train, as `mlops train` runs it,
+                      on the bench's platform, same data) with the data profile and feature
+                      engineering on (the defaults) against both off (`profile: false`,
+                      `tuning.feature_engineering: false`); every training is given the same
+                      trials (model and parameters, in order, from a first search without
+                      either: not counted), so both sides fit the same models and the "with"
+                      side draws only fe.*. Median of with/without over alternated pairs, each
+                      pair's seconds and the machine's load printed.
 
 Native thread pools (OpenMP, BLAS) are limited to --threads (default 1) in this process.
 HistGradientBoosting's OpenMP threads spin-wait: with other programs on the two cores a fit
@@ -77,8 +85,8 @@ HOST = "127.0.0.1"
 SEED = 42
 START_TIMEOUT_S = 120.0
 FIGURE_ORDER = ("tracking_overhead", "log_model", "mlops_up_cold", "time_to_quality",
-                "feature_engineering", "train_end_to_end")
-PLATFORM_FIGURES = ("tracking_overhead", "log_model", "train_end_to_end")
+                "feature_engineering", "train_end_to_end", "training_profile_fe")
+PLATFORM_FIGURES = ("tracking_overhead", "log_model", "train_end_to_end", "training_profile_fe")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 USER_THREAD_ENV = {name: os.environ.get(name) for name in THREAD_VARIABLES}  # before --threads
 
@@ -89,6 +97,7 @@ TARGETS = {
     "time_to_quality": 0.5,  # our time to reach the grid's best / grid total time
     "feature_engineering": 1.15,  # search time with feature engineering / without
     "train_end_to_end": 1.10,  # mlops train / bare Optuna + scikit-learn, start to exit (issue 13)
+    "training_profile_fe": 1.15,  # training time with the profile and FE / without (issue 15)
 }
 
 FULL_GRID = {
@@ -139,13 +148,16 @@ class Config:
     e2e_trials: int = 20
     e2e_repeats: int = 2
     compare_root: str | None = None  # another checkout's `mlops train`, in the same pairs
+    training_trials: int = 30
+    training_repeats: int = 3
 
     @classmethod
     def make(cls, quick: bool) -> Config:
         if quick:
             return cls(True, tracking_trials=10, tracking_repeats=1, warmup_trials=2,
                        log_model_repeats=1, grid=QUICK_GRID, search_max_trials=20,
-                       fe_trials=10, fe_repeats=1, e2e_trials=5, e2e_repeats=1)
+                       fe_trials=10, fe_repeats=1, e2e_trials=5, e2e_repeats=1,
+                       training_trials=10, training_repeats=2)
         return cls(False, tracking_trials=30, tracking_repeats=2, warmup_trials=2,
                    log_model_repeats=3, grid=FULL_GRID, search_max_trials=60)
 
@@ -163,10 +175,8 @@ class Context:
         frame = load_breast_cancer(as_frame=True).frame
         frame.to_csv(self.csv, index=False)
 
-    def spec(self, trials: int):
-        from experiments.spec import parse_spec
-
-        text = (
+    def spec_text(self, trials: int) -> str:
+        return (
             "name: bench\n"
             "task: classification\n"
             "data:\n"
@@ -178,7 +188,11 @@ class Context:
             "  cv_folds: 5\n"
             f"  seed: {SEED}\n"
         )
-        return parse_spec(text, "bench")
+
+    def spec(self, trials: int):
+        from experiments.spec import parse_spec
+
+        return parse_spec(self.spec_text(trials), "bench")
 
     def training_data(self, trials: int):
         """(spec, dataset, split, features, y) as the training flow builds them."""
@@ -930,6 +944,109 @@ def figure_train_end_to_end(ctx: Context, cfg: Config) -> dict:
     }
 
 
+# --------------------------------------------------------------------------- figure 7
+
+
+def figure_training_profile_fe(ctx: Context, cfg: Config) -> dict:
+    """The whole training flow with the data profile and feature engineering against neither,
+    same data, same trials (see the module's docstring)."""
+    import resource
+
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    from experiments import training
+    from flows.studies import study_storage
+    from flows.train import TrainParameters, train
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trials = cfg.training_trials
+    specs = {}
+    for arm, extra in (("without", "  feature_engineering: false\nprofile: false\n"),
+                       ("with", "")):  # with: both on, as by default
+        specs[arm] = ctx.tmp / f"training-{arm}.yaml"
+        specs[arm].write_text(ctx.spec_text(trials).replace("name: bench", "name: bench-training")
+                              + extra)
+    queued: list[dict] = []  # the trials every counted training is given, in order
+    original_run_trials = training.run_trials
+
+    def same_trials(*args, warm_start=(), **kwargs):
+        return original_run_trials(*args, warm_start=queued or warm_start, **kwargs)
+
+    def children_cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the profile's process, once joined
+        return usage.ru_utime + usage.ru_stime
+
+    def run(arm: str) -> dict:
+        load = load_average()
+        started, cpu, child_cpu = time.perf_counter(), time.process_time(), children_cpu()
+        result = train(TrainParameters(experiment=str(specs[arm])))
+        seconds = time.perf_counter() - started
+        cpu, child_cpu = time.process_time() - cpu, children_cpu() - child_cpu
+        client = MlflowClient()
+        run_ = client.get_run(result["run_id"])
+        study = optuna.load_study(study_name=run_.data.tags["mlops.study_name"],
+                                  storage=study_storage())
+        done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+        return {"seconds": seconds, "cpu_seconds": cpu + child_cpu, "profile_cpu_seconds": child_cpu,
+                "load_before": load, "load_after": load_average(),
+                "params": [{k: v for k, v in t.params.items() if not k.startswith("fe.")}
+                           for t in done],
+                "fe": any(k.startswith("fe.") for t in done for k in t.params),
+                "profile": bool(client.list_artifacts(result["run_id"], "data")),
+                "version": result["model_version"]}
+
+    training.run_trials = same_trials
+    try:
+        note(f"  reference search without either ({trials} trials, not counted)")
+        reference = run("without")
+        queued.extend(reference["params"])
+        note(f"  warm-up with both ({trials} trials, not counted): {run('with')['seconds']:.1f} s")
+        pairs = []
+        for i in range(cfg.training_repeats):
+            order = ("without", "with") if i % 2 == 0 else ("with", "without")
+            pair = {arm: run(arm) for arm in order}
+            pairs.append(pair)
+            note(f"  pair {i + 1} ({' then '.join(order)}): without {pair['without']['seconds']:.2f} s"
+                 f", with {pair['with']['seconds']:.2f} s "
+                 f"(profile process {pair['with']['profile_cpu_seconds']:.1f} s CPU), "
+                 f"load {pair[order[0]]['load_before']}")
+    finally:
+        training.run_trials = original_run_trials
+
+    ratios = [p["with"]["seconds"] / p["without"]["seconds"] for p in pairs]
+    ratio = statistics.median(ratios)
+    same = all(p[arm]["params"] == queued for p in pairs for arm in p)
+    switched = all(p["with"]["fe"] and p["with"]["profile"] and not p["without"]["fe"]
+                   and not p["without"]["profile"] for p in pairs)
+    target = TARGETS["training_profile_fe"]
+    return {
+        "trials": trials,
+        "repeats": cfg.training_repeats,
+        "seconds": r(statistics.median(p["with"]["seconds"] for p in pairs)),
+        "baseline": r(statistics.median(p["without"]["seconds"] for p in pairs)),
+        "ratio": r(ratio),
+        "ratios": [r(x) for x in ratios],
+        "pairs": [{"order": list(p), **{f"{arm}_seconds": r(p[arm]["seconds"]) for arm in p},
+                   **{f"{arm}_cpu_seconds": r(p[arm]["cpu_seconds"]) for arm in p},
+                   "profile_process_cpu_seconds": r(p["with"]["profile_cpu_seconds"]),
+                   "load_before": p[next(iter(p))]["load_before"],
+                   "load_after": p[list(p)[-1]]["load_after"]} for p in pairs],
+        # CPU of this process and its reaped children (the profile's): less swayed by others.
+        "cpu_ratio_median": r(statistics.median(p["with"]["cpu_seconds"] / p["without"]["cpu_seconds"]
+                                                for p in pairs)),
+        "same_trials_in_order": same,
+        "profile_and_fe_only_on_the_with_side": switched,
+        "families": dict(sorted(collections.Counter(q.get("model") for q in queued).items())),
+        "baseline_is": "flows.train.train with `profile: false` and tuning.feature_engineering: "
+                       "false, given the reference search's trials",
+        "measured_is": "flows.train.train with both on (the defaults), given the same trials, "
+                       "drawing only fe.*",
+        "target": target,
+        "met": ratio <= target,
+    }
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -950,7 +1067,7 @@ def drain_prefect() -> None:
 
 
 def run_on_platform(ctx: Context, cfg: Config, results: dict) -> None:
-    """Figures 1 and 2 need a running platform: start it, measure, always stop it."""
+    """Figures 1, 2, 6 and 7 need a running platform: start it, measure, always stop it."""
     from infra.local import local_platform
 
     home = ctx.tmp / "mlops-home"
@@ -985,6 +1102,9 @@ def run_on_platform(ctx: Context, cfg: Config, results: dict) -> None:
         if "train_end_to_end" not in results:
             results["train_end_to_end"] = run_figure(
                 "train_end_to_end", lambda: figure_train_end_to_end(ctx, cfg))
+        if "training_profile_fe" not in results:
+            results["training_profile_fe"] = run_figure(
+                "training_profile_fe", lambda: figure_training_profile_fe(ctx, cfg))
         if "prefect" in sys.modules:
             drain_prefect()
     finally:
@@ -1014,6 +1134,7 @@ def print_table(results: dict, cfg: Config) -> None:
                                 "ratio <= 1.15"),
         "train_end_to_end": ("mlops train vs bare Optuna + sklearn, start to exit (s)",
                              "ratio <= 1.10"),
+        "training_profile_fe": ("training with profile and FE vs neither (s)", "ratio <= 1.15"),
     }
     for figure in FIGURE_ORDER:
         entry = results.get(figure, {"error": "not run", "met": False})
@@ -1069,6 +1190,15 @@ def print_table(results: dict, cfg: Config) -> None:
             f"load {e['load_at_each_run']}); against the bare script on one thread: "
             f"{e['ratios_vs_one_thread_bare']} (bare, one thread: "
             f"{e['bare_one_thread_seconds']} s); same trials: {e['same_trials']}")
+    t6 = results.get("training_profile_fe", {})
+    if "error" not in t6 and "skipped" not in t6 and t6:
+        lines.append(
+            f"training with profile and FE: {t6['trials']} trials x {t6['repeats']} alternated "
+            f"pairs, ratios {t6['ratios']}, CPU ratio {t6['cpu_ratio_median']} (same trials in "
+            f"order: {t6['same_trials_in_order']}; profile and FE only on the 'with' side: "
+            f"{t6['profile_and_fe_only_on_the_with_side']}); pairs "
+            + "; ".join(f"{p['without_seconds']} s vs {p['with_seconds']} s at load "
+                        f"{p['load_before']}" for p in t6["pairs"]))
     c = results.get("mlops_up_cold", {})
     if "error" not in c and "skipped" not in c and c:
         lines.append(f"mlops up ({', '.join(c['services'])}): per service healthy at "
@@ -1169,6 +1299,8 @@ def main(argv: list[str] | None = None) -> int:
                 "fe_repeats": cfg.fe_repeats,
                 "e2e_trials": cfg.e2e_trials,
                 "e2e_repeats": cfg.e2e_repeats,
+                "training_trials": cfg.training_trials,
+                "training_repeats": cfg.training_repeats,
             },
         }
         Path(args.out).write_text(json.dumps(report, indent=2, default=str))

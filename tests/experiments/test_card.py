@@ -1,5 +1,6 @@
 """The model card's content, built from a training's facts (no servers)."""
 
+import dataclasses
 import textwrap
 
 from synthetic import multiclass_frame
@@ -108,3 +109,12 @@ def test_a_balanced_large_data_set_has_no_limitations_to_report():
     card = build_card(facts(frame))
 
     assert "## Known limitations\n\nNone found by the checks above." in card
+
+
+def test_a_card_says_when_no_data_profile_was_made():
+    frame = multiclass_frame()
+    off = SPEC.model_copy(update={"profile": False})
+
+    assert "Profile: none made" not in build_card(facts(frame))
+    card = build_card(dataclasses.replace(facts(frame), spec=off))
+    assert "- Profile: none made (`profile: false` in the spec)" in card

@@ -1,10 +1,13 @@
 """The data profile's warnings on frames, its sampling, and its failure path (no servers)."""
 
+import json
+
 import numpy as np
 import pandas as pd
 from synthetic import binary_frame, regression_frame
 
 from experiments.profile import (
+    NO_TARGET_PARTNER,
     close_profile,
     collect_profile,
     leak_warnings,
@@ -91,3 +94,37 @@ def test_a_profile_that_fails_in_its_process_is_a_warning_not_an_error():
     assert profile.warnings == ("the data profile failed (KeyError: 'no_such_target'); the "
                                 "training goes on without it",)
     assert not pending.process.is_alive()
+
+
+def test_all_numeric_classification_data_is_profiled_and_says_what_it_left_out(tmp_path):
+    """Given a class target and numeric features only (Evidently's target correlations need a
+    categorical partner: they raised KeyError 'cramer_v'), the profile is made, the note says
+    why the target's correlations are missing, and the leak check still runs."""
+    frame = binary_frame().drop(columns="colour")
+
+    profile = profile_data(frame, "label", "classification", ["x1", "x2", "noise"], [],
+                           str(tmp_path), seed=0)
+
+    assert all(column in profile.html.read_text() for column in frame.columns)
+    assert profile.notes == (NO_TARGET_PARTNER["classification"],)
+
+
+def test_one_histogram_per_column_leaves_the_report_as_evidently_makes_it(monkeypatch):
+    """Evidently builds a column's histogram once per statistic; building it once per column
+    changes nothing in the report (its content, ids aside)."""
+    import contextlib
+    import re
+
+    import experiments.profile as profile
+
+    frame = binary_frame()
+    args = (frame, "label", "classification", ["x1", "x2", "noise"], ["colour"],
+            ["x1", "x2", "noise", "colour"])
+
+    def content(snapshot) -> str:
+        text = json.dumps(snapshot.dict(), sort_keys=True, default=str)
+        return re.sub(r"[0-9a-f]{32}|[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", "<id>", text)
+
+    reused = content(profile._evidently_report(*args))
+    monkeypatch.setattr(profile, "one_histogram_per_column", contextlib.nullcontext)
+    assert content(profile._evidently_report(*args)) == reused

@@ -242,3 +242,20 @@ def test_live_evidence_promotion_is_off_unless_asked():
     assert asked.promotion.live_evidence is True
     with pytest.raises(InputError, match="unknown key 'promotion.live_evidense'"):
         parse_spec(spec_text(extra="promotion:\n  live_evidense: true\n"), "t.yaml")
+
+
+def test_the_data_profile_is_on_unless_turned_off_and_a_typo_is_named():
+    """Given no `profile` key, the training data is profiled; `profile: false` turns it off
+    without changing the search's digest (the same study resumes); a misspelt key or a value
+    that is not a yes/no is refused in one line naming it."""
+    from experiments.training import spec_digest
+
+    on = parse_spec(spec_text(), "t.yaml")
+    off = parse_spec(spec_text(extra="profile: false\n"), "t.yaml")
+
+    assert on.profile is True and off.profile is False
+    assert spec_digest(off) == spec_digest(on)
+    with pytest.raises(InputError, match=r"^spec t\.yaml: unknown key 'profil'$"):
+        parse_spec(spec_text(extra="profil: false\n"), "t.yaml")
+    with pytest.raises(InputError, match=r"^spec t\.yaml: profile: Input should be a valid boolean"):
+        parse_spec(spec_text(extra="profile: sometimes\n"), "t.yaml")

@@ -182,15 +182,22 @@ def test_champion_moves_only_when_the_new_version_wins(platform, tmp_path):
     (challenger, with the reason), and a forest that wins on the same holdout takes over."""
     binary_frame(n=400, seed=7).to_csv(tmp_path / "xor.csv", index=False)
     # Without feature engineering: pairwise products would let a linear model learn XOR.
+    # Without the data profile too: such a training has none, and registers all the same.
     linear = write_spec(tmp_path, "it-gate", "classification", tmp_path / "xor.csv", "label",
                         trials=2, models=["logistic_regression"],
-                        extra="  feature_engineering: false\n")
+                        extra="  feature_engineering: false\nprofile: false\n")
     client = MlflowClient()
 
     first = run_flow(linear)
     second = run_flow(linear)
 
     assert first["promoted"] and not second["promoted"]
+    assert not client.list_artifacts(first["run_id"], "data")
+    card = open(client.download_artifacts(first["run_id"], "model_card.md",
+                                          dst_path=str(tmp_path))).read()
+    assert "- Profile: none made (`profile: false` in the spec)" in card
+    description = client.get_run(first["run_id"]).data.tags["mlflow.note.content"]
+    assert "Data profile: none" in description and "`profile: false` in the spec" in description
     assert client.get_model_version_by_alias("it-gate", "champion").version == first["model_version"]
     challenger = client.get_model_version_by_alias("it-gate", "challenger")
     assert challenger.version == second["model_version"]
