@@ -218,8 +218,8 @@ def test_no_secret_reaches_params_tags_or_logs(full_platform, trained, client_en
 
 
 def test_monitoring_and_drift_retraining_work_unchanged(full_platform, trained, client_env):
-    """Given shifted data, `mlops monitor` triggers; the runner retrains from the s3:// source
-    and registers a version tagged mlops.trigger=drift."""
+    """Given shifted data, `mlops monitor` triggers; the platform's worker retrains from the
+    s3:// source and registers a version tagged mlops.trigger=drift."""
     from mlflow.tracking import MlflowClient
 
     from flows.demo import wait_for_retraining

@@ -7,6 +7,7 @@ run on it and finish, their results in MLflow and the bucket.
 Against the session's full platform (real PostgreSQL, SeaweedFS S3, MLflow, Prefect), with
 the platform's own worker stopped meanwhile so the pool's runs can only go to this one."""
 
+import io
 import json
 import os
 import pwd
@@ -108,6 +109,7 @@ def installed(user, tmp_path_factory):
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
     Path(site, "mlops-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    (user.home / "tmp").mkdir()
     subprocess.run(["chown", "-R", f"{user.uid}:{user.gid}", str(user.home)], check=True)
     return venv, checkout
 
@@ -120,8 +122,10 @@ def _worker_environment(full_platform, user: User) -> dict[str, str]:
     assert {"MLFLOW_TRACKING_URI", "PREFECT_API_URL", "MLFLOW_TRACKING_PASSWORD", "AWS_SECRET_ACCESS_KEY",
             "PREFECT_API_AUTH_STRING", "MLOPS_OPTUNA_STORAGE", "MLOPS_DATA_URI"} <= set(given)
     assert not any(key.startswith("MLOPS_HOME") for key in given)
+    # Its own temporary folder too, as on another machine (Prefect's runner keeps files under
+    # TMPDIR/runner_storage, which on this machine the platform's root processes own).
     return {**given, "PATH": "/usr/bin:/bin", "HOME": str(user.home), "LANG": "C.UTF-8",
-            "MLOPS_HOME": str(user.home / "mlops")}
+            "MLOPS_HOME": str(user.home / "mlops"), "TMPDIR": str(user.home / "tmp")}
 
 
 def _put(s3, key: str, frame: pd.DataFrame) -> str:
@@ -149,39 +153,23 @@ def _ran_on(client, flow_run_id: str, worker: str) -> bool:
     return any(f"Worker '{worker}' submitting flow run" in log.message for log in logs)
 
 
-def test_a_worker_elsewhere_runs_search_batches_a_retraining_and_a_batch_scoring(
-        full_platform, user, installed, tmp_path):
-    from mlflow.tracking import MlflowClient
-    from prefect.client.orchestration import get_client
-    from prefect.deployments import run_deployment
+@dataclass(frozen=True)
+class Inputs:
+    spec: Path
+    current: str  # drifted, labelled
+    to_score: str
+    out: str
 
-    from flows.demo import wait_for_retraining
-    from infra.objectstore import s3_client
-    from monitoring.champion import load_run_spec
-    from monitoring.record import RETRAINING_FLOW_RUN
 
-    venv, checkout = installed
-    env = _worker_environment(full_platform, user)
-    worker_name = f"elsewhere-{user.name}"
-    # Given a user that cannot read the platform's home nor the checkout, and whose `flows`
-    # is its own install's.
-    for private in (full_platform.home / "secrets.env", full_platform.home, checkout / "flows"):
-        denied = subprocess.run(user.command("/bin/ls", str(private)), capture_output=True, env=env)
-        assert denied.returncode != 0, f"{user.name} can read {private}"
-    where = subprocess.run(user.command(str(venv / "bin" / "python"), "-c",
-                                        "import flows; print(flows.__file__)"),
-                           capture_output=True, text=True, env=env, cwd=user.home)
-    assert where.stdout.startswith(str(venv)), where.stdout + where.stderr
-    client_env = full_platform.client_environment()
-    s3 = s3_client(client_env["AWS_ENDPOINT_URL"], client_env["AWS_ACCESS_KEY_ID"],
-                   client_env["AWS_SECRET_ACCESS_KEY"])
+def _inputs(s3, folder: Path) -> Inputs:
+    """Small data in the bucket: training, a drifted labelled batch, rows to score."""
     source = _put(s3, f"data/{NAME}/train.csv", binary_frame(n=300, seed=31))
     drifted = binary_frame(n=200, seed=32)
     for column in ("x1", "x2", "noise"):
         drifted[column] = drifted[column] + 2.0
     current = _put(s3, f"data/{NAME}/drifted.csv", drifted)
     to_score = _put(s3, f"data/{NAME}/score.csv", binary_frame(n=50, seed=33).drop(columns=["label"]))
-    spec = tmp_path / "spec.yaml"
+    spec = folder / "spec.yaml"
     spec.write_text(textwrap.dedent(f"""\
         name: {NAME}
         task: classification
@@ -189,50 +177,105 @@ def test_a_worker_elsewhere_runs_search_batches_a_retraining_and_a_batch_scoring
         tuning: {{trials: 4, cv_folds: 2, models: [logistic_regression]}}
         monitoring: {{drift_share: 0.3, cooldown_minutes: 60}}
         """))
-    log = (tmp_path / "worker.log").open("w")
+    return Inputs(spec, current, to_score, f"s3://{BUCKET}/data/{NAME}/scored-{secrets.token_hex(3)}.parquet")
+
+
+def _assert_cut_off(user: User, env: dict, full_platform, venv: Path, checkout: Path) -> None:
+    """The user cannot read the platform's home nor the checkout; its `flows` is its own."""
+    for private in (full_platform.home / "secrets.env", full_platform.home, checkout / "flows"):
+        denied = subprocess.run(user.command("/bin/ls", str(private)), capture_output=True, env=env)
+        assert denied.returncode != 0, f"{user.name} can read {private}"
+    where = subprocess.run(user.command(str(venv / "bin" / "python"), "-c",
+                                        "import flows; print(flows.__file__)"),
+                           capture_output=True, text=True, env=env, cwd=user.home)
+    assert where.stdout.startswith(str(venv)), where.stdout + where.stderr
+
+
+def _workload(full_platform, inputs: Inputs, folder: Path, storage: str, prefect, worker_name: str) -> dict:
+    """A fanned-out training, then a batch scoring from its deployment and a drift check whose
+    retraining the event starts; what became of each flow run, and where it ran."""
+    from mlflow.tracking import MlflowClient
+    from prefect.deployments import run_deployment
+
+    from flows.demo import wait_for_retraining
+    from monitoring.champion import load_run_spec
+    from monitoring.record import RETRAINING_FLOW_RUN
+
+    trained = full_platform.run("train", str(inputs.spec), "--workers", "2", "--json", cwd=folder)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    scoring = run_deployment("predict/predict", timeout=0, parameters={"params": {
+        "model": NAME, "data": inputs.to_score, "out": inputs.out}})
+    checked = full_platform.run("monitor", NAME, "--current", inputs.current, "--json", cwd=folder)
+    assert checked.returncode == 0, checked.stderr[-3000:]
+    check = json.loads(checked.stdout)
+    assert check["retraining"] == "triggered", check
+    mlflow = MlflowClient()
+    retrained = wait_for_retraining(mlflow, NAME, check["monitoring_run_id"], timeout_s=600, poll_s=1)
+    _wait_until_final(prefect, str(scoring.id))
+    runs = {"scoring": str(scoring.id),
+            "retraining": mlflow.get_run(check["monitoring_run_id"]).data.tags.get(RETRAINING_FLOW_RUN),
+            **{f"batch {i}": batch for i, batch in
+               enumerate(_batches(mlflow, json.loads(trained.stdout)["run_id"], storage))}}
+    return {
+        "runs": runs,
+        "states": {what: prefect.read_flow_run(run).state.type.value for what, run in runs.items() if run},
+        "placed": {what: _ran_on(prefect, run, worker_name) for what, run in runs.items() if run},
+        "retrained": retrained and retrained["version"] is not None,
+        "combined": (load_run_spec(mlflow, retrained["run"].info.run_id).data.source
+                     if retrained and retrained["version"] else ""),
+    }
+
+
+def _wait_until_final(prefect, flow_run_id: str, timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = prefect.read_flow_run(flow_run_id).state
+        if state is not None and state.is_final():
+            return
+        time.sleep(1)
+
+
+# Its cost is mostly cold starts: each flow run on a worker imports scikit-learn, MLflow and
+# Prefect anew (about 1 min each on two cores shared with other test sessions).
+@pytest.mark.timeout(1500)
+def test_a_worker_elsewhere_runs_search_batches_a_retraining_and_a_batch_scoring(
+        full_platform, user, installed, tmp_path):
+    from prefect.client.orchestration import get_client
+
+    from infra.objectstore import s3_client
+
+    venv, checkout = installed
+    env = _worker_environment(full_platform, user)
+    _assert_cut_off(user, env, full_platform, venv, checkout)
+    client_env = full_platform.client_environment()
+    s3 = s3_client(client_env["AWS_ENDPOINT_URL"], client_env["AWS_ACCESS_KEY_ID"],
+                   client_env["AWS_SECRET_ACCESS_KEY"])
+    inputs = _inputs(s3, tmp_path)
+    worker_name, log_path = f"elsewhere-{user.name}", tmp_path / "worker.log"
     with (full_platform.own_worker_stopped(), clients_pointed_at(client_env),
-          get_client(sync_client=True) as prefect):
+          get_client(sync_client=True) as prefect, log_path.open("w") as log):
         worker = subprocess.Popen(user.command(str(venv / "bin" / "mlops"), "worker", "--name", worker_name),
                                   env=env, cwd=user.home, stdout=log, stderr=subprocess.STDOUT,
                                   start_new_session=True)
         try:
-            _wait_for_online(prefect, "mlops", worker_name, worker, tmp_path / "worker.log")
-            # When a training fans its search out, a drift check triggers a retraining, and a
-            # batch scoring is started from its deployment.
-            trained = full_platform.run("train", str(spec), "--workers", "2", "--json", cwd=tmp_path)
-            assert trained.returncode == 0, trained.stderr[-3000:]
-            checked = full_platform.run("monitor", NAME, "--current", current, "--json", cwd=tmp_path)
-            assert checked.returncode == 0, checked.stderr[-3000:]
-            check = json.loads(checked.stdout)
-            assert check["retraining"] == "triggered", check
-            out = f"s3://{BUCKET}/data/{NAME}/scored-{secrets.token_hex(3)}.parquet"
-            scoring = run_deployment("predict/predict", parameters={"params": {
-                "model": NAME, "data": to_score, "out": out}}, timeout=600)
-            mlflow = MlflowClient()
-            retrained = wait_for_retraining(mlflow, NAME, check["monitoring_run_id"], timeout_s=600, poll_s=1)
-            batches = _batches(mlflow, json.loads(trained.stdout)["run_id"],
-                               client_env["MLOPS_OPTUNA_STORAGE"])
-            retraining = mlflow.get_run(check["monitoring_run_id"]).data.tags.get(RETRAINING_FLOW_RUN)
-            runs = {"scoring": str(scoring.id), "retraining": retraining,
-                    **{f"batch {i}": batch for i, batch in enumerate(batches)}}
-            states = {what: prefect.read_flow_run(run).state.type.value for what, run in runs.items() if run}
-            placed = {what: _ran_on(prefect, run, worker_name) for what, run in runs.items() if run}
+            _wait_for_online(prefect, "mlops", worker_name, worker, log_path)
+            seen = _workload(full_platform, inputs, tmp_path, client_env["MLOPS_OPTUNA_STORAGE"], prefect,
+                             worker_name)
         finally:
             os.killpg(worker.pid, 15)
             worker.wait(60)
-            log.close()
-    worker_log = (tmp_path / "worker.log").read_text()[-3000:]
+    worker_log = log_path.read_text()[-3000:]
 
     # Then each ran on the worker elsewhere and finished, with its results where others read them.
-    assert batches, f"no search batch finished a trial; worker log: {worker_log}"
-    assert retrained is not None and retrained["version"] is not None, worker_log
-    assert retraining, "the check does not name its retraining's flow run"
-    assert set(states.values()) == {"COMPLETED"}, (states, worker_log)
-    assert all(placed.values()), (placed, worker_log)
-    combined = load_run_spec(mlflow, retrained["run"].info.run_id).data.source
+    assert [what for what in seen["runs"] if what.startswith("batch")], f"no search batch: {worker_log}"
+    assert seen["retrained"] and seen["runs"]["retraining"], worker_log
+    assert set(seen["states"].values()) == {"COMPLETED"}, (seen["states"], worker_log)
+    assert all(seen["placed"].values()), (seen["placed"], worker_log)
+    combined = seen["combined"]
     assert combined.startswith(f"s3://{BUCKET}/data/retrain/"), combined
     s3.head_object(Bucket=BUCKET, Key=combined.removeprefix(f"s3://{BUCKET}/"))
-    scored = pd.read_parquet(s3.get_object(Bucket=BUCKET, Key=out.removeprefix(f"s3://{BUCKET}/"))["Body"])
+    out = s3.get_object(Bucket=BUCKET, Key=inputs.out.removeprefix(f"s3://{BUCKET}/"))["Body"]
+    scored = pd.read_parquet(io.BytesIO(out.read()))
     assert len(scored) == 50 and "prediction" in scored.columns
 
 
