@@ -57,3 +57,31 @@ def test_combined_data_handed_off_to_the_bucket_reads_back(s3_server, monkeypatc
 
     assert uri == f"s3://{s3_server.bucket}/data/retrain/m-1.parquet"
     pd.testing.assert_frame_equal(load_table(uri), frame)
+
+
+@pytest.mark.parametrize(("extra", "says"), [
+    ({"MLOPS_PROFILE": "local"}, "mlops worker --print-env"),
+    ({"MLOPS_PROFILE": "full", "MLOPS_OPTUNA_STORAGE": "postgresql+psycopg2://u:p@127.0.0.1:1/x"},
+     "MLflow does not answer at http://127.0.0.1:1"),
+])
+def test_a_worker_elsewhere_without_what_it_needs_is_one_line(tmp_path, monkeypatch, extra, says):
+    """Given an MLOPS_HOME with no platform and the servers' addresses in the environment, when
+    the full profile's variables are missing or the servers do not answer, then `mlops worker`
+    says so in one line and starts nothing."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from infra.settings import use
+
+    for name, value in {"MLOPS_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": "http://127.0.0.1:1",
+                        "PREFECT_API_URL": "http://127.0.0.1:1/api", **extra}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    use(None)
+    try:
+        done = CliRunner().invoke(app, ["worker"])
+    finally:
+        use(None)
+
+    assert done.exit_code == 1
+    assert says in " ".join(done.output.split()) and len(done.output.strip().splitlines()) <= 2
