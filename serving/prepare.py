@@ -17,7 +17,6 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-
 _PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # fitted transformer -> plan
 
 
