@@ -37,7 +37,8 @@ def fast_prepare(prepare, features: pd.DataFrame) -> np.ndarray | None:
 
 
 def _plan(prepare) -> list | None:
-    if type(prepare) is not ColumnTransformer or prepare.remainder != "drop" or prepare.sparse_output_:
+    if (type(prepare) is not ColumnTransformer or prepare.remainder != "drop"
+            or prepare.sparse_output_ or prepare.transformer_weights):
         return None
     if getattr(prepare, "_sklearn_output_config", {}).get("transform", "default") != "default":
         return None

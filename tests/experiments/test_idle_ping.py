@@ -10,6 +10,8 @@ from sqlalchemy import text
 from experiments.idle_ping import ping_when_idle
 from infra.database import database_uri
 
+pytestmark = pytest.mark.integration  # a real PostgreSQL
+
 SERVER = os.environ.get("MLOPS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432")
 
 
