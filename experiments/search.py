@@ -10,6 +10,8 @@ from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
+from experiments.idle_ping import ping_when_idle
+
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -24,13 +26,14 @@ def database_storage(url: str, heartbeat_s: int = 5, grace_s: int = 20) -> RDBSt
     beating for `grace_s` is failed, and a copy of it is queued for whoever runs next."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RDBStorage(
+        storage = RDBStorage(
             url,
             heartbeat_interval=heartbeat_s,
             grace_period=grace_s,
             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
-            engine_kwargs={"pool_pre_ping": True},
         )
+    ping_when_idle(storage.engine)  # not pool_pre_ping: a round trip at every storage call
+    return storage
 
 
 def open_study(

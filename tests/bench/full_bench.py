@@ -6,11 +6,19 @@
    (basic auth, PostgreSQL backend) on loopback; baseline: the local profile's server
    (SQLite, no auth) measured in the same process. Target: p50 <= 15 ms.
 2. Search throughput on one Optuna study in PostgreSQL (the storage the workers share,
-   heartbeats on), with a CPU-bound objective (a 3-fold forest fit, one thread): trials per
-   second from 2 worker processes against 1, in alternated pairs (1, 2, 1, 2, ...); the
-   figure is the median of the pairs' ratios. TPE picks each run's forests, so a run's mean
-   trial cost drifts by some 5% (printed beside it): one pair alone is that noisy.
-   Target: >= 1.7x on 2 cores.
+   heartbeats on): trials per second from 2 worker processes against 1, in alternated pairs
+   (1, 2, 1, 2, ...); the figure is the median of the pairs' ratios. Each worker runs what a
+   fanned-out batch (flows/search_batch.py -> training.run_trials) runs: the study opened by
+   `open_study` (the product's sampler and pruner, stale trials failed), its own sampler
+   seed, `run_search` with its callbacks, the product's objective (`make_objective`: model
+   family and parameters suggested, five folds, fold scores and fit time set as trial
+   attributes, a report and a pruning check after each fold) and the batch's trial
+   attribute. Only the fitting is replaced: each fold's `fit` waits a fixed time
+   (--trial-seconds per trial in all), so the figure is the platform's own cost per trial
+   (storage round trips, sampling, pruning reads) and its contention between workers, not
+   how a shared 2-core machine happens to run two scikit-learn fits. Not included: the
+   MLflow child run per trial (TrialRecorder sends it from a background thread).
+   Target: >= 1.9x.
 Prints a JSON object; the databases it made are dropped and its servers stopped after.
 """
 
@@ -26,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +47,8 @@ from network import free_port, free_s3_port  # noqa: E402
 
 MLOPS = str(Path(sys.executable).parent / "mlops")
 LOG_METRIC_TARGET_MS = 15.0
-SCALE_TARGET = 1.7
+SCALE_TARGET = 1.9
+FOLDS = 5
 
 
 def _log_metric_ms(tracking_uri: str, env: dict[str, str], calls: int) -> list[float]:
@@ -60,30 +70,67 @@ def _log_metric_ms(tracking_uri: str, env: dict[str, str], calls: int) -> list[f
         return times
 
 
-def _objective_worker(storage_url: str, study_name: str, seconds: float) -> None:
-    os.environ["OMP_NUM_THREADS"] = "1"
-    import optuna
-    from sklearn.datasets import make_classification
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.model_selection import cross_val_score
+class _FixedCost:
+    """Stands in for a pipeline: `fit` takes a fixed time; every trial scores the same, so
+    no trial is pruned and each costs the same --trial-seconds (sampling and pruning still
+    do all their work)."""
 
-    from experiments.search import database_storage
+    def __init__(self, fit_s: float) -> None:
+        self.fit_s = fit_s
+
+    def fit(self, x, y):
+        time.sleep(self.fit_s)
+        return self
+
+    def predict_proba(self, x):
+        import numpy as np
+
+        positive = 1 / (1 + np.exp(-x.iloc[:, 0].to_numpy()))
+        return np.column_stack([1 - positive, positive])
+
+
+def _search_worker(storage_url: str, study_name: str, seconds: float, trial_s: float,
+                   batch: str) -> None:
+    """One batch of a fanned-out search, as training.run_trials runs it, for `seconds`."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import zlib
+
+    import optuna
+    import pandas as pd
+    from sklearn.datasets import make_classification
+
+    from experiments import objective as objective_module
+    from experiments.search import database_storage, open_study, run_search
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    x, y = make_classification(n_samples=1500, n_features=20, random_state=0)
-    study = optuna.load_study(study_name=study_name, storage=database_storage(storage_url))
+    x, y = make_classification(n_samples=300, n_features=4, n_informative=3, n_redundant=0,
+                               random_state=0)
+    features = pd.DataFrame(x, columns=[f"x{i}" for i in range(4)])
+    target = pd.Series(y)
+    objective_module.build_pipeline = (  # the only change: no real fitting
+        lambda task, family, params, numeric, categorical, seed: _FixedCost(trial_s / FOLDS))
+    problem = objective_module.Problem(
+        "classification", "roc_auc", ("logistic_regression", "random_forest", "hist_gradient_boosting"),
+        tuple(features.columns), (), seed=0)
+    inner = objective_module.make_objective(
+        features, target, problem, objective_module.cv_folds(target, "classification", FOLDS, 0))
 
     def objective(trial):
-        model = RandomForestClassifier(
-            n_estimators=trial.suggest_int("n_estimators", 30, 60),
-            max_depth=trial.suggest_int("max_depth", 3, 10), n_jobs=1, random_state=0)
-        return cross_val_score(model, x, y, cv=3).mean()
+        trial.set_user_attr("batch", batch)
+        return inner(trial)
 
-    study.optimize(objective, timeout=seconds)
+    def best_so_far(study, trial):  # what TrialRecorder reads on the search thread
+        if study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            study.best_value  # noqa: B018
+
+    study = open_study(database_storage(storage_url), study_name, True, zlib.crc32(batch.encode()))
+    run_search(study, objective, 10**9, seconds, callbacks=[best_so_far])
 
 
-def _throughput(storage_url: str, workers: int, seconds: float) -> tuple[float, float]:
-    """Trials per second, and the mean trial's seconds, of `workers` processes on one study."""
+def _throughput(storage_url: str, workers: int, seconds: float,
+                trial_s: float) -> dict:
+    """Trials per second of `workers` processes on one study (from the first trial's start
+    to the last one's end), the mean trial's seconds and what start-up took."""
     import optuna
 
     from experiments.search import database_storage
@@ -91,12 +138,15 @@ def _throughput(storage_url: str, workers: int, seconds: float) -> tuple[float, 
     name = f"bench-{workers}-{random.token_hex(4)}"
     optuna.create_study(study_name=name, storage=database_storage(storage_url), direction="maximize")
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_objective_worker, args=(storage_url, name, seconds))
-                 for _ in range(workers)]
+    processes = [context.Process(target=_search_worker,
+                                 args=(storage_url, name, seconds, trial_s, f"batch-{i}"))
+                 for i in range(workers)]
+    started = datetime.now()
     for process in processes:
         process.start()
     for process in processes:
         process.join()
+    wall_s = (datetime.now() - started).total_seconds()
     # From the first trial's start to the last one's end: process start-up is not counted.
     trials = optuna.load_study(study_name=name, storage=database_storage(storage_url)).get_trials(
         deepcopy=False)
@@ -104,15 +154,58 @@ def _throughput(storage_url: str, workers: int, seconds: float) -> tuple[float, 
     span = (max(t.datetime_complete for t in complete)
             - min(t.datetime_start for t in complete)).total_seconds()
     mean_s = statistics.mean((t.datetime_complete - t.datetime_start).total_seconds() for t in complete)
-    return len(complete) / span, mean_s
+    first_s = (min(t.datetime_start for t in complete) - started).total_seconds()
+    return {"trials_per_s": round(len(complete) / span, 3), "trials": len(complete),
+            "mean_trial_s": round(mean_s, 3), "overhead_per_trial_s": round(mean_s - trial_s, 3),
+            "start_to_first_trial_s": round(first_s, 2), "batch_wall_s": round(wall_s, 1),
+            "load_average": round(os.getloadavg()[0], 1)}
+
+
+def _search_scaling(storage: str, seconds: float, pairs: int, trial_s: float) -> dict:
+    """Alternated pairs of 1 and 2 workers; the median of the pairs' ratios."""
+    runs = []
+    for _ in range(pairs):
+        one = _throughput(storage, 1, seconds, trial_s)
+        two = _throughput(storage, 2, seconds, trial_s)
+        runs.append({"one_worker": one, "two_workers": two,
+                     "ratio": round(two["trials_per_s"] / one["trials_per_s"], 3)})
+        print(json.dumps({"search_pair": runs[-1]}), file=sys.stderr)
+    ratio = statistics.median(r["ratio"] for r in runs)
+    return {"seconds_each": seconds, "trial_seconds": trial_s, "pairs": runs,
+            "ratio (median of pairs)": ratio, "target": SCALE_TARGET, "met": ratio >= SCALE_TARGET,
+            "cores": os.cpu_count()}
+
+
+def _search_only(seconds: float, pairs: int, trial_s: float) -> dict:
+    """The search figure alone, on a database of its own (no platform started)."""
+    from infra.database import database_uri, drop_databases, ensure_databases
+
+    database_url = os.environ.get("MLOPS_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432")
+    name = f"mlopsbench{random.token_hex(4)}_optuna"
+    ensure_databases(database_url, [name])
+    try:
+        return _search_scaling(database_uri(database_url, name, driver="psycopg2"), seconds, pairs,
+                               trial_s)
+    finally:
+        drop_databases(database_url, [name])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer calls, shorter searches")
+    parser.add_argument("--trial-seconds", type=float, default=1.0,
+                        help="the synthetic objective's fixed time per trial (default 1.0)")
+    parser.add_argument("--search-only", action="store_true",
+                        help="only the search throughput figure (PostgreSQL, no platform)")
+    parser.add_argument("--pairs", type=int, default=None, help="1-vs-2-worker pairs")
     args = parser.parse_args()
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     calls, seconds, pairs = (100, 20.0, 1) if args.quick else (500, 40.0, 3)
+    pairs = args.pairs or pairs
+    if args.search_only:
+        print(json.dumps({"search_throughput": _search_only(seconds, pairs, args.trial_seconds)},
+                         indent=2))
+        return
 
     from infra.database import STORES, database_name, database_uri, drop_databases
     from infra.local import local_platform
@@ -161,25 +254,7 @@ def main() -> None:
         }
         print(json.dumps({"log_metric": result["log_metric"]}), file=sys.stderr)
         storage = database_uri(database_url, database_name(prefix, "optuna"), driver="psycopg2")
-        runs = []
-        for _ in range(pairs):
-            one, one_s = _throughput(storage, 1, seconds)
-            two, two_s = _throughput(storage, 2, seconds)
-            runs.append({
-                "one_worker_trials_per_s": round(one, 3), "one_worker_mean_trial_s": round(one_s, 3),
-                "two_workers_trials_per_s": round(two, 3), "two_workers_mean_trial_s": round(two_s, 3),
-                "ratio": round(two / one, 3),
-            })
-            print(json.dumps({"search_pair": runs[-1]}), file=sys.stderr)
-        ratio = statistics.median(r["ratio"] for r in runs)
-        result["search_throughput"] = {
-            "seconds_each": seconds,
-            "pairs": runs,
-            "ratio (median of pairs)": ratio,
-            "target": SCALE_TARGET,
-            "met": ratio >= SCALE_TARGET,
-            "cores": os.cpu_count(),
-        }
+        result["search_throughput"] = _search_scaling(storage, seconds, pairs, args.trial_seconds)
     finally:
         subprocess.run([MLOPS, "down"], env=env, capture_output=True, timeout=120)
         stop_services(local_mlflow, local.home)

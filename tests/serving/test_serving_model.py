@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
-from synthetic import binary_frame
+from synthetic import binary_frame, multiclass_frame
 
 from experiments.contract import infer_contract
 from experiments.pipelines import build_pipeline, feature_frame
@@ -22,10 +22,13 @@ from serving.model import (
 )
 
 
-@pytest.mark.parametrize(("task", "target"), [("classification", "label"), ("regression", "x1")])
+@pytest.mark.parametrize(("task", "target"), [("classification", "label"), ("regression", "x1"),
+                                            ("classification", "multiclass")])
 def test_forest_predict_is_the_forests_own(task, target):
     """The loop over trees gives bit-for-bit the forest's own predict (n_jobs=1)."""
     frame = binary_frame(n=300, seed=8)
+    if target == "multiclass":
+        frame, target = multiclass_frame(n=300, seed=8), "kind"
     if task == "regression":
         frame = frame.drop(columns="label")
     contract = infer_contract(frame, target, task)

@@ -35,6 +35,19 @@ def test_good_records_become_the_model_input_of_training(contract):
     assert isinstance(null_text, float) and np.isnan(null_text)  # NaN, which the imputer fills
 
 
+@pytest.mark.parametrize("changes", [{"noise": None}, {"colour": None}, {"x1": 2}])
+def test_a_column_of_one_kind_throughout_is_feature_frames_too(contract, changes):
+    """Null in every record (an object column), or whole numbers only: the same input."""
+    requests = [[record(**changes), record(**{"colour": "mauve", **changes})], [record(**changes)]]
+
+    check = check_batch(requests, contract)
+
+    expected = feature_frame(pd.DataFrame([r for rs in requests for r in rs]),
+                             contract.numeric, contract.categorical)
+    pd.testing.assert_frame_equal(check.features, expected)
+    assert check.unseen_categories == ({"colour": 1} if "colour" not in changes else {})
+
+
 @pytest.mark.parametrize(
     ("bad", "field", "fragment"),
     [({"x1": "1.5"}, "x1", 'expected a number or null, got text "1.5"'),
