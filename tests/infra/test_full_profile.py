@@ -253,8 +253,14 @@ def _signal_tree(pid: int, signum: int) -> None:
             pass
 
 
+# A killed worker's trial is failed after two missed heartbeats rather than four (the
+# default 20 s grace), and lost batches are given up after 10 s idle rather than 40 s.
+SHORT_GRACES = {"MLOPS_STUDY_HEARTBEAT_GRACE_S": "10", "MLOPS_FANOUT_IDLE_GRACE_S": "10"}
+
+
 def _start_worker(full_platform) -> subprocess.Popen:
-    worker = subprocess.Popen([MLOPS, "worker"], env=full_platform.env, cwd=full_platform.home,
+    worker = subprocess.Popen([MLOPS, "worker"], env={**full_platform.env, **SHORT_GRACES},
+                              cwd=full_platform.home,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
     return worker
@@ -294,9 +300,8 @@ def test_a_search_survives_a_worker_killed_mid_search(full_platform, tmp_path, c
     second = None
     try:
         _wait_for_online_worker()
-        # Lost batches are given up after 10 s idle rather than the default 40 s.
         training = subprocess.Popen([MLOPS, "train", str(spec), "--workers", "2", "--json"],
-                                    env={**full_platform.env, "MLOPS_FANOUT_IDLE_GRACE_S": "10"},
+                                    env={**full_platform.env, **SHORT_GRACES},
                                     cwd=tmp_path, text=True,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         # One storage for the whole wait: each URL given to Optuna opens a connection pool.
