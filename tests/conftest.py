@@ -20,6 +20,13 @@ from network import free_port, free_s3_port  # noqa: E402
 
 MLOPS = str(Path(sys.executable).parent / "mlops")
 
+# One native thread in every process the tests start too (the platforms' runners and flow
+# runs, `mlops` commands, workers): on 2 busy cores OpenMP's threads (HistGradientBoosting)
+# fight each other, 30-70 s a fit instead of about 1 s. The tests check results, not speed,
+# and these are the variables OpenMP and the BLAS libraries read at their start.
+for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
+
 
 # Test modules that share an expensive platform, by the fixture they name. Under `make test`
 # (two pytest-xdist workers) each group runs on one worker, so that platform starts once.
