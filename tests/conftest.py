@@ -31,6 +31,9 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 # Test modules that share an expensive platform, by the fixture they name. Under `make test`
 # (two pytest-xdist workers) each group runs on one worker, so that platform starts once.
 SHARED_PLATFORMS = {"full_platform": "full-profile", "breakable_platform": "spare-platform"}
+# Modules that run for minutes on a platform of their own: handed out right after the shared
+# groups, so that the short modules come last and the two workers end close together.
+LONG_MODULES = ("tests/flows/test_zombie_runs.py",)
 
 
 @functools.cache
@@ -56,9 +59,9 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_collection_modifyitems(config, items):
-    """The shared-platform groups, the longest units of work, first (a stable sort keeps the
-    order within a group); every worker sorts alike, as xdist requires."""
-    first = list(SHARED_PLATFORMS.values())
+    """The longest units of work first: the shared-platform groups, then LONG_MODULES (a
+    stable sort keeps the order within a group); every worker sorts alike, as xdist requires."""
+    first = [*SHARED_PLATFORMS.values(), *LONG_MODULES]
 
     def rank(item) -> int:
         group = _group(item.nodeid.split("::")[0])
