@@ -253,9 +253,9 @@ def _signal_tree(pid: int, signum: int) -> None:
             pass
 
 
-# A killed worker's trial is failed after two missed heartbeats rather than four (the
+# A killed worker's trial is failed after three missed heartbeats rather than four (the
 # default 20 s grace), and lost batches are given up after 10 s idle rather than 40 s.
-SHORT_GRACES = {"MLOPS_STUDY_HEARTBEAT_GRACE_S": "10", "MLOPS_FANOUT_IDLE_GRACE_S": "10"}
+SHORT_GRACES = {"MLOPS_STUDY_HEARTBEAT_GRACE_S": "15", "MLOPS_FANOUT_IDLE_GRACE_S": "10"}
 
 
 def _start_worker(full_platform) -> subprocess.Popen:
