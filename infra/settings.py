@@ -75,9 +75,13 @@ class Settings(BaseSettings):
     s3_port: int = 8333
     bucket: str = "mlops"
     work_pool: str = "mlops"
+    # A trial of a database study (full profile) whose process sent no heartbeat for this
+    # long is failed, and a copy queued for whoever runs next. Trials beat every 5 s, so at
+    # least two beats: one late beat (a busy machine) must not fail a living trial.
+    study_heartbeat_grace_s: int = Field(20, ge=10)
     # A fanned-out search batch with no trial running, and none finished for this long, is
     # given up as lost and another started (a dead worker's trial stops being "running" once
-    # the study's heartbeat grace, 20 s, has passed).
+    # the study's heartbeat grace has passed).
     fanout_idle_grace_s: float = Field(40.0, gt=0)
     # A flow run that sent no heartbeat for this long is marked Crashed by the automation the
     # runner installs (flows/heartbeats.py). Runs beat every HEARTBEAT_SECONDS, so the default

@@ -21,10 +21,20 @@ from network import free_port, free_s3_port  # noqa: E402
 
 MLOPS = str(Path(sys.executable).parent / "mlops")
 
+# One native thread in every process the tests start too (the platforms' runners and flow
+# runs, `mlops` commands, workers): on 2 busy cores OpenMP's threads (HistGradientBoosting)
+# fight each other, 30-70 s a fit instead of about 1 s. The tests check results, not speed,
+# and these are the variables OpenMP and the BLAS libraries read at their start.
+for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
+
 
 # Test modules that share an expensive platform, by the fixture they name. Under `make test`
 # (two pytest-xdist workers) each group runs on one worker, so that platform starts once.
 SHARED_PLATFORMS = {"full_platform": "full-profile", "breakable_platform": "spare-platform"}
+# Modules that run for minutes on a platform of their own: handed out right after the shared
+# groups, so that the short modules come last and the two workers end close together.
+LONG_MODULES = ("tests/flows/test_zombie_runs.py",)
 
 
 @functools.cache
@@ -50,9 +60,9 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_collection_modifyitems(config, items):
-    """The shared-platform groups, the longest units of work, first (a stable sort keeps the
-    order within a group); every worker sorts alike, as xdist requires."""
-    first = list(SHARED_PLATFORMS.values())
+    """The longest units of work first: the shared-platform groups, then LONG_MODULES (a
+    stable sort keeps the order within a group); every worker sorts alike, as xdist requires."""
+    first = [*SHARED_PLATFORMS.values(), *LONG_MODULES]
 
     def rank(item) -> int:
         group = _group(item.nodeid.split("::")[0])

@@ -253,8 +253,14 @@ def _signal_tree(pid: int, signum: int) -> None:
             pass
 
 
+# A killed worker's trial is failed after three missed heartbeats rather than four (the
+# default 20 s grace), and lost batches are given up after 10 s idle rather than 40 s.
+SHORT_GRACES = {"MLOPS_STUDY_HEARTBEAT_GRACE_S": "15", "MLOPS_FANOUT_IDLE_GRACE_S": "10"}
+
+
 def _start_worker(full_platform) -> subprocess.Popen:
-    worker = subprocess.Popen([MLOPS, "worker"], env=full_platform.env, cwd=full_platform.home,
+    worker = subprocess.Popen([MLOPS, "worker"], env={**full_platform.env, **SHORT_GRACES},
+                              cwd=full_platform.home,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
     return worker
@@ -299,9 +305,8 @@ def _kill_a_worker_mid_search(full_platform, spec, tmp_path, client_env):
     second = None
     try:
         _wait_for_online_worker()
-        # Lost batches are given up after 10 s idle rather than the default 40 s.
         training = subprocess.Popen([MLOPS, "train", str(spec), "--workers", "2", "--json"],
-                                    env={**full_platform.env, "MLOPS_FANOUT_IDLE_GRACE_S": "10"},
+                                    env={**full_platform.env, **SHORT_GRACES},
                                     cwd=tmp_path, text=True,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         # One storage for the whole wait: each URL given to Optuna opens a connection pool.
