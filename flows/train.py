@@ -144,6 +144,12 @@ def begin_profile(spec: ExperimentSpec, dataset: Dataset) -> StartingProfile | N
     return StartingProfile(spec, dataset) if spec.profile else None
 
 
+def stop_profile(starting: StartingProfile | None) -> None:
+    """End the profile's child process, if one was started."""
+    if starting is not None:
+        close_profile(starting.pending())
+
+
 @task(cache_policy=NO_CACHE)
 def log_profile(context: training.TrainingContext, starting: StartingProfile | None) -> Profile:
     """The profile as `data/profile.html` on the parent run; its warnings to the flow's log.
@@ -408,8 +414,7 @@ def train(params: TrainParameters) -> dict:
             training.give_up(_client(), study_storage(), tracking)
             raise
     finally:
-        if starting is not None:
-            close_profile(starting.pending())
+        stop_profile(starting)
     training.finish(_client(), study_storage(), tracking)
     schedule_checks(spec, gate)
     return {
