@@ -1176,7 +1176,7 @@ def print_table(results: dict, cfg: Config) -> None:
                     f"{q['search_best_cv_roc_auc']})")
         )
     f = results.get("feature_engineering", {})
-    if "error" not in f and f:
+    if "error" not in f and "skipped" not in f and f:
         lines.append(
             f"feature engineering: {f['trials']} trials x {f['repeats']} pairs, ratios "
             f"{f['ratios']} (same models in order: {f['same_models_in_order']}), CPU ratio "
