@@ -11,9 +11,10 @@ pytestmark = pytest.mark.integration
 
 
 def test_a_restart_while_a_retraining_is_pending_leaves_no_slot_taken(breakable_platform, tmp_path):
-    """Given a drift retraining pending or running, when the platform goes down and up, then
-    that run is crashed (shown on its check), the retrain slot is free, and the next drift
-    check retrains to completion, cooldown or not: the crashed retraining retrained nothing."""
+    """Given a drift retraining pending or running, when the runner dies and the platform goes
+    down and up, then that run is crashed (shown on its check), the retrain slot is free, and the
+    next drift check retrains to completion, cooldown or not: the crashed retraining retrained
+    nothing."""
     from flows.demo import wait_for_retraining
 
     platform = breakable_platform
@@ -24,6 +25,9 @@ def test_a_restart_while_a_retraining_is_pending_leaves_no_slot_taken(breakable_
     assert wait_for(lambda: state_of(first["monitoring_run_id"]) in ("PENDING", "RUNNING"),
                     timeout_s=180, interval_s=0.2)
 
+    # The runner dies at once, its flow runs with it (a clean `mlops down` takes seconds to
+    # start, and on a quiet machine this small retraining can finish in them); then down and up.
+    platform.kill("runner")
     platform.down()
     platform.up()
 
