@@ -15,7 +15,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import textwrap
 import time
@@ -83,9 +82,10 @@ def _interpreter(user: User) -> str:
 
 @pytest.fixture(scope="module")
 def installed(user, tmp_path_factory):
-    """The user's own environment: a venv of a Python it can run, our package installed into
-    it from a wheel built off a copy of the checkout only root can read, and the locked
-    dependencies from this venv's site-packages by a path line (no editable-install finder)."""
+    """The user's own environment: a venv of a Python it can run, the locked dependencies
+    installed into it (from uv's cache: hard links, under a second), and our package from a
+    wheel built off a copy of the checkout only root can read. Nothing in it points back into
+    the checkout, which may sit in a folder closed to others (as `mktemp -d` makes)."""
     checkout = tmp_path_factory.mktemp("checkout")
     checkout.chmod(0o700)
     for name in ("pyproject.toml", "README.md"):
@@ -103,14 +103,16 @@ def installed(user, tmp_path_factory):
     venv = user.home / "venv"
     subprocess.run([_interpreter(user), "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    done = subprocess.run([str(BIN / "uv"), "pip", "install", "--no-deps", "--offline", "--python",
-                           str(python), *map(str, wheels.glob("*.whl"))], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    Path(site, "mlops-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # The lock's exact pins, without resolving: the user's Python may be another patch release
+    # (a marker such as python_full_version < '3.11.3' would then ask for a package not locked).
+    for what in (["-r", str(ROOT / "requirements.lock")], list(map(str, wheels.glob("*.whl")))):
+        done = subprocess.run([str(BIN / "uv"), "pip", "install", "--no-deps", "--offline", "--python",
+                               str(python), *what], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+    # The venv stays root's and readable, as a system-wide install would be: its files are hard
+    # links into uv's cache, which a chown would hand to the user too.
     (user.home / "tmp").mkdir()
-    subprocess.run(["chown", "-R", f"{user.uid}:{user.gid}", str(user.home)], check=True)
+    os.chown(user.home / "tmp", user.uid, user.gid)
     return venv, checkout
 
 
