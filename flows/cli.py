@@ -256,22 +256,57 @@ def _fail_if_stopped(conn, what: str) -> None:
 @app.command()
 def worker(
     pool: Annotated[str | None, typer.Option(help="The work pool to take flow runs from")] = None,
+    name: Annotated[str | None, typer.Option(help="The worker's name in Prefect (default: random)")] = None,
+    print_env: Annotated[bool, typer.Option(
+        "--print-env", help="Print the variables a worker on another machine needs, and exit")] = False,
 ) -> None:
-    """A Prefect worker that runs flow runs (search batches) from the platform's work pool."""
+    """A Prefect worker that runs flow runs (training, checks, retraining, batch scoring,
+    search batches) from the platform's work pool, on this machine or another."""
     from infra.full import worker_command
     from infra.services import child_environment
 
     try:
         settings = _settings()
-        if _platform(settings).profile != "full":
-            fail("workers serve the full profile's work pool; start it with `mlops up --profile full`")
-        _, settings = _connect(settings)
+        if _elsewhere(settings) and not print_env:
+            settings = _join_from_elsewhere(settings)
+        else:
+            if _platform(settings).profile != "full":
+                fail("workers serve the full profile's work pool; start it with `mlops up --profile full`")
+            conn, settings = _connect(settings)
+            if print_env:
+                for name, value in sorted(conn.variables.items()):
+                    print(f"{name}={value}")
+                return
     except PlatformError as error:
         fail(str(error))
     argv, env = worker_command(pool or settings.work_pool)
+    if name:
+        argv += ["--name", name]
     sys.stdout.flush()
     # The worker takes this process: a signal to it reaches Prefect's.
     os.execve(argv[0], argv, child_environment(env))
+
+
+def _elsewhere(settings) -> bool:
+    """A worker on a machine with no platform of its own: MLOPS_HOME records none, and the
+    environment names the platform's servers."""
+    from infra.services import read_state
+
+    return read_state(settings.home) is None and bool(
+        settings.mlflow_tracking_uri and settings.prefect_api_url)
+
+
+def _join_from_elsewhere(settings):
+    """The environment (`mlops worker --print-env` on the platform's machine) is all there is."""
+    from infra.platform import require_running
+
+    if settings.profile != "full" or not settings.optuna_storage:
+        raise PlatformError(
+            "a worker on another machine needs the full profile's variables (MLOPS_PROFILE=full, "
+            "MLOPS_OPTUNA_STORAGE, ...); print them with `mlops worker --print-env` where the "
+            "platform runs")
+    require_running(settings.mlflow_tracking_uri, settings.prefect_api_url)
+    return settings
 
 
 @app.command()

@@ -134,13 +134,13 @@ def settle_retrainings(prefect, mlflow: MlflowClient, model: str) -> list[tuple[
     return written
 
 
-def recover(runner_starts: bool) -> list[str]:
+def recover(runner_starts: bool, deployments: tuple[str, ...] = RUNNER_DEPLOYMENTS) -> list[str]:
     """Crash the runs of processes that are gone (and, when the runner starts, the runs the
-    last runner left), then settle every model's checks. `mlops up` and the runner call it;
-    returns a line per run crashed."""
+    last runner left of the DEPLOYMENTS it serves), then settle every model's checks. `mlops up`
+    and the runner call it; returns a line per run crashed."""
     mlflow = MlflowClient()
     with get_client(sync_client=True) as prefect:
-        crashed = crash_orphaned_runs(prefect) if runner_starts else []
+        crashed = crash_orphaned_runs(prefect, deployments) if runner_starts and deployments else []
         crashed += crash_runs_of_gone_processes(prefect)
         for model in mlflow.search_registered_models():
             settle_retrainings(prefect, mlflow, model.name)

@@ -9,8 +9,10 @@ last `monitoring.feedback_days`): when the inputs stayed put and the answers cha
 spec's data alone would teach the same model again.
 """
 
+import io
 import logging
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pandas as pd
 import yaml
@@ -61,7 +63,10 @@ def prepare(params: RetrainParameters) -> TrainParameters:
     require_champion(client, params.model, purpose="retrain")
     champion = load_champion_data(client, params.model)
     spec = champion.spec
-    folder = process_settings().home.resolve() / "retrain"
+    settings = process_settings()
+    # The spec is read by this process only; the combined data is named by the new version's
+    # spec, so it goes where every later reader can reach it (the bucket, in the full profile).
+    folder = settings.home.resolve() / "retrain"
     folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     logger = get_run_logger()
@@ -74,7 +79,7 @@ def prepare(params: RetrainParameters) -> TrainParameters:
             extra.append(current[[c for c in columns if c in current.columns]])
             logger.info("adding %d labelled rows of %s", len(current), params.current)
     if adds_feedback(params.trigger, spec.monitoring.retrain_on_feedback):
-        files = open_files(process_settings().traffic_base)
+        files = open_files(settings.traffic_base)
         labelled = labelled_live_rows(files, champion.name, spec.data.target, spec.monitoring.feedback_days)
         logger.info("adding %d labelled rows of live traffic (feedback)", len(labelled))
         if len(labelled):
@@ -84,8 +89,7 @@ def prepare(params: RetrainParameters) -> TrainParameters:
         original = load_table(spec.data.source)
         combined = pd.concat([original, *(_like(rows, original, spec.data.target) for rows in extra)],
                              ignore_index=True)
-        source = str(folder / f"{spec.slug}-{stamp}.parquet")
-        combined.to_parquet(source, index=False)
+        source = hand_off(combined, settings.data_base, f"retrain/{spec.slug}-{stamp}.parquet")
         logger.info("training on %d rows: the spec's %d plus %d added", len(combined),
                     len(original), len(combined) - len(original))
     spec = spec.model_copy(update={"data": spec.data.model_copy(update={"source": source})})
@@ -95,6 +99,16 @@ def prepare(params: RetrainParameters) -> TrainParameters:
         experiment=str(spec_path), trigger=params.trigger,
         monitoring_run_id=params.monitoring_run_id, warm_start=champion.best_params or None,
     )
+
+
+def hand_off(frame: pd.DataFrame, base: str, key: str) -> str:
+    """Write `frame` as Parquet under `base` (a folder, or s3://bucket/prefix); its URI."""
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    open_files(base).write(key, buffer.getvalue())
+    if "://" in base:
+        return f"{base.rstrip('/')}/{key}"
+    return str(Path(base) / key)
 
 
 def adds_feedback(trigger: str, retrain_on_feedback: bool) -> bool:

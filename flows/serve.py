@@ -1,5 +1,9 @@
 """The deployment runner `mlops up` starts: serves train, monitor, retrain and predict deployments.
 
+In the full profile those four (and search batches) are deployments of the work pool instead
+(flows/pool.py), run by the platform's own worker or by workers on other machines; the runner
+serves the approval waits and does the upkeep (recovery, schedules, the heartbeat automation).
+
 `monitor` runs on each model's own schedule (flows/schedules.py), made when a version
 becomes champion; applying the deployment here at each start leaves those schedules be.
 
@@ -98,6 +102,18 @@ def deployments():
     return [flow.to_deployment(**options) for flow, options in served_flows()]
 
 
+def runner_flows(profile: str, pool: str) -> list:
+    """What this runner serves itself: everything in the local profile; in the full profile
+    what is not a deployment of the pool, once those are applied."""
+    served = served_flows()
+    if profile != "full":
+        return served
+    from flows.pool import POOL_DEPLOYMENTS, register_pool_deployments
+
+    register_pool_deployments(pool, served)
+    return [(flow, options) for flow, options in served if options["name"] not in POOL_DEPLOYMENTS]
+
+
 def restore_schedules() -> None:
     """Models with a champion but no monitoring schedule get one (see schedule_missing)."""
     with get_client(sync_client=True) as prefect:
@@ -126,15 +142,14 @@ def install_zombie_automation_safely(silence_s: int) -> None:
 
 def main() -> None:
     settings = process_settings()
+    served = runner_flows(settings.profile, settings.work_pool)
     try:
-        recover(runner_starts=True)  # before serving: the runs it crashes must not be picked up as ours
+        # Before serving: the runs it crashes must not be picked up as ours. Only its own: a
+        # worker's runs are a worker's (a dead one's are crashed by their missed heartbeats).
+        recover(runner_starts=True, deployments=tuple(options["name"] for _, options in served))
     except Exception:  # noqa: BLE001 - serving must start anyway; the next check settles its own
         logging.getLogger(__name__).warning("could not settle what the last runner left", exc_info=True)
     install_zombie_automation_safely(settings.heartbeat_silence_s)
-    if settings.profile == "full":  # searches can fan out over the pool's workers
-        from flows.pool import register_batch_deployment
-
-        register_batch_deployment(settings.work_pool)
     # What Flow.serve does, for several flows, with the runner in hand for the health check.
     # Flows added as objects run in a fork of the warm process (flows/warm.py), not in a new
     # `python -m prefect.engine` that imports everything again.
@@ -142,7 +157,7 @@ def main() -> None:
     # The warm process's imports wait until the runner has polled (it is healthy then): on a
     # busy machine they slowed registering the deployments and the first poll by 1-3 s.
     use_warm_processes(start_when=lambda: runner.last_polled is not None)
-    for flow, options in served_flows():
+    for flow, options in served:
         runner.add_flow(flow, **options)
     try:
         restore_schedules()

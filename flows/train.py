@@ -204,6 +204,11 @@ def tune(
         outcome = fan_out(study_storage(), context, settings, warm, logger.info)
         logger.info("search batches: %s", outcome["summary"])
         _client().set_tag(context.tracking.run_id, "mlops.search_batches", outcome["summary"])
+        # A batch whose worker died between a trial's end and its child run left that trial
+        # unrecorded: the summary counts the study's trials, so each gets its child run first.
+        late = training.record_missing_trials(_client(), study_storage(), context)
+        if late:
+            logger.info("logged %d trials their batches had not recorded in MLflow", late)
     else:
         training.run_trials(_client(), study_storage(), context,
                             progress=_progress(logger, context.spec), warm_start=warm)

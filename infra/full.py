@@ -1,11 +1,15 @@
 """The full profile: PostgreSQL for MLflow, Prefect and Optuna; S3 for artifacts, data and
 live traffic; authentication on every service; a work pool for scale-out."""
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from infra import accounts, database, objectstore
 from infra.platform import (
+    CLIENT_RETRIES,
+    FLOW_HEARTBEATS,
     Platform,
     ServerOptions,
     evidently_service,
@@ -13,7 +17,7 @@ from infra.platform import (
     prefect_service,
     runner_service,
 )
-from infra.services import Service, venv_bin
+from infra.services import Service
 from infra.settings import SECRET_NAMES, SERVE_MLFLOW_USERNAME, Settings
 
 
@@ -37,6 +41,10 @@ class Stores:
     @property
     def traffic_prefix(self) -> str:
         return "traffic"
+
+    @property
+    def data_prefix(self) -> str:
+        return "data"
 
     @property
     def artifact_root(self) -> str:
@@ -66,7 +74,9 @@ def full_platform(settings: Settings, ports: Mapping[str, int], secrets: Mapping
     evidently = evidently_service(home, ports["evidently"], secrets["EVIDENTLY_SECRET"], wave=1)
     client_env = {**_client_env(settings, stores, secrets, mlflow.url, prefect.url),
                   "MLOPS_EVIDENTLY_URL": evidently.url, "EVIDENTLY_SECRET": secrets["EVIDENTLY_SECRET"]}
-    services += [mlflow, prefect, evidently, runner_service(home, host, ports["runner"], client_env, wave=2)]
+    services += [mlflow, prefect, evidently, runner_service(home, host, ports["runner"], client_env, wave=2),
+                 worker_service(home, host, ports.get("worker", settings.worker_port), client_env,
+                                settings.work_pool, wave=2)]
     return Platform("full", home, mlflow.url, prefect.url, tuple(services),
                     client_env=client_env, details=_details(settings, stores),
                     before_wave=_before_wave(stores, secrets, mlflow.url),
@@ -152,6 +162,7 @@ def _client_env(settings: Settings, stores: Stores, secrets: Mapping[str, str],
         "MLOPS_PROFILE": "full",
         "MLOPS_OPTUNA_STORAGE": stores.uri("optuna", "psycopg2"),
         "MLOPS_TRAFFIC_URI": f"s3://{stores.bucket}/{stores.traffic_prefix}",
+        "MLOPS_DATA_URI": f"s3://{stores.bucket}/{stores.data_prefix}",
         "MLOPS_WORK_POOL": settings.work_pool,
     }
 
@@ -197,7 +208,38 @@ def _auth_config(database_uri: str) -> str:
 
 
 def worker_command(pool: str) -> tuple[list[str], dict[str, str]]:
-    """A process worker on the pool, and what it adds to its environment."""
-    argv = [venv_bin("prefect"), "worker", "start", "--pool", pool, "--type", "process"]
+    """A process worker on the pool, and what it adds to its environment. Through this
+    interpreter (`-m prefect`): a worker's own environment may have no `prefect` script."""
+    argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"]
     # Ask for work every 2 s rather than 10: a search batch waits for a worker to pick it up.
-    return argv, {"PREFECT_WORKER_QUERY_SECONDS": "2"}
+    return argv, {"PREFECT_WORKER_QUERY_SECONDS": "2", **CLIENT_RETRIES, **FLOW_HEARTBEATS}
+
+
+def worker_service(home: Path, host: str, port: int, client_env: Mapping[str, str], pool: str,
+                   wave: int = 2) -> Service:
+    """This machine's own worker on the pool: the pool's deployments (train, monitor, retrain,
+    predict, search batches) run here unless a worker elsewhere takes them first."""
+    argv, env = worker_command(pool)
+    url = f"http://{host}:{port}"
+    return Service(
+        name="worker",
+        argv=(*argv, "--with-healthcheck"),
+        host=host,
+        port=port,
+        url=url,
+        health_url=f"{url}/health",
+        port_variable="MLOPS_WORKER_PORT",
+        marker="worker start",
+        # Flow runs start in a temporary folder of their own (the deployments name no path).
+        cwd=home,
+        wave=wave,
+        env={
+            **client_env,
+            **env,
+            "MLOPS_HOME": str(home),
+            "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+            "PREFECT_WORKER_WEBSERVER_HOST": host,
+            "PREFECT_WORKER_WEBSERVER_PORT": str(port),
+        },
+    )

@@ -58,6 +58,7 @@ def platform_from_settings(settings: Settings, profile: str | None = None,
         "mlflow": recorded.get("mlflow") or settings.mlflow_port,
         "prefect": recorded.get("prefect") or settings.prefect_port,
         "runner": recorded.get("runner") or settings.runner_port,
+        "worker": recorded.get("worker") or settings.worker_port,
         "s3": recorded.get("s3") or settings.s3_port,
         "evidently": recorded.get("evidently") or settings.evidently_port,
     }

@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     mlflow_port: int = 5000
     prefect_port: int = 4200
     runner_port: int = 4280
+    worker_port: int = 4281  # the full profile's own worker answers GET /health here
     evidently_port: int = 8000
     profile: Literal["local", "full"] = "local"
     start_timeout_s: float = 90.0
@@ -108,6 +109,10 @@ class Settings(BaseSettings):
     serve_shadow_wait_ms: float = 200.0
     serve_shadow_max_records: int = 20_000
     traffic_uri: str | None = None
+    # Where a flow leaves data another flow reads (a retraining's combined data, which the new
+    # version's spec names): s3://bucket/prefix in the full profile, so that a worker on
+    # another machine can write it and anyone read it; else MLOPS_HOME.
+    data_uri: str | None = None
     traffic_flush_s: float = 5.0
     traffic_flush_rows: int = 50_000
     traffic_max_rows: int = 1_000_000  # unwritten rows kept while the store fails
@@ -148,6 +153,11 @@ class Settings(BaseSettings):
     def traffic_base(self) -> str:
         """MLOPS_TRAFFIC_URI (a path or s3://bucket/prefix), else <MLOPS_HOME>/traffic."""
         return self.traffic_uri or str(Path(self.home, "traffic").resolve())
+
+    @property
+    def data_base(self) -> str:
+        """MLOPS_DATA_URI (a path or s3://bucket/prefix), else <MLOPS_HOME>."""
+        return self.data_uri or str(Path(self.home).resolve())
 
     def secrets(self) -> dict[str, str]:
         """The secrets that are set, by their native names."""

@@ -4,6 +4,7 @@ import functools
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,11 +236,28 @@ class FullPlatform:
         return json.loads(self.run("status", "--json").stdout)
 
     def client_environment(self) -> dict[str, str]:
+        return self.description().client_environment()
+
+    def description(self):
         from infra.profiles import platform_from_settings
         from infra.settings import load_settings
 
         with patched_environ(self.env):
-            return platform_from_settings(load_settings()).client_environment()
+            return platform_from_settings(load_settings())
+
+    @contextmanager
+    def own_worker_stopped(self):
+        """The platform's own worker stopped for the block, so the pool's runs go to the
+        workers a test starts; started again by `mlops up` after."""
+        from infra.services import stop_services
+
+        platform = self.description()
+        stop_services([s for s in platform.services if s.name == "worker"], platform.home)
+        try:
+            yield
+        finally:
+            up = self.run("up", timeout=300)
+            assert up.returncode == 0, up.stderr[-3000:]
 
 
 @pytest.fixture(scope="session")
@@ -258,7 +276,7 @@ def full_platform(tmp_path_factory):
         "MLOPS_HOME": str(home), "MLOPS_DATABASE_URL": database_url, "MLOPS_DATABASE_PREFIX": prefix,
         "MLOPS_MLFLOW_PORT": str(free_port()), "MLOPS_PREFECT_PORT": str(free_port()),
         "MLOPS_RUNNER_PORT": str(free_port()), "MLOPS_S3_PORT": str(free_s3_port()),
-        "MLOPS_EVIDENTLY_PORT": str(free_port()),
+        "MLOPS_EVIDENTLY_PORT": str(free_port()), "MLOPS_WORKER_PORT": str(free_port()),
         "MLOPS_START_TIMEOUT_S": "240",
     })
     running = FullPlatform(home, env, prefix, database_url)

@@ -218,7 +218,8 @@ def main() -> None:
     env.update({"MLOPS_HOME": str(home / "full"), "MLOPS_DATABASE_PREFIX": prefix,
                 "MLOPS_DATABASE_URL": database_url,
                 "MLOPS_MLFLOW_PORT": str(free_port()), "MLOPS_PREFECT_PORT": str(free_port()),
-                "MLOPS_RUNNER_PORT": str(free_port()), "MLOPS_S3_PORT": str(free_s3_port())})
+                "MLOPS_RUNNER_PORT": str(free_port()), "MLOPS_S3_PORT": str(free_s3_port()),
+                "MLOPS_WORKER_PORT": str(free_port())})
     local = local_platform(home / "local", "127.0.0.1", free_port(), free_port())
     local_mlflow = [s for s in local.services if s.name == "mlflow"]
     result: dict = {}

@@ -88,3 +88,38 @@ def test_fan_out_starts_batches_until_the_study_holds_the_trials(monkeypatch):
     assert study.trials[0].params == {"x": 0.5}
     assert set(started) == {"parent"}
     assert outcome == {"batches": len(started), "lost": 0, "summary": f"{len(started)} completed"}
+
+
+def test_trials_whose_batch_died_before_recording_them_get_their_child_runs(sqlite_mlflow, monkeypatch):
+    """Given batches that told the study of three finished trials but died before logging
+    their child runs, when the fanned-out search ends, then each trial has its child run
+    before the search is summarized (the summary counts the study's trials)."""
+    import logging
+
+    from experiments import training
+    from experiments.search import open_study
+    from experiments.tracking import child_runs
+    from flows import train
+
+    storage = optuna.storages.InMemoryStorage()
+    spec = parse_spec("name: f\ntask: regression\ndata:\n  source: f.csv\n  target: y\n"
+                      "tuning:\n  trials: 3\n", "f.yaml")
+    experiment_id = sqlite_mlflow.create_experiment("f")
+    parent = sqlite_mlflow.create_run(experiment_id).info.run_id
+    context = TrainingContext(spec, None, None, Tracking(experiment_id, parent, "study"))
+
+    def batches_that_died(storage, context, settings, warm_start, log):
+        study = open_study(storage, "study", spec.greater_is_better, spec.tuning.seed)
+        study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=3)
+        return {"summary": "2 lost"}
+
+    monkeypatch.setattr(train, "study_storage", lambda: storage)
+    monkeypatch.setattr(train, "get_run_logger", lambda: logging.getLogger("test"))
+    monkeypatch.setattr(fanout, "fan_out", batches_that_died)
+    seen = []
+    monkeypatch.setattr(training, "summarize_search", lambda client, storage, context: seen.append(
+        sorted(r.data.tags["mlops.trial_number"] for r in child_runs(client, experiment_id, parent))))
+
+    train.tune.fn(context, None, workers=2)
+
+    assert seen == [["0", "1", "2"]]

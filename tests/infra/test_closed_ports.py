@@ -26,7 +26,8 @@ pytestmark = pytest.mark.integration
 # What anyone may read: health checks, and Prefect's UI page and API description (static
 # files; the API they describe needs the auth string).
 PUBLIC = {"/health", "/healthz", "/api/health"}
-PUBLIC_BY_SERVICE = {"prefect": {"/", "/docs", "/openapi.json"}}
+# The worker's health server (Prefect's, FastAPI) describes its one route, GET /health.
+PUBLIC_BY_SERVICE = {"prefect": {"/", "/docs", "/openapi.json"}, "worker": {"/docs", "/openapi.json"}}
 # Evidently's UI has no read authentication (its token guards writes), so every read is open
 # by design: it listens on 127.0.0.1 only. What a stranger must not do there is write.
 READS_OPEN = {"evidently"}
@@ -85,10 +86,11 @@ def test_every_port_of_the_full_platform_refuses_strangers(full_platform):
     """Given `mlops up --profile full`, when every listening TCP socket of its processes is
     tried without credentials, then none gives more than a health check or a static page:
     MLflow, Prefect and S3 answer 401/403, SeaweedFS's internal HTTP ports refuse a TLS client
-    without the certificate, its gRPC ports refuse clear text, the runner answers /health only."""
+    without the certificate, its gRPC ports refuse clear text, the runner and the worker answer
+    /health only."""
     services = _ports(full_platform)
     s3 = services["s3"]
-    expected = {services[name] for name in ("mlflow", "prefect", "runner", "evidently")}
+    expected = {services[name] for name in ("mlflow", "prefect", "runner", "evidently", "worker")}
     expected |= {s3 + offset + grpc for offset in range(4) for grpc in (0, 10000)}
 
     ports = _platform_ports(full_platform.home)

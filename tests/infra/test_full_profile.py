@@ -108,7 +108,7 @@ def test_status_reports_the_full_profile_and_no_secret(full_platform):
     assert report["s3_endpoint"].startswith("http://127.0.0.1:")
     assert report["database"] == full_platform.database_url
     assert all(s["running"] for s in report["services"].values()), report
-    assert set(report["services"]) == {"s3", "mlflow", "prefect", "evidently", "runner"}
+    assert set(report["services"]) == {"s3", "mlflow", "prefect", "evidently", "runner", "worker"}
     assert oct(os.stat(full_platform.home / "secrets.env").st_mode & 0o777) == "0o600"
     for value in full_platform.secrets().values():
         assert value not in status.stdout + again.stdout + again.stderr
@@ -218,8 +218,8 @@ def test_no_secret_reaches_params_tags_or_logs(full_platform, trained, client_en
 
 
 def test_monitoring_and_drift_retraining_work_unchanged(full_platform, trained, client_env):
-    """Given shifted data, `mlops monitor` triggers; the runner retrains from the s3:// source
-    and registers a version tagged mlops.trigger=drift."""
+    """Given shifted data, `mlops monitor` triggers; the platform's worker retrains from the
+    s3:// source and registers a version tagged mlops.trigger=drift."""
     from mlflow.tracking import MlflowClient
 
     from flows.demo import wait_for_retraining
@@ -283,10 +283,6 @@ def test_a_search_survives_a_worker_killed_mid_search(full_platform, tmp_path, c
     """Given `--workers 2` on one PostgreSQL study, when the worker running both batches is
     killed with SIGKILL mid-trial and another worker starts, the training still ends with
     the requested number of finished trials, all nested under one MLflow parent run."""
-    import optuna
-    from mlflow.tracking import MlflowClient
-    from optuna.trial import TrialState
-
     data = tmp_path / "train.csv"
     binary_frame(n=600, seed=5).to_csv(data, index=False)
     spec = tmp_path / "spec.yaml"
@@ -296,6 +292,15 @@ def test_a_search_survives_a_worker_killed_mid_search(full_platform, tmp_path, c
         data: {{source: {data}, target: label}}
         tuning: {{trials: 10, cv_folds: 3, models: [random_forest]}}
         """))
+    with full_platform.own_worker_stopped():  # the batches go to the workers started here
+        study, training, out, err = _kill_a_worker_mid_search(full_platform, spec, tmp_path, client_env)
+    _assert_search_survived(study, training, out, err)
+
+
+def _kill_a_worker_mid_search(full_platform, spec, tmp_path, client_env):
+    import optuna
+    from optuna.trial import TrialState
+
     first = _start_worker(full_platform)
     second = None
     try:
@@ -328,6 +333,12 @@ def test_a_search_survives_a_worker_killed_mid_search(full_platform, tmp_path, c
             if worker is not None and worker.poll() is None:
                 _signal_tree(worker.pid, signal.SIGTERM)
                 worker.wait(30)
+    return study, training, out, err
+
+
+def _assert_search_survived(study, training, out, err) -> None:
+    from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
 
     assert training.returncode == 0, err[-3000:]
     result = json.loads(out)

@@ -92,14 +92,16 @@ def test_full_profile_without_secrets_says_how_to_start_it(clean_env):
 
 
 def test_full_platform_services_and_client_environment(clean_env):
-    """Given generated secrets, the platform runs s3, mlflow, prefect and the runner; clients
-    get the secrets, S3 endpoint and study database; no secret is in argv or the state."""
+    """Given generated secrets, the platform runs s3, mlflow, prefect, the runner and a worker
+    of the pool; clients get the secrets, S3 endpoint, study database and data bucket; no
+    secret is in argv or the state."""
     home = clean_env / "home"
     values = secrets.ensure(load_settings(home=home))
     platform = platform_from_settings(load_settings(home=home), profile="full")
 
-    assert [s.name for s in platform.services] == ["s3", "mlflow", "prefect", "evidently", "runner"]
-    assert [s.wave for s in platform.services] == [0, 1, 1, 1, 2]
+    assert [s.name for s in platform.services] == ["s3", "mlflow", "prefect", "evidently", "runner",
+                                                   "worker"]
+    assert [s.wave for s in platform.services] == [0, 1, 1, 1, 2, 2]
     env = platform.client_environment()
     for name in SECRET_NAMES:
         assert env[name] == values[name]
@@ -107,6 +109,11 @@ def test_full_platform_services_and_client_environment(clean_env):
     optuna = values["MLOPS_DATABASE_PASSWORD_OPTUNA"]
     assert env["MLOPS_OPTUNA_STORAGE"] == f"postgresql+psycopg2://mlops_optuna:{optuna}@127.0.0.1:5432/mlops_optuna"
     assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:8333"
+    assert env["MLOPS_DATA_URI"] == "s3://mlops/data"
+    worker = next(s for s in platform.services if s.name == "worker")
+    assert worker.argv[1:] == ("-m", "prefect", "worker", "start", "--pool", "mlops", "--type",
+                               "process", "--with-healthcheck")
+    assert worker.health_url == "http://127.0.0.1:4281/health"
     mlflow = next(s for s in platform.services if s.name == "mlflow")
     assert {"--app-name", "basic-auth", "--serve-artifacts"} <= set(mlflow.argv)
     assert mlflow.env["MLFLOW_ARTIFACTS_DESTINATION"] == "s3://mlops/mlflow"
