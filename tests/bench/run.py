@@ -891,7 +891,9 @@ def figure_train_end_to_end(ctx: Context, cfg: Config) -> dict:
         return timed_process(bare_command, user_environment(**extra), ctx.tmp)
 
     def ours(root: Path = ROOT) -> dict:  # the code of `root`, whatever is installed
-        return timed_process(ours_command, user_environment(PYTHONPATH=str(root)), root)
+        # The flow's task lines on the console: `stages` is read from them.
+        return timed_process(ours_command, user_environment(
+            PYTHONPATH=str(root), PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL="INFO"), root)
 
     runs = []
     for i in range(cfg.e2e_repeats):
