@@ -213,11 +213,13 @@ def _workload(full_platform, inputs: Inputs, folder: Path, storage: str, prefect
     assert check["retraining"] == "triggered", check
     mlflow = MlflowClient()
     retrained = wait_for_retraining(mlflow, NAME, check["monitoring_run_id"], timeout_s=600, poll_s=1)
-    _wait_until_final(prefect, str(scoring.id))
     runs = {"scoring": str(scoring.id),
             "retraining": mlflow.get_run(check["monitoring_run_id"]).data.tags.get(RETRAINING_FLOW_RUN),
             **{f"batch {i}": batch for i, batch in
                enumerate(_batches(mlflow, json.loads(trained.stdout)["run_id"], storage))}}
+    # A retraining's version is registered before its flow run ends (card, links, schedule).
+    for run in filter(None, runs.values()):
+        _wait_until_final(prefect, run)
     return {
         "runs": runs,
         "states": {what: prefect.read_flow_run(run).state.type.value for what, run in runs.items() if run},
