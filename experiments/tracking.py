@@ -6,6 +6,7 @@ import logging
 import queue
 import threading
 import time
+import types
 import warnings
 from collections.abc import Mapping
 
@@ -259,13 +260,24 @@ def preload_model_logging() -> threading.Thread:
     return thread
 
 
+def _save_sklearn_model(validate_serving_input: bool = True, **kwargs) -> None:
+    """mlflow.sklearn.save_model for Model.log, which hands its flavor every keyword it
+    takes, `validate_serving_input` too (sklearn's save_model takes no others)."""
+    import mlflow.sklearn
+
+    mlflow.sklearn.save_model(**kwargs)
+
+
+# The flavor Model.log records and saves with: mlflow.sklearn by name, its save_model.
+_SKLEARN_FLAVOR = types.SimpleNamespace(__name__="mlflow.sklearn", save_model=_save_sklearn_model)
+
+
 def log_sklearn_model(
     run_id: str, pipeline, input_example, metadata: dict
 ) -> str:
     """Log the pipeline with skops, a signature and pinned requirements; return its URI."""
-    import mlflow
     import skops.io
-    from mlflow.models import infer_signature
+    from mlflow.models import Model, infer_signature
 
     from experiments.pipelines import skops_trusted_types
 
@@ -275,8 +287,15 @@ def log_sklearn_model(
     if trusted is None:
         trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
     signature = infer_signature(input_example, pipeline.predict(input_example))
-    info = mlflow.sklearn.log_model(
-        pipeline,
+    # mlflow.sklearn.log_model, less one step: MLflow loads the logged model back a second
+    # time to predict the input example through pyfunc (a third of the call's time), and
+    # only warns if that fails. Its own save already loads model.skops back with the
+    # trusted types, and the example was just predicted to infer the signature.
+    info = Model.log(
+        artifact_path=None,
+        flavor=_SKLEARN_FLAVOR,
+        validate_serving_input=False,
+        sk_model=pipeline,
         name="model",
         run_id=run_id,
         signature=signature,
