@@ -244,7 +244,7 @@ class Api:
         if request_id in self.batcher.labelled:
             raise Refused(409, f"request '{request_id}' already has its labels; a request is "
                           "labelled once")
-        served = self.batcher.served.get(request_id)
+        served = self.batcher.served(request_id)
         if served is None:
             raise Refused(404, f"unknown request id '{request_id}' (not among the last "
                           "MLOPS_SERVE_FEEDBACK_IDS requests this server answered since it started)")
