@@ -254,6 +254,15 @@ def preload_model_logging() -> threading.Thread:
                 importlib.import_module(name)
             except Exception:  # noqa: BLE001, S112 - raised again, visibly, at its real import
                 continue
+        try:
+            # The first log_model of a process maps every installed module to its package
+            # (importlib.metadata over ~300 distributions, 0.8 s) to check the pinned
+            # requirements against this environment; MLflow keeps the map for the process.
+            from mlflow.utils.requirements_utils import _init_packages_to_modules_map
+
+            _init_packages_to_modules_map()
+        except Exception:  # noqa: BLE001, S110 - only a head start: log_model builds it anyway
+            pass
 
     thread = threading.Thread(target=load, name="mlops-preload-model-logging", daemon=True)
     thread.start()
