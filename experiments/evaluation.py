@@ -1,26 +1,38 @@
 """Holdout plots, feature importance and the learning curve as matplotlib figures (the caller
 logs them)."""
 
+from __future__ import annotations
+
 import time
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import matplotlib
+import numpy as np
+import optuna
+import pandas as pd
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
+from sklearn.model_selection import learning_curve
+from threadpoolctl import threadpool_limits
 
-matplotlib.use("Agg")  # no display here or on servers; must precede pyplot
+from experiments.metrics import model_output, score
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import optuna  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from sklearn.base import clone  # noqa: E402
-from sklearn.exceptions import ConvergenceWarning  # noqa: E402
-from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay  # noqa: E402
-from sklearn.model_selection import learning_curve  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-from experiments.metrics import model_output, score  # noqa: E402
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (no display here or on servers), imported at
+    the first figure: `mlops train` would otherwise spend 0.3 s on it before its flow starts
+    (experiments.tracking's preload thread imports it beside the search)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 MAX_IMPORTANCE_ROWS = 2000
 IMPORTANCE_REPEATS = 5
@@ -36,6 +48,7 @@ LEARNING_CURVE_MIN_S = 0.5
 
 
 def classification_plots(y_true, output: np.ndarray, classes) -> dict[str, Figure]:
+    plt = pyplot()
     classes = np.asarray(classes)
     predicted = classes[np.argmax(output, axis=1)]
     confusion, ax = plt.subplots(figsize=(5, 4.5))
@@ -54,6 +67,7 @@ def classification_plots(y_true, output: np.ndarray, classes) -> dict[str, Figur
 
 
 def regression_plots(y_true, predicted: np.ndarray) -> dict[str, Figure]:
+    plt = pyplot()
     y_true = np.asarray(y_true, dtype=float)
     residuals_fig, ax = plt.subplots(figsize=(5, 4.5))
     ax.scatter(predicted, y_true - predicted, s=8, alpha=0.6)
@@ -129,6 +143,7 @@ def feature_importance(
     model, features: pd.DataFrame, y, scorer, *, metric: str, seed: int,
 ) -> tuple[dict[str, float], Figure]:
     """Permutation importance on (a sample of) the holdout, in units of the search metric."""
+    plt = pyplot()
     if len(features) > MAX_IMPORTANCE_ROWS:
         keep = np.random.default_rng(seed).choice(len(features), MAX_IMPORTANCE_ROWS, replace=False)
         features, y = features.iloc[keep], pd.Series(np.asarray(y)[keep])
@@ -196,6 +211,7 @@ def learning_curve_points(pipeline, features: pd.DataFrame, y, folds, scorer, *,
 
 
 def learning_curve_figure(curve: LearningCurve, metric: str) -> Figure:
+    plt = pyplot()
     figure, ax = plt.subplots(figsize=(5, 4.5))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a point with no score: a gap in the line
@@ -232,5 +248,6 @@ def search_plots(study: optuna.Study) -> dict[str, Figure]:
 
 
 def close_figures(figures) -> None:
+    plt = pyplot()
     for figure in figures:
         plt.close(figure)

@@ -239,14 +239,16 @@ def compact_skops_schema() -> None:
         _persist.json = _CompactJson()
 
 
-MODEL_LOGGING_MODULES = ("skops.io", "mlflow.sklearn", "mlflow.models")
+# What log_sklearn_model needs, and pyplot for the plots (experiments.evaluation imports it
+# at the first figure).
+MODEL_LOGGING_MODULES = ("skops.io", "mlflow.sklearn", "mlflow.models", "matplotlib.pyplot")
 
 
 def preload_model_logging() -> threading.Thread:
-    """Import what log_sklearn_model needs in a background thread, alongside the search:
-    skops imports every scikit-learn estimator to list the types it trusts (1-2 s quiet,
-    13 s on a busy machine), serially after the search otherwise. A failed import is left
-    to happen again, and be reported, where the module is used."""
+    """Import what the steps after the search need in a background thread, alongside the
+    search: skops imports every scikit-learn estimator to list the types it trusts (1-2 s
+    quiet, 13 s on a busy machine), serially after the search otherwise. A failed import is
+    left to happen again, and be reported, where the module is used."""
 
     def load() -> None:
         for name in MODEL_LOGGING_MODULES:
