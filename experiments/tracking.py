@@ -96,6 +96,9 @@ class TrialRecorder:
         self._metric = metric
         self._queue: queue.Queue = queue.Queue()
         self._errors: list[BaseException] = []
+        # The parent's best_cv_score gets a point where the best changed, not at every trial:
+        # one request a trial less, of the four each trial sends (the search's whole overhead).
+        self._logged_best: float | None = None
         self._thread = threading.Thread(target=self._drain, name="trial-recorder", daemon=True)
         self._thread.start()
 
@@ -162,10 +165,11 @@ class TrialRecorder:
         self._client.set_terminated(
             run.info.run_id, status=_STATUS.get(trial.state, "FAILED"), end_time=end_ms
         )
-        if best is not None:
+        if best is not None and best != self._logged_best:  # the best-so-far curve's steps
             self._client.log_metric(
                 self._parent_run_id, "best_cv_score", best, timestamp=end_ms, step=trial.number
             )
+            self._logged_best = best
 
 
 def record_missing(recorder: TrialRecorder, client: MlflowClient, study: optuna.Study,

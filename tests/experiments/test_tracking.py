@@ -156,3 +156,20 @@ def test_logging_integer_columns_as_a_dataset_prints_no_warning(sqlite_mlflow, s
         log_dataset(client, run_id, frame, source, "species", "penguins-data")
     assert [str(w.message) for w in caught if issubclass(w.category, UserWarning)] == []
     assert [d.dataset.name for d in client.get_run(run_id).inputs.dataset_inputs] == ["penguins-data"]
+
+
+def test_the_parent_run_gets_a_best_score_point_where_the_best_changed(sqlite_mlflow):
+    """Given trials scoring 0.5, 0.4, 0.7, 0.6, 0.8 (higher is better), the parent's
+    best_cv_score has points at trials 0, 2 and 4 only, with the best so far at each."""
+    experiment_id = ensure_experiment(sqlite_mlflow, "best-so-far")
+    parent = sqlite_mlflow.create_run(experiment_id).info.run_id
+    study = optuna.create_study(direction="maximize")
+    scores = iter([0.5, 0.4, 0.7, 0.6, 0.8])
+    recorder = TrialRecorder(sqlite_mlflow, experiment_id, parent, "roc_auc")
+
+    study.optimize(lambda trial: next(scores), n_trials=5, callbacks=[recorder])
+    recorder.close()
+
+    history = sqlite_mlflow.get_metric_history(parent, "best_cv_score")
+    assert sorted((m.step, m.value) for m in history) == [(0, 0.5), (2, 0.7), (4, 0.8)]
+    assert len(child_runs(sqlite_mlflow, experiment_id, parent)) == 5
