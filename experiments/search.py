@@ -10,8 +10,6 @@ from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from experiments.idle_ping import ping_when_idle
-
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -24,6 +22,9 @@ def journal_storage(path: Path) -> JournalStorage:
 def database_storage(url: str, heartbeat_s: int = 5, grace_s: int = 20) -> RDBStorage:
     """A study in a database, for workers on several machines. A trial whose process stops
     beating for `grace_s` is failed, and a copy of it is queued for whoever runs next."""
+    # Here, not at the top: SQLAlchemy (0.25 s to import) serves only a database's studies.
+    from experiments.idle_ping import ping_when_idle
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = RDBStorage(
