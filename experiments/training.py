@@ -141,6 +141,17 @@ def git_commit(directory: Path | None = None) -> str | None:
     return out.stdout.strip() or None
 
 
+def study_base(spec: ExperimentSpec, dataset: Dataset) -> str:
+    """What the studies of one spec on one data set are named after: each training of them
+    is the study `{base}-{n}`, its n-th attempt."""
+    return f"{spec.slug}-{dataset.digest[:12]}-{spec_digest(spec)}"
+
+
+def base_of(study_name: str) -> str:
+    """The base of a training's study name (`{base}-{n}`)."""
+    return study_name.rsplit("-", 1)[0]
+
+
 def start_tracking(
     client: MlflowClient,
     storage,
@@ -153,7 +164,7 @@ def start_tracking(
 ) -> Tracking:
     """Open the parent run, or resume one whose training is gone (its lease ran out)."""
     experiment_id = ensure_experiment(client, spec.name)
-    base = f"{spec.slug}-{dataset.digest[:12]}-{spec_digest(spec)}"
+    base = study_base(spec, dataset)
     owner = lease.new_owner()
     resumable = _claim_unfinished_study(storage, base, owner)
     if resumable is not None:

@@ -43,7 +43,7 @@ from flows.links import artifact_url, experiment_url, run_url
 from flows.naming import name_this_run
 from flows.recovery import label_this_process
 from flows.schedules import schedule_monitoring
-from flows.studies import study_storage
+from flows.studies import storage_of, study_storage
 from infra.errors import PlatformError
 from monitoring.record import monitoring_experiment
 from registry.approval import hold_for_approval
@@ -114,7 +114,7 @@ def start_tracking(
 ) -> training.Tracking:
     extra = {"mlops.monitoring_run_id": params.monitoring_run_id} if params.monitoring_run_id else {}
     tracking = training.start_tracking(
-        _client(), study_storage(), spec, dataset,
+        _client(), study_storage(training.study_base(spec, dataset)), spec, dataset,
         trigger=params.trigger, flow_run_id=flow_run.get_id(), extra_tags=extra,
     )
     get_run_logger().info("MLflow run: %s", _run_url(tracking.experiment_id, tracking.run_id))
@@ -192,7 +192,7 @@ def tune(
 ) -> training.SearchResult:
     logger = get_run_logger()
     warm = [warm_start] if warm_start else []
-    missing = training.record_missing_trials(_client(), study_storage(), context)
+    missing = training.record_missing_trials(_client(), storage_of(context.tracking), context)
     if missing:
         logger.info("logged %d trials the interrupted search had not recorded in MLflow", missing)
     if workers > 1:
@@ -201,18 +201,18 @@ def tune(
 
         settings = FanOutSettings(workers, timeout_s=context.spec.tuning.timeout_s + 600,
                                   idle_grace_s=process_settings().fanout_idle_grace_s)
-        outcome = fan_out(study_storage(), context, settings, warm, logger.info)
+        outcome = fan_out(storage_of(context.tracking), context, settings, warm, logger.info)
         logger.info("search batches: %s", outcome["summary"])
         _client().set_tag(context.tracking.run_id, "mlops.search_batches", outcome["summary"])
         # A batch whose worker died between a trial's end and its child run left that trial
         # unrecorded: the summary counts the study's trials, so each gets its child run first.
-        late = training.record_missing_trials(_client(), study_storage(), context)
+        late = training.record_missing_trials(_client(), storage_of(context.tracking), context)
         if late:
             logger.info("logged %d trials their batches had not recorded in MLflow", late)
     else:
-        training.run_trials(_client(), study_storage(), context,
+        training.run_trials(_client(), storage_of(context.tracking), context,
                             progress=_progress(logger, context.spec), warm_start=warm)
-    return training.summarize_search(_client(), study_storage(), context)
+    return training.summarize_search(_client(), storage_of(context.tracking), context)
 
 
 @task(cache_policy=NO_CACHE)
@@ -406,7 +406,7 @@ def train(params: TrainParameters) -> dict:
         context = training.TrainingContext(spec, dataset, data, tracking)
         try:
             # The lease tells a training started meanwhile that this study is not to be resumed.
-            with training.keep_lease(study_storage(), tracking):
+            with training.keep_lease(storage_of(tracking), tracking):
                 search = tune(context, params.warm_start, params.workers)
                 evaluation = fit_and_evaluate(context, search)
                 fit = diagnose_fit(context, search, evaluation)
@@ -416,11 +416,11 @@ def train(params: TrainParameters) -> dict:
                 write_card(context, search, evaluation, fit, profile, gate)
                 link(context, evaluation, search, fit, profile, gate, params)
         except BaseException:
-            training.give_up(_client(), study_storage(), tracking)
+            training.give_up(_client(), storage_of(tracking), tracking)
             raise
     finally:
         stop_profile(starting)
-    training.finish(_client(), study_storage(), tracking)
+    training.finish(_client(), storage_of(tracking), tracking)
     schedule_checks(spec, gate)
     return {
         "experiment": spec.name,

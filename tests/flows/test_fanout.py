@@ -113,7 +113,7 @@ def test_trials_whose_batch_died_before_recording_them_get_their_child_runs(sqli
         study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=3)
         return {"summary": "2 lost"}
 
-    monkeypatch.setattr(train, "study_storage", lambda: storage)
+    monkeypatch.setattr(train, "storage_of", lambda tracking: storage)
     monkeypatch.setattr(train, "get_run_logger", lambda: logging.getLogger("test"))
     monkeypatch.setattr(fanout, "fan_out", batches_that_died)
     seen = []

@@ -14,6 +14,7 @@ from synthetic import binary_frame
 
 from experiments.search import journal_storage
 from experiments.tracking import child_runs
+from experiments.training import base_of
 
 pytestmark = pytest.mark.integration
 
@@ -92,8 +93,9 @@ def test_mlflow_killed_mid_search_ends_in_one_line_and_the_rerun_loses_no_trial(
     result = json.loads(again.stdout)
     [parent] = parents(client, "it-mlflow-outage")  # resumed, not started over
     assert parent.info.run_id == result["run_id"] and parent.info.status == "FINISHED"
-    storage = journal_storage(platform.home / "optuna" / "studies.journal")
-    study = optuna.load_study(study_name=parent.data.tags["mlops.study_name"], storage=storage)
+    name = parent.data.tags["mlops.study_name"]
+    storage = journal_storage(platform.home / "optuna" / f"{base_of(name)}.journal")
+    study = optuna.load_study(study_name=name, storage=storage)
     children = child_runs(client, parent.info.experiment_id, parent.info.run_id)
     numbers = sorted(int(c.data.tags["mlops.trial_number"]) for c in children)
     assert numbers == sorted(t.number for t in study.trials)

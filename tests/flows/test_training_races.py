@@ -72,7 +72,8 @@ def test_two_trainings_of_one_spec_at_once_each_finish_and_promote_in_turn(mlops
             [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
         assert len(children) == TRIALS
     assert len(client.search_runs([experiment_id])) == 2 * (TRIALS + 1)  # no stray trial runs
-    storage = journal_storage(platform.home / "optuna" / "studies.journal")
+    [base] = {training.base_of(name) for name in studies}  # one spec, one data set: one journal
+    storage = journal_storage(platform.home / "optuna" / f"{base}.journal")
     for name in studies:
         attrs = optuna.load_study(study_name=name, storage=storage).user_attrs
         assert attrs["finished"] is True and attrs["lease_until"] == 0.0
