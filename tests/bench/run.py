@@ -91,7 +91,7 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 USER_THREAD_ENV = {name: os.environ.get(name) for name in THREAD_VARIABLES}  # before --threads
 
 TARGETS = {
-    "tracking_overhead": 1.10,  # tracked / plain search time
+    "tracking_overhead": 1.05,  # tracked / plain search time (issue 13)
     "log_model": 0.3,  # seconds for our log_sklearn_model (issue 13)
     "mlops_up_cold": 10.0,  # seconds from cold to healthy (issue 13)
     "time_to_quality": 0.5,  # our time to reach the grid's best / grid total time
@@ -1128,15 +1128,17 @@ def print_table(results: dict, cfg: Config) -> None:
     for column in ("figure", "value", "baseline", "ratio", "target", "met?"):
         table.add_column(column)
     labels = {
-        "tracking_overhead": ("tracking overhead (search s)", "ratio <= 1.10"),
-        "log_model": ("log_model, ours vs MLflow defaults (s)", "ours <= 0.3 s"),
-        "mlops_up_cold": ("mlops up, cold to healthy (s)", "<= 10 s"),
-        "time_to_quality": ("time to grid's best (s) vs grid total", "ratio <= 0.5"),
+        "tracking_overhead": ("tracking overhead (search s)", f"ratio <= {TARGETS['tracking_overhead']:.2f}"),
+        "log_model": ("log_model, ours vs MLflow defaults (s)", f"ours <= {TARGETS['log_model']} s"),
+        "mlops_up_cold": ("mlops up, cold to healthy (s)", f"<= {TARGETS['mlops_up_cold']:.0f} s"),
+        "time_to_quality": ("time to grid's best (s) vs grid total",
+                            f"ratio <= {TARGETS['time_to_quality']}"),
         "feature_engineering": ("search with feature engineering vs without (s)",
-                                "ratio <= 1.15"),
+                                f"ratio <= {TARGETS['feature_engineering']:.2f}"),
         "train_end_to_end": ("mlops train vs bare Optuna + sklearn, start to exit (s)",
-                             "ratio <= 1.10"),
-        "training_profile_fe": ("training with profile and FE vs neither (s)", "ratio <= 1.15"),
+                             f"ratio <= {TARGETS['train_end_to_end']:.2f}"),
+        "training_profile_fe": ("training with profile and FE vs neither (s)",
+                                f"ratio <= {TARGETS['training_profile_fe']:.2f}"),
     }
     for figure in FIGURE_ORDER:
         entry = results.get(figure, {"error": "not run", "met": False})
