@@ -65,12 +65,16 @@ def _connect(settings, prefect: bool = True):
     return conn, settings
 
 
-def _quiet_prefect_errors(progress: bool = True) -> None:
+def _before_in_process_flow(progress: bool = True) -> None:
+    """Ready this process to run a flow itself: no wait at the flow's end, errors reported once."""
     # A failed flow is reported once by this CLI (one line for a user's mistake, a
     # traceback for a bug); Prefect still sends the full record to its server and UI.
     # Without `progress` (a drift check, which prints its own table) nothing is echoed.
     from prefect.logging.handlers import PrefectConsoleHandler
 
+    from flows.heartbeats import end_flows_without_waiting_for_their_heartbeats
+
+    end_flows_without_waiting_for_their_heartbeats()  # 0-1 s at the end of each flow
     # Prefect puts its console handler on the root logger when it configures logging,
     # which importing a flow does: call this after that import.
     # A server that stopped is reported once, in one line, not in a retry warning per request.
@@ -229,7 +233,7 @@ def _run_training(experiment: str, data: str | None, trials: int | None, workers
         from flows.train import TrainParameters
         from flows.train import train as train_flow
 
-        _quiet_prefect_errors()
+        _before_in_process_flow()
 
         result = train_flow(TrainParameters(experiment=experiment, data=data, trials=trials,
                                             workers=workers))
@@ -345,7 +349,7 @@ def _run_monitoring(model: str, current: str | None) -> dict:
         from flows.monitor import MonitorParameters
         from flows.monitor import monitor as monitor_flow
 
-        _quiet_prefect_errors(progress=False)
+        _before_in_process_flow(progress=False)
 
         result = monitor_flow(MonitorParameters(model=model, current=current))
     except (InputError, PlatformError) as error:
@@ -732,7 +736,7 @@ def predict(
         from flows.predict import PredictParameters
         from flows.predict import predict as predict_flow
 
-        _quiet_prefect_errors(progress=False)
+        _before_in_process_flow(progress=False)
         result = predict_flow(PredictParameters(model=model, data=data, out=out_uri, version=version,
                                                 bad_rows=bad_rows, overwrite=overwrite))
     except (InputError, PlatformError) as error:

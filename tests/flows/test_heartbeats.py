@@ -82,3 +82,34 @@ def test_mlops_up_refuses_a_short_silence_in_one_line_and_starts_nothing(tmp_pat
     assert line.startswith("error: MLOPS_HEARTBEAT_SILENCE_S: must be at least ")
     assert f"(got {short})" in line
     assert not home.exists()
+
+
+def test_a_flow_run_in_process_ends_without_waiting_for_its_heartbeat_thread(platform, monkeypatch):
+    """Given heartbeats every 30 s (their thread asleep when the flow ends), a flow run in a
+    process that called end_flows_without_waiting_for_their_heartbeats returns while its
+    heartbeat thread still sleeps (Prefect's own engine joins it: up to a second), and that
+    thread then stops by itself."""
+    import threading
+
+    import prefect.flow_engine
+    from polling import wait_for
+    from prefect import flow
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    from flows.heartbeats import end_flows_without_waiting_for_their_heartbeats
+
+    monkeypatch.setattr(prefect.flow_engine, "_send_heartbeats", prefect.flow_engine._send_heartbeats)
+    end_flows_without_waiting_for_their_heartbeats()
+
+    @flow(name="it-heartbeat-end")
+    def quick() -> int:
+        return 1
+
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 30}):
+        quick()  # Prefect's own background threads start with the first flow of a process
+        before = set(threading.enumerate())
+        assert quick() == 1
+        beating = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+
+    assert beating, "the heartbeat thread was joined before the flow returned"
+    assert wait_for(lambda: not any(t.is_alive() for t in beating), timeout_s=10)
