@@ -18,8 +18,10 @@ Prefect's server would have used (PREFECT_RUNNER_SERVER_HOST and _PORT).
 import asyncio
 import datetime
 import logging
+import time
 from functools import partial
 
+import mlflow
 from mlflow.tracking import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
@@ -27,6 +29,7 @@ from prefect.events import DeploymentEventTrigger
 from prefect.exceptions import TerminationSignal
 from prefect.runner import Runner
 from prefect.settings import (
+    PREFECT_API_URL,
     PREFECT_RUNNER_POLL_FREQUENCY,
     PREFECT_RUNNER_SERVER_HOST,
     PREFECT_RUNNER_SERVER_MISSED_POLLS_TOLERANCE,
@@ -42,7 +45,9 @@ from flows.retrain import retrain
 from flows.schedules import schedule_missing
 from flows.train import train
 from flows.warm import use_warm_processes
+from infra.errors import PlatformError
 from infra.health import serve_health
+from infra.services import is_healthy
 from infra.settings import process_settings
 
 
@@ -140,8 +145,22 @@ def install_zombie_automation_safely(silence_s: int) -> None:
         logging.getLogger(__name__).warning("could not install the heartbeat automation", exc_info=True)
 
 
+def wait_for_servers(timeout_s: float, interval_s: float = 0.1) -> None:
+    """Wait until Prefect and MLflow answer: `up` starts the runner beside them (its imports
+    overlap their start), and everything after this talks to both."""
+    addresses = {"Prefect": f"{PREFECT_API_URL.value().rstrip('/')}/health",
+                 "MLflow": f"{mlflow.get_tracking_uri().rstrip('/')}/health"}
+    deadline = time.monotonic() + timeout_s
+    for name, health in addresses.items():
+        while not is_healthy(health, timeout_s=1.0):
+            if time.monotonic() > deadline:
+                raise PlatformError(f"{name} did not answer at {health} within {timeout_s:g} s")
+            time.sleep(interval_s)
+
+
 def main() -> None:
     settings = process_settings()
+    wait_for_servers(settings.start_timeout_s)  # as long as `up` waits for them
     served = runner_flows(settings.profile, settings.work_pool)
     try:
         # Before serving: the runs it crashes must not be picked up as ours. Only its own: a

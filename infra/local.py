@@ -41,5 +41,7 @@ def local_platform(
         services += (evidently,)
         client_env["MLOPS_EVIDENTLY_URL"] = evidently.url
     if runner_port is not None:
-        services += (runner_service(home, host, runner_port, client_env),)
+        # Spawned with MLflow and Prefect: its imports then overlap their start (`up` cold:
+        # healthy 4.7 s after Prefect when it started once Prefect answered).
+        services += (runner_service(home, host, runner_port, client_env, spawn_early=True),)
     return Platform("local", home, mlflow.url, prefect.url, services)

@@ -40,6 +40,9 @@ class Service:
     marker: str = ""  # text in the process's command line that proves it is ours
     cwd: Path | None = None
     wave: int = 0  # services of a later wave start once the earlier ones are healthy
+    # Spawned with the first wave all the same, to import while the others start; it is
+    # awaited in its own wave, and waits itself for the services it needs.
+    spawn_early: bool = False
     # Made just before the process starts (a description writes nothing): folders, and
     # files only their owner can read (configs that hold a key).
     folders: tuple[Path, ...] = ()
@@ -195,17 +198,27 @@ def start_services(
     """
     home.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
+    early: dict[str, subprocess.Popen] = {}
     for wave in range(max((s.wave for s in services), default=-1) + 1):
         if before_wave is not None:
             before_wave(wave)
         members = [s for s in services if s.wave == wave]
-        if members:
-            notes += _start_wave(members, home, timeout_s)
+        started = {s.name: early[s.name] for s in members if s.name in early}
+        started |= _spawn_all([s for s in members if not _early(s)], home, notes)
+        if wave == 0:  # once the first wave's ports were free and its processes started
+            early = _spawn_all([s for s in services if _early(s)], home, notes)
+        _wait_until_healthy(members, home, started, timeout_s)
+        notes += [f"{s.name}: started (pid {started[s.name].pid}) at {s.url}"
+                  for s in members if s.name in started]
     return notes
 
 
-def _start_wave(services: Sequence[Service], home: Path, timeout_s: float) -> list[str]:
-    notes: list[str] = []
+def _early(service: Service) -> bool:
+    return service.spawn_early and service.wave > 0
+
+
+def _spawn_all(services: Sequence[Service], home: Path, notes: list[str]) -> dict[str, subprocess.Popen]:
+    """Start each service not already running; a note for each found running or stale."""
     started: dict[str, subprocess.Popen] = {}
     for service in services:
         pid = _alive_pid(home, service)
@@ -221,13 +234,7 @@ def _start_wave(services: Sequence[Service], home: Path, timeout_s: float) -> li
                 f"{service.name} cannot start; stop that program or set {service.port_variable}"
             )
         started[service.name] = _spawn(service, home)
-    _wait_until_healthy(services, home, started, timeout_s)
-    for service in services:
-        if service.name in started:
-            notes.append(
-                f"{service.name}: started (pid {started[service.name].pid}) at {service.url}"
-            )
-    return notes
+    return started
 
 
 def _wait_until_healthy(

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -357,3 +358,42 @@ def test_evidently_listens_on_loopback_with_its_workspace_under_home(tmp_path):
     assert platform.evidently_url == runner.env["MLOPS_EVIDENTLY_URL"] == "http://127.0.0.1:8011"
     assert platform.client_environment()["MLOPS_EVIDENTLY_URL"] == "http://127.0.0.1:8011"
     assert platform.state()["evidently_url"] == "http://127.0.0.1:8011"
+
+
+def test_a_service_spawned_early_starts_with_the_first_wave_and_is_awaited_in_its_own(home):
+    """Given a first-wave service and two second-wave ones, one spawned early: when the
+    second wave is about to start (the first answers), the early one is already running
+    and the other not yet; `up` then reports both started and healthy."""
+    first = make_service(free_port(), name="python-first")
+    early = replace(make_service(free_port(), name="python-early"), wave=1, spawn_early=True)
+    late = replace(make_service(free_port(), name="python-late"), wave=1)
+    seen = {}
+
+    def before_wave(wave: int) -> None:
+        if wave == 1:
+            seen.update({s.name: (home / "run" / f"{s.name}.pid").exists() for s in (early, late)})
+
+    notes = start_services([first, early, late], home, START_TIMEOUT_S, before_wave=before_wave)
+    for service in (first, early, late):
+        reap_in_background(pid_of(home, service.name))
+
+    assert seen == {"python-early": True, "python-late": False}
+    assert [n.split(":")[0] for n in notes] == ["python-first", "python-early", "python-late"]
+    assert all(is_healthy(s.health_url) for s in (first, early, late))
+
+
+def test_an_early_service_is_not_spawned_when_the_first_wave_cannot_start(home):
+    """Given a first-wave service whose port is taken, `up` fails naming that port, and the
+    service that would have been spawned early beside it was never started."""
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        first = make_service(taken.getsockname()[1], name="python-first")
+        early = replace(make_service(free_port(), name="python-early"), wave=1, spawn_early=True)
+        with pytest.raises(PlatformError, match="is taken by another program"):
+            start_services([first, early], home, START_TIMEOUT_S)
+    finally:
+        taken.close()
+
+    assert not (home / "run" / "python-early.pid").exists()
