@@ -3,6 +3,7 @@ logs them)."""
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+@functools.cache  # the backend is chosen once, at the first figure, not at each
 def pyplot():
     """matplotlib's pyplot on the Agg backend (no display here or on servers), imported at
     the first figure: `mlops train` would otherwise spend 0.3 s on it before its flow starts
