@@ -113,6 +113,8 @@ def test_approved_in_the_prefect_ui_the_version_becomes_champion(platform, await
     """Given v1 waiting, when a person opens its approval run in the Prefect UI, resumes it with
     decision approve and a comment, then v1 holds `champion` in MLflow, recorded as moved by
     the Prefect UI with the comment."""
+    from flows.approval import outcome
+
     result, run_id = awaiting
     version = result["model_version"]
     wait_until_paused(run_id)
@@ -127,8 +129,14 @@ def test_approved_in_the_prefect_ui_the_version_becomes_champion(platform, await
         page.locator(".p-select-option").filter(has_text=re.compile("^approve$")).click()
         form.locator("textarea").fill("checked the card")
         form.get_by_role("button", name="Submit").click()
-        page.get_by_text("Completed", exact=True).first.wait_for(timeout=120_000)
+        closed = wait_for(lambda: not form.is_visible(), timeout_s=60, interval_s=0.5)
+        assert closed, f"the Resume form stayed open: {form.inner_text()}"
+        # The runner runs the resumed flow again; a failure names its state and message.
+        done = outcome(MlflowClient(), NAME, version, run_id, timeout_s=300)
+        page.reload(wait_until="domcontentloaded")
+        page.get_by_text("Completed", exact=True).first.wait_for(timeout=60_000)
 
+    assert done["decision"] == "approved"
     client = MlflowClient()
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == version
     [period] = champion_history(client, NAME)

@@ -95,6 +95,13 @@ def parent_runs() -> list:
                                       filter_string="tags.mlops.flow_run_id != ''")
 
 
+def trial_runs() -> list:
+    """The trials' runs (children of a training's parent run) recorded so far."""
+    return [trial for parent in parent_runs()
+            for trial in MlflowClient().search_runs(
+                [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")]
+
+
 def test_the_runner_installs_the_silence_of_its_settings_and_updates_another(short_silence_platform):
     from prefect.client.orchestration import get_client
 
@@ -131,9 +138,11 @@ def test_a_killed_training_is_crashed_by_the_automation_and_the_next_one_resumes
     try:
         assert wait_for(lambda: len(train_runs()) == 1, timeout_s=120, interval_s=0.5), log.read_text()
         [run] = train_runs()
-        # Mid-training: it has beaten (the automation only watches runs that did) and its
-        # MLflow run exists, and the search is still going.
-        assert wait_for(lambda: heartbeats(run.id) and parent_runs(), timeout_s=60, interval_s=0.5)
+        # Mid-search: it has beaten (the automation only watches runs that did), its study is
+        # tied to its MLflow run (a trial's run exists: the tie is written before the search),
+        # and the search is still going. Killed between creating its run and tying the study,
+        # a training is not resumed (nothing of its search existed): the next one starts anew.
+        assert wait_for(lambda: heartbeats(run.id) and trial_runs(), timeout_s=60, interval_s=0.5)
         assert training.poll() is None
         os.killpg(training.pid, signal.SIGKILL)  # the CLI and anything it started
         killed_at = time.time()
