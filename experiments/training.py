@@ -171,13 +171,17 @@ def start_tracking(
         name, run_id = resumable
         client.update_run(run_id, status="RUNNING")
         log.info("resuming the interrupted search %s (MLflow run %s)", name, run_id)
+        _log_inputs(client, run_id, spec, dataset)  # those a training killed early did not
         return Tracking(experiment_id, run_id, name, owner)
     name = _create_attempt(storage, base, spec, owner)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     tags = _run_tags(dataset, name, trigger, flow_run_id, extra_tags)
     run_id = client.create_run(experiment_id, run_name=f"{trigger}-{stamp}", tags=tags).info.run_id
-    _log_inputs(client, run_id, spec, dataset)
+    # Tied at once, so a training killed from here on is resumed in this run, not left
+    # RUNNING beside a new one; the inputs are logged after (again when resumed: it is a no-op
+    # for what is there, as MLflow takes the same params and dataset input twice).
     _tie_study(storage, name, run_id)
+    _log_inputs(client, run_id, spec, dataset)
     return Tracking(experiment_id, run_id, name, owner)
 
 

@@ -110,6 +110,39 @@ def test_a_killed_training_is_resumed_once_its_lease_runs_out(start, sqlite_mlfl
     assert attrs[lease.OWNER] == again.owner and lease.is_live(attrs)
 
 
+@pytest.mark.parametrize("logged_first", [False, True], ids=["before-its-inputs", "after-its-inputs"])
+def test_a_training_killed_as_it_opened_its_run_is_resumed_in_that_run(start, sqlite_mlflow,
+                                                                       monkeypatch, logged_first):
+    """Given a training killed after opening its run, before or after logging its inputs, when
+    its lease has run out, then the next start resumes that run (no second run beside it), which
+    then holds its inputs once: the spec monitoring reads back, the params, the data set."""
+    log_inputs = training._log_inputs
+
+    def killed(client, run_id, *args):
+        if logged_first:
+            log_inputs(client, run_id, *args)
+        raise KeyboardInterrupt  # what SIGKILL leaves: nothing after this point
+
+    monkeypatch.setattr(training, "_log_inputs", killed)
+    with pytest.raises(KeyboardInterrupt):
+        start()
+    experiment_id = sqlite_mlflow.get_experiment_by_name("resume-test").experiment_id
+    [first] = sqlite_mlflow.search_runs([experiment_id])
+    [study] = [s for s in start.storage.get_all_studies() if not s.study_name.startswith("lease:")]
+    expire(start.storage, study.study_name)
+    monkeypatch.setattr(training, "_log_inputs", log_inputs)
+
+    again = start()
+
+    assert (again.run_id, again.study_name) == (first.info.run_id, study.study_name)
+    assert len(sqlite_mlflow.search_runs([experiment_id])) == 1
+    run = sqlite_mlflow.get_run(again.run_id)
+    assert run.data.params["rows"] == str(len(load_dataset(start.spec).frame))
+    assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["resume-test-data"]
+    folder, _, _ = training.SPEC_ARTIFACT.rpartition("/")
+    assert training.SPEC_ARTIFACT in {a.path for a in sqlite_mlflow.list_artifacts(again.run_id, folder)}
+
+
 def test_only_one_of_two_trainings_takes_over_an_expired_lease(start):
     """Given an expired lease both trainings saw, when both try to take it over, one wins."""
     first = start()
