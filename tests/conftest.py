@@ -86,6 +86,26 @@ def quiet_optuna():
     optuna.logging.set_verbosity(before)
 
 
+_TEMPORARY_PREFECT_SERVER_SEEN = []
+
+
+@pytest.fixture(autouse=True)
+def temporary_prefect_server_named():
+    """Names the first test after which this worker runs Prefect's temporary server (what
+    Prefect starts for a client or flow with no PREFECT_API_URL): no test should need one,
+    and CI's logs showed one stopping at the end of `make test` (a warning, in the summary)."""
+    yield
+    server = sys.modules.get("prefect.server.api.server")
+    if server is None or _TEMPORARY_PREFECT_SERVER_SEEN:
+        return
+    running = [s.address for s in server.SubprocessASGIServer._instances.values() if s.running]
+    if running:
+        _TEMPORARY_PREFECT_SERVER_SEEN.append(running)
+        import warnings
+        warnings.warn(f"Prefect's temporary server runs ({', '.join(running)}) after this test: "
+                      "it used Prefect with no PREFECT_API_URL", stacklevel=1)
+
+
 @pytest.fixture
 def sqlite_mlflow(tmp_path, monkeypatch):
     """MLflow in a SQLite file of this test's own, no server: a client on it, and the same
