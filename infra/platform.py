@@ -92,12 +92,13 @@ class ServerOptions:
 
 def mlflow_service(host: str, port: int, options: ServerOptions) -> Service:
     """The tracking server and registry; its stores come through `options.env`
-    (MLFLOW_BACKEND_STORE_URI, MLFLOW_ARTIFACTS_DESTINATION), so no secret is in argv."""
+    (MLFLOW_BACKEND_STORE_URI, MLFLOW_ARTIFACTS_DESTINATION), so no secret is in argv.
+    `mlflow server`'s options, served in one process (infra/mlflow_server.py)."""
     url = f"http://{host}:{port}"
     return Service(
         name="mlflow",
         argv=(
-            venv_bin("mlflow"), "server", *options.argv,
+            sys.executable, "-m", "infra.mlflow_server", *options.argv,
             "--host", host, "--port", str(port),
             "--workers", "1",  # more add ~40 ms to every request on a reused connection
             "--serve-artifacts",

@@ -11,8 +11,9 @@ PACKAGES = ("flows", "experiments", "registry", "monitoring", "infra", "serving"
 MAX_LINES = 50
 MAX_PARAMETERS = 7
 # Only these may touch os.environ: the settings are read by pydantic-settings, a child's
-# environment is prepared in one function, and the clients' own variables exported in one.
-ENVIRONMENT_MODULES = {"infra.clients", "infra.services"}
+# environment is prepared in one function, and the clients' own variables exported in one;
+# the MLflow server takes in its own process the environment `mlflow server` gives its child.
+ENVIRONMENT_MODULES = {"infra.clients", "infra.services", "infra.mlflow_server"}
 # package -> packages it must never import
 FORBIDDEN = {
     "experiments": {"flows", "registry", "monitoring", "serving", "infra"},
