@@ -145,6 +145,7 @@ def test_a_promotion_lock_with_more_than_one_slot_is_refused(platform):
 def test_a_lock_not_free_in_time_is_one_clear_error(platform, monkeypatch):
     """Given the lock held by another holder for longer than the wait, entering it fails with
     a PlatformError naming the lock (one line in the CLI), and the block never runs."""
+    import contextvars
     import threading
 
     from flows import locks
@@ -158,7 +159,9 @@ def test_a_lock_not_free_in_time_is_one_clear_error(platform, monkeypatch):
             taken.set()
             release.wait(60)
 
-    thread = threading.Thread(target=holder)
+    # In this test's context: Prefect's settings (the platform's API) are context variables,
+    # and a bare thread would use a temporary server of Prefect's own.
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(holder,))
     thread.start()
     ran = []
     try:

@@ -1,12 +1,12 @@
 """`mlflow server` in one process (infra/mlflow_server.py): MLflow's own command up to the
 child it would start, which is served here instead."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
 
-import mlflow.server
 import pytest
 from network import free_port
 from polling import wait_for
@@ -14,34 +14,37 @@ from polling import wait_for
 from infra import mlflow_server
 from infra.services import is_healthy
 
+# Run in a child: MLflow's command sets process-wide state (its tracking URI, its stores).
+RECORD_WHAT_IT_WOULD_START = """
+import json, sys
+from infra import mlflow_server
 
-class Started(Exception):
-    """What the recorder raises instead of serving."""
+def record(cmd, extra_env=None, **_):
+    print(json.dumps({"cmd": list(cmd), "env": dict(extra_env or {})}))
+    sys.exit(0)
+
+mlflow_server.serve_here = record
+mlflow_server.main(sys.argv[1:])
+"""
 
 
-def test_mlflow_server_hands_its_child_uvicorn_and_the_stores_through_the_environment(
-        tmp_path, monkeypatch):
+def test_mlflow_server_hands_its_child_uvicorn_and_the_stores_through_the_environment(tmp_path):
     """Given the installed MLflow's `server` command, when it gets as far as starting its
     server, then what it would start is `python -m uvicorn ...` and the stores it opened travel
     in the environment it gives that process: what serve_here runs in this process."""
-    started = []
-
-    def record(cmd, extra_env=None, **_):
-        started.append((list(cmd), dict(extra_env or {})))
-        raise Started
-
-    monkeypatch.setattr(mlflow.server, "_exec_cmd", mlflow.server._exec_cmd)  # restored after
-    monkeypatch.setattr(mlflow_server, "serve_here", record)
-    monkeypatch.setattr(os, "environ", dict(os.environ))  # the command sets some of its own
-    os.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
 
-    with pytest.raises(Started):
-        mlflow_server.main(["--backend-store-uri", store, "--host", "127.0.0.1", "--port", "5000",
-                            "--workers", "1", "--serve-artifacts",
-                            "--artifacts-destination", str(tmp_path / "artifacts")])
+    done = subprocess.run(
+        [sys.executable, "-c", RECORD_WHAT_IT_WOULD_START, "--backend-store-uri", store,
+         "--host", "127.0.0.1", "--port", "5000", "--workers", "1", "--serve-artifacts",
+         "--artifacts-destination", str(tmp_path / "artifacts")],
+        env=env, capture_output=True, text=True, timeout=300)
 
-    [(cmd, env)] = started
+    assert done.returncode == 0, done.stderr[-3000:]
+    started = json.loads(done.stdout.strip().splitlines()[-1])
+    cmd, env = started["cmd"], started["env"]
     assert tuple(cmd[1:3]) == mlflow_server.UVICORN and cmd[-1] == "mlflow.server.fastapi_app:app"
     assert env["_MLFLOW_SERVER_FILE_STORE"] == store
     assert env["_MLFLOW_SERVER_SERVE_ARTIFACTS"] == "true"
