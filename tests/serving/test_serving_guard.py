@@ -57,7 +57,12 @@ class Flood:
         asyncio.run(self._all())
 
     async def _all(self) -> None:
-        limits = httpx.Limits(max_connections=self.clients, max_keepalive_connections=self.clients)
+        # An idle connection is dropped by the client after 1 s, well before the server's
+        # keep-alive (uvicorn's 5 s) closes it. With both at 5 s (httpx's default), a POST
+        # sent on a connection the server was closing just then failed with ReadError: an
+        # ordinary HTTP race, not a refusal of the server's.
+        limits = httpx.Limits(max_connections=self.clients, max_keepalive_connections=self.clients,
+                              keepalive_expiry=1.0)
         async with httpx.AsyncClient(base_url=self.url, timeout=120, trust_env=False,
                                      limits=limits) as http:
             await asyncio.gather(*(self._client(http) for _ in range(self.clients)))
