@@ -56,7 +56,7 @@ from experiments.pipelines import build_pipeline, feature_frame
 from experiments.search import best_trial, finished_trials, open_study, run_search
 from experiments.spaces import split_params
 from experiments.spec import ExperimentSpec
-from experiments.threads import fit_threads, one_thread_when_busy
+from experiments.threads import fit_threads, threads_per_trial
 from experiments.tracking import (
     TrialRecorder,
     ensure_experiment,
@@ -316,10 +316,10 @@ def run_trials(
     """
     spec, contract, tracking = context.spec, context.contract, context.tracking
     features, y = features_and_target(context.data.train, contract)
-    objective = one_thread_when_busy(make_objective(
+    objective = threads_per_trial(make_objective(
         features, y, problem_of(spec, contract),
         cv_folds(y, spec.task, spec.tuning.cv_folds, spec.tuning.seed),
-    ))
+    ), rows=len(features))
     if trial_attrs:
         inner = objective
 
@@ -392,7 +392,7 @@ def fit_and_evaluate(client: MlflowClient, context: TrainingContext, search: Sea
     pipeline = build_pipeline(spec.task, search.family, search.params,
                               contract.numeric, contract.categorical, spec.tuning.seed)
     holdout_x, holdout_y = features_and_target(data.holdout, contract)
-    with fit_threads():
+    with fit_threads(len(features)):
         pipeline.fit(features, y)
         output = model_output(pipeline, holdout_x, spec.task)
     classes = tuple(pipeline.classes_) if spec.task == "classification" else None
@@ -405,7 +405,7 @@ def fit_and_evaluate(client: MlflowClient, context: TrainingContext, search: Sea
         else regression_plots(holdout_y, output)
     )
     scorer = importance_scorer(spec.task, spec.metric, spec.greater_is_better, classes)
-    with fit_threads():
+    with fit_threads(len(features)):
         importances, figures["feature_importance"] = feature_importance(
             pipeline, holdout_x, holdout_y, scorer, metric=spec.metric, seed=spec.tuning.seed)
     log_batch(
@@ -427,7 +427,7 @@ def diagnose_fit(client: MlflowClient, context: TrainingContext, search: SearchR
     `cv_<metric>` and `holdout_<metric>`) and its learning curve, on the parent run."""
     spec, run_id = context.spec, context.tracking.run_id
     features, y = features_and_target(context.data.train, context.contract)
-    with fit_threads():
+    with fit_threads(len(features)):
         output = model_output(evaluation.pipeline, features, spec.task)
     train_score = score(spec.metric, y, output, evaluation.classes)
     folds = cv_folds(y, spec.task, min(LEARNING_CURVE_FOLDS, spec.tuning.cv_folds), spec.tuning.seed)

@@ -246,7 +246,7 @@ def promote(
     holdout_x, holdout_y = training.features_and_target(context.data.holdout, context.contract)
     metric = HoldoutMetric(spec.metric, spec.greater_is_better,
                            training.holdout_score_fn(spec, classes))
-    with locks.held(locks.promotion_lock(spec.name)), fit_threads():
+    with locks.held(locks.promotion_lock(spec.name)), fit_threads(len(holdout_x)):
         champion = score_champion(
             client, spec.name, training.holdout_output_fn(holdout_x, spec.task, classes)
         )

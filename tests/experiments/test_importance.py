@@ -1,5 +1,5 @@
 """Permutation importance predicted in batches gives sklearn's numbers, and fits run on one
-native thread when the machine is busy (no servers)."""
+native thread on small data or when the machine is busy (no servers)."""
 
 import numpy as np
 import optuna
@@ -11,7 +11,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 from experiments import evaluation
 from experiments.evaluation import importance_scorer, permutation_importances
 from experiments.pipelines import build_pipeline
-from experiments.threads import fit_threads, one_thread_when_busy
+from experiments.threads import SMALL_DATA_ROWS, fit_threads, threads_per_trial
 
 # All copies in one call (50_000 rows), or a few per call (150).
 CASES = [
@@ -48,7 +48,12 @@ def _threads() -> set:
     return {pool["num_threads"] for pool in threadpool_info()}
 
 
-def test_a_trial_runs_on_one_native_thread_when_the_machine_is_busy():
+BIG, SMALL = SMALL_DATA_ROWS, SMALL_DATA_ROWS - 1
+
+
+@pytest.mark.parametrize(("rows", "busy", "one_thread"), [
+    (BIG, True, True), (BIG, False, False), (SMALL, False, True), (SMALL, True, True)])
+def test_a_trial_runs_on_one_native_thread_on_small_data_or_a_busy_machine(rows, busy, one_thread):
     seen = {}
 
     def objective(trial):
@@ -56,17 +61,18 @@ def test_a_trial_runs_on_one_native_thread_when_the_machine_is_busy():
         return 0.0
 
     with threadpool_limits(2):  # as a quiet machine's default would be
-        for busy in (True, False):
-            study = optuna.create_study()
-            study.optimize(one_thread_when_busy(objective, busy=lambda b=busy: b), n_trials=1)
-            assert study.trials[0].user_attrs["one_thread"] is busy
-            assert seen[0] == ({1} if busy else {2})
+        study = optuna.create_study()
+        study.optimize(threads_per_trial(objective, rows, busy=lambda: busy), n_trials=1)
+        assert study.trials[0].user_attrs["one_thread"] is one_thread
+        assert seen[0] == ({1} if one_thread else {2})
         assert _threads() == {2}  # the limit ends with the trial
 
 
-def test_fit_threads_limits_only_when_busy():
+def test_fit_threads_limits_on_small_data_or_a_busy_machine():
     with threadpool_limits(2):
-        with fit_threads(busy=lambda: True):
+        with fit_threads(BIG, busy=lambda: True):
             assert _threads() == {1}
-        with fit_threads(busy=lambda: False):
+        with fit_threads(BIG, busy=lambda: False):
             assert _threads() == {2}
+        with fit_threads(SMALL, busy=lambda: False):
+            assert _threads() == {1}
