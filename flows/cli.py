@@ -65,6 +65,16 @@ def _connect(settings, prefect: bool = True):
     return conn, settings
 
 
+def _import_without_collecting() -> None:
+    """Before a command imports its flow: the cycle collector pauses until
+    `_before_in_process_flow` freezes what was imported. Prefect, MLflow and scikit-learn
+    make ~400k objects that live until exit, and collecting while they arrive scanned them
+    again and again: a 20-trial `mlops train` spent 0.77 s in collections (7 full passes,
+    0.59 s), against 0.17 s (3 full passes, 0.08 s) with the pause. A command that fails
+    before its flow exits with the collector paused; nothing is left to collect then."""
+    gc.disable()
+
+
 def _before_in_process_flow(progress: bool = True) -> None:
     """Ready this process to run a flow itself: no wait at the flow's end, errors reported once."""
     # A failed flow is reported once by this CLI (one line for a user's mistake, a
@@ -75,6 +85,10 @@ def _before_in_process_flow(progress: bool = True) -> None:
     from flows.heartbeats import end_flows_without_waiting_for_their_heartbeats
 
     end_flows_without_waiting_for_their_heartbeats()  # 0-1 s at the end of each flow
+    # What is imported by now lives until exit: frozen, the collector's passes during the
+    # flow do not scan it again.
+    gc.freeze()
+    gc.enable()
     # Prefect puts its console handler on the root logger when it configures logging,
     # which importing a flow does: call this after that import.
     # A server that stopped is reported once, in one line, not in a retry warning per request.
@@ -220,6 +234,7 @@ def train(
 
 
 def _run_training(experiment: str, data: str | None, trials: int | None, workers: int) -> dict:
+    _import_without_collecting()
     try:
         # A bad spec or unusable data fails here, in a second, before any run exists
         # (after connecting: s3:// data needs the platform's keys).
@@ -339,6 +354,7 @@ def monitor(
 def _run_monitoring(model: str, current: str | None) -> dict:
     """The flow reads the data once and checks it before any check is recorded; a bad batch
     or too little live traffic ends it in one line."""
+    _import_without_collecting()
     try:
         from mlflow.tracking import MlflowClient
 
@@ -724,6 +740,7 @@ def predict(
     """Batch scoring: the input columns, `prediction` and (classifiers) `proba_<class>` per row."""
     if bad_rows not in ("fail", "skip"):
         fail(f"--bad-rows must be fail or skip, not '{bad_rows}'")
+    _import_without_collecting()
     try:
         from mlflow.tracking import MlflowClient
 

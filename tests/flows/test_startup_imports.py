@@ -1,4 +1,5 @@
-"""What `mlops train` imports before its flow starts: only what every training uses."""
+"""What `mlops train` imports before its flow starts (only what every training uses), and
+the cycle collector while it imports."""
 
 import json
 import subprocess
@@ -22,3 +23,25 @@ def test_the_training_command_starts_without_what_only_some_trainings_use():
                           text=True, timeout=120, check=True)
 
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+def test_a_flow_command_imports_without_collecting_and_starts_its_flow_with_the_imports_frozen():
+    """Given a fresh interpreter doing what `mlops train` does before its flow, no full
+    collection runs while the flow's modules are imported, and when the flow starts the
+    collector is on again with everything imported so far frozen (out of its passes)."""
+    code = ("import gc, json\n"
+            "from flows import cli\n"
+            "cli._import_without_collecting()\n"
+            "full = gc.get_stats()[2]['collections']\n"
+            "import flows.preflight, flows.train\n"
+            "full = gc.get_stats()[2]['collections'] - full\n"
+            "paused = not gc.isenabled()\n"
+            "cli._before_in_process_flow()\n"
+            "print(json.dumps({'full_passes_importing': full, 'paused': paused,\n"
+            "                  'enabled': gc.isenabled(), 'frozen': gc.get_freeze_count()}))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, check=True)
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+
+    assert found["paused"] and found["full_passes_importing"] == 0
+    assert found["enabled"] and found["frozen"] > 100_000, found
