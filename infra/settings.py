@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     serve_max_in_flight: int = 64
     serve_max_connections: int = 1024
     serve_max_queued_records: int = 50_000
+    # An idle connection is kept open this long: longer than clients and load balancers keep
+    # theirs (httpx 5 s, an AWS load balancer 60 s), so none of them sends a request on a
+    # connection the server is closing at that moment (uvicorn's default is 5 s).
+    serve_keep_alive_s: int = 75
     # The challenger's shadow: batches gathered this long are scored in one call; beyond
     # this many records waiting, batches are not shadowed.
     serve_shadow_wait_ms: float = 200.0

@@ -71,7 +71,8 @@ def run(model: str, settings: Settings, sock: socket.socket) -> None:
     logging.getLogger("uvicorn.error").addFilter(DropUvicornRefusals())
     config = uvicorn.Config(app, loop="uvloop", http="httptools", lifespan="on",
                             access_log=False, log_level="info", timeout_graceful_shutdown=30,
-                            limit_concurrency=settings.serve_max_connections)
+                            limit_concurrency=settings.serve_max_connections,
+                            timeout_keep_alive=settings.serve_keep_alive_s)
     uvicorn.Server(config).run(sockets=[sock])
 
 

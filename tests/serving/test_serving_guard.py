@@ -162,6 +162,46 @@ def test_beyond_the_connection_bound_every_request_is_503_until_connections_clos
     assert "Exceeded concurrency limit" not in log  # uvicorn's line per refused request
 
 
+def test_an_idle_connection_is_kept_open_longer_than_clients_keep_theirs(platform, trained,
+                                                                         tmp_path):
+    """Given a server on its default settings, a connection idle for 6 s (past httpx's 5 s
+    and uvicorn's own default of 5 s) still takes the next request: a client does not send a
+    request on a connection the server is closing just then (with both at 5 s the flood's
+    client met that race as ReadError)."""
+    server = Server(NAME, user_environment(platform.home, {
+        "MLOPS_TRAFFIC_URI": str(tmp_path / "traffic")}), trained)
+    request = b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    try:
+        with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])),
+                                      timeout=30) as sock:
+            sock.sendall(request)
+            first = read_response(sock)
+            time.sleep(6)
+            sock.sendall(request)
+            second = read_response(sock)
+    finally:
+        server.stop()
+
+    assert first.startswith(b"HTTP/1.1 200"), first
+    assert second.startswith(b"HTTP/1.1 200"), second  # b"" when the server had closed it
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """One HTTP/1.1 response with a Content-Length, whole; what came before the connection
+    closed otherwise."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        if not (chunk := sock.recv(65536)):
+            return data
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(body) < length and (chunk := sock.recv(65536)):
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
 def test_a_failing_store_is_ridden_out_without_losing_an_answered_request(platform, trained,
                                                                          tmp_path):
     """Given a running server whose traffic folder becomes unwritable (a file where its model's
