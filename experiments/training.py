@@ -166,23 +166,36 @@ def start_tracking(
     experiment_id = ensure_experiment(client, spec.name)
     base = study_base(spec, dataset)
     owner = lease.new_owner()
-    resumable = _claim_unfinished_study(storage, base, owner)
-    if resumable is not None:
-        name, run_id = resumable
+    claimed = _claim_unfinished_study(storage, base, owner)
+    if claimed is not None and claimed[1] is not None:
+        name, run_id = claimed
         client.update_run(run_id, status="RUNNING")
         log.info("resuming the interrupted search %s (MLflow run %s)", name, run_id)
         _log_inputs(client, run_id, spec, dataset)  # those a training killed early did not
         return Tracking(experiment_id, run_id, name, owner)
-    name = _create_attempt(storage, base, spec, owner)
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    tags = _run_tags(dataset, name, trigger, flow_run_id, extra_tags)
-    run_id = client.create_run(experiment_id, run_name=f"{trigger}-{stamp}", tags=tags).info.run_id
+    if claimed is not None:  # a training killed before it tied its study: its run, if any
+        name, run_id = claimed[0], _run_of_study(client, experiment_id, claimed[0])
+        log.info("taking over study %s, left untied by a stopped training (MLflow run %s)",
+                 name, run_id or "none yet")
+    else:
+        name, run_id = _create_attempt(storage, base, spec, owner), None
+    if run_id is None:
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        tags = _run_tags(dataset, name, trigger, flow_run_id, extra_tags)
+        run_id = client.create_run(experiment_id, run_name=f"{trigger}-{stamp}", tags=tags).info.run_id
     # Tied at once, so a training killed from here on is resumed in this run, not left
     # RUNNING beside a new one; the inputs are logged after (again when resumed: it is a no-op
     # for what is there, as MLflow takes the same params and dataset input twice).
     _tie_study(storage, name, run_id)
     _log_inputs(client, run_id, spec, dataset)
     return Tracking(experiment_id, run_id, name, owner)
+
+
+def _run_of_study(client: MlflowClient, experiment_id: str, study_name: str) -> str | None:
+    """The run a training opened for `study_name` (its tag), if it got that far."""
+    runs = client.search_runs([experiment_id], f"tags.`mlops.study_name` = '{study_name}'",
+                              max_results=1)
+    return runs[0].info.run_id if runs else None
 
 
 def _run_tags(
@@ -274,14 +287,17 @@ def _studies_of(storage, base: str) -> list:
             if s.study_name.startswith(f"{base}-")]
 
 
-def _claim_unfinished_study(storage, base: str, owner: str) -> tuple[str, str] | None:
-    """The newest unfinished study whose training is gone, taken over by `owner`."""
+def _claim_unfinished_study(storage, base: str, owner: str) -> tuple[str, str | None] | None:
+    """The newest unfinished study whose training is gone, taken over by `owner`, with its
+    run; the run is None for a study its training never tied to one (killed in between)."""
     for summary in sorted(_studies_of(storage, base), key=lambda s: s.study_name, reverse=True):
         attrs = summary.user_attrs
-        if (attrs.get("finished") is False and attrs.get("mlflow_run_id")
-                and not lease.is_live(attrs)
+        tied = attrs.get("finished") is False and bool(attrs.get("mlflow_run_id"))
+        # Leased, so its creation is over (a study is created, then leased, then tied).
+        untied = "finished" not in attrs and lease.LEASE_UNTIL in attrs
+        if ((tied or untied) and not lease.is_live(attrs)
                 and lease.take_over(storage, summary.study_name, attrs, owner)):
-            return summary.study_name, attrs["mlflow_run_id"]
+            return summary.study_name, attrs["mlflow_run_id"] if tied else None
     return None
 
 

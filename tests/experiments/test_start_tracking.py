@@ -143,6 +143,65 @@ def test_a_training_killed_as_it_opened_its_run_is_resumed_in_that_run(start, sq
     assert training.SPEC_ARTIFACT in {a.path for a in sqlite_mlflow.list_artifacts(again.run_id, folder)}
 
 
+@pytest.mark.parametrize("opened_run", [False, True], ids=["before-its-run", "after-its-run"])
+def test_a_training_killed_before_it_tied_its_study_leaves_no_second_run_or_study(
+        start, sqlite_mlflow, monkeypatch, opened_run):
+    """Given a training killed after creating its study, before tying it to a run (before or
+    after opening the run), when its lease has run out, then the next start takes that study
+    over with that run, or opens the one run it never had: one study, one run, running."""
+    tie = training._tie_study
+    create_run = sqlite_mlflow.create_run
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # what SIGKILL leaves: nothing after this point
+
+    if opened_run:
+        monkeypatch.setattr(training, "_tie_study", killed)
+    else:
+        monkeypatch.setattr(sqlite_mlflow, "create_run", killed)
+    with pytest.raises(KeyboardInterrupt):
+        start()
+    experiment_id = sqlite_mlflow.get_experiment_by_name("resume-test").experiment_id
+    left = sqlite_mlflow.search_runs([experiment_id])
+    assert len(left) == int(opened_run)
+    [study] = [s for s in start.storage.get_all_studies() if not s.study_name.startswith("lease:")]
+    expire(start.storage, study.study_name)
+    monkeypatch.setattr(training, "_tie_study", tie)
+    monkeypatch.setattr(sqlite_mlflow, "create_run", create_run)
+
+    again = start()
+
+    [run] = sqlite_mlflow.search_runs([experiment_id])
+    assert again.study_name == study.study_name and again.run_id == run.info.run_id
+    if opened_run:
+        assert run.info.run_id == left[0].info.run_id
+    assert run.info.status == "RUNNING" and run.data.tags["mlops.study_name"] == study.study_name
+    assert [s.study_name for s in start.storage.get_all_studies()
+            if not s.study_name.startswith("lease:")] == [study.study_name]
+    attrs = attrs_of(start.storage, study.study_name)
+    assert attrs["mlflow_run_id"] == run.info.run_id and attrs["finished"] is False
+    assert attrs[lease.OWNER] == again.owner
+
+
+def test_a_study_being_created_is_not_taken_over(start, sqlite_mlflow, monkeypatch):
+    """Given a training that created its study and has not leased it yet, when another
+    training starts, then it leaves that study alone and opens the next attempt."""
+    grant = lease.grant
+    second = []
+
+    def grant_after_another_start(storage, study_id, owner, generation=0):
+        if not second:
+            second.append(None)
+            second[0] = start()  # another training starts in between
+        grant(storage, study_id, owner, generation)
+
+    monkeypatch.setattr(lease, "grant", grant_after_another_start)
+    first = start()
+
+    assert first.study_name != second[0].study_name
+    assert first.run_id != second[0].run_id
+
+
 def test_only_one_of_two_trainings_takes_over_an_expired_lease(start):
     """Given an expired lease both trainings saw, when both try to take it over, one wins."""
     first = start()
