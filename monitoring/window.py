@@ -89,7 +89,8 @@ def read_window_columns(files, model: str, minutes: float, columns: list[str], *
     chosen = groups
     if rows > sample_rows:
         chosen = _chosen_groups(groups, sample_rows, np.random.default_rng(seed))
-    table = _read_groups(chosen, fragments, schema, wanted, since)
+    table, skipped = _read_groups(chosen, fragments, schema, wanted, since)
+    chosen = [g for g in chosen if g.path not in skipped]
     if table.num_rows > sample_rows:
         rng = np.random.default_rng(seed)
         table = table.take(np.sort(rng.choice(table.num_rows, sample_rows, replace=False)))
@@ -202,20 +203,28 @@ def _chosen_groups(groups: list[_Group], sample_rows: int, rng) -> list[_Group]:
 
 
 def _read_groups(groups: list[_Group], fragments: dict, schema: pa.Schema, columns: list[str],
-                 since: datetime) -> pa.Table:
-    """The columns of the window's rows in `groups`, concatenated in the groups' order."""
+                 since: datetime) -> tuple[pa.Table, set[str]]:
+    """The columns of the window's rows in `groups`, concatenated in the groups' order, and
+    the parts left out because their pages could not be read (each named in a warning)."""
     by_path: dict[str, list[_Group]] = {}
     for group in groups:
         by_path.setdefault(group.path, []).append(group)
     projected = pa.schema([schema.field(c) for c in columns])
 
-    def read(path: str) -> pa.Table:
+    def read(path: str) -> pa.Table | None:
         chosen = by_path[path]
         fragment = fragments[path].subset(row_group_ids=[g.index for g in chosen])
         # Whole groups need no filter; a straddling one does.
         when = None if all(g.whole for g in chosen) else ds.field(SERVED_AT) >= since
-        return fragment.to_table(schema=projected, columns=columns, filter=when)
+        try:
+            return fragment.to_table(schema=projected, columns=columns, filter=when)
+        except (pa.ArrowException, OSError, ValueError) as error:  # a sound footer, damaged pages
+            log.warning("skipping the unreadable traffic part %s: %s", path,
+                        str(error).splitlines()[0])
+            return None
 
     with ThreadPoolExecutor(THREADS) as pool:
-        tables = list(pool.map(read, by_path))
-    return pa.concat_tables(tables) if tables else projected.empty_table()
+        found = dict(zip(by_path, pool.map(read, by_path), strict=True))
+    tables = [table for table in found.values() if table is not None]
+    skipped = {path for path, table in found.items() if table is None}
+    return (pa.concat_tables(tables) if tables else projected.empty_table()), skipped

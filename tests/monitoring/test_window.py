@@ -46,6 +46,28 @@ def test_a_small_window_gives_exactly_the_rows_read_window_gives(tmp_path, caplo
     assert "part-e-damaged.parquet" in caplog.text and "unreadable traffic part" in caplog.text
 
 
+def test_a_part_with_a_sound_footer_and_damaged_pages_is_skipped_with_a_warning(tmp_path, caplog):
+    """Given two parts of the window, one whose footer reads but whose pages are damaged (its
+    first page header overwritten), the reader returns the other part's rows, names the
+    damaged part in a warning, and does not count its row groups as read."""
+    files = LocalFiles(tmp_path)
+    rng = np.random.default_rng(3)
+    write_part(files, "m", part_table(300, NOW - timedelta(minutes=20), timedelta(minutes=10), rng),
+               100, "a-good")
+    bad = write_part(files, "m", part_table(300, NOW - timedelta(minutes=20), timedelta(minutes=10),
+                                            rng), 100, "b-pages")
+    data = bytearray((tmp_path / bad).read_bytes())
+    data[4:404] = bytes(range(256)) + bytes(range(144))  # after the magic bytes, before the footer
+    (tmp_path / bad).write_bytes(bytes(data))
+
+    with caplog.at_level("WARNING"):
+        window = read_window_columns(files, "m", 60, FEATURES, sample_rows=10_000, now=NOW)
+
+    assert window.rows == 600 and window.row_groups == 6  # both footers count the window
+    assert len(window.frame) == 300 and window.row_groups_read == 3
+    assert "part-b-pages.parquet" in caplog.text and "unreadable traffic part" in caplog.text
+
+
 def test_a_big_window_is_a_seeded_sample_of_few_row_groups(tmp_path):
     """Given 60,000 rows in 60 row groups, a 2,000-row sample reads MIN_GROUPS groups and only
     the asked columns, counts the whole window exactly, and is the same for the same seed."""
