@@ -29,7 +29,8 @@ def serve_here(cmd: Sequence[str], extra_env: Mapping[str, str] | None = None, *
     uvicorn.main.main(list(cmd[3:]), prog_name="uvicorn")  # click: exits when it stops
 
 
-def main(argv: Sequence[str] = tuple(sys.argv[1:])) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    """`mlflow server` with `argv` (this process's arguments by default), in this process."""
     import mlflow.server
     from mlflow.cli import cli
 
@@ -37,7 +38,7 @@ def main(argv: Sequence[str] = tuple(sys.argv[1:])) -> None:
         raise RuntimeError("this MLflow starts its server without mlflow.server._exec_cmd: "
                            "start it with `mlflow server` (infra/platform.py)")
     mlflow.server._exec_cmd = serve_here
-    cli(["server", *argv], prog_name="mlflow")
+    cli(["server", *(sys.argv[1:] if argv is None else argv)], prog_name="mlflow")
 
 
 if __name__ == "__main__":
