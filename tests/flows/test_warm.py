@@ -14,13 +14,16 @@ ROOT = Path(__file__).resolve().parents[2]
 # reporting what its process had imported before the flow's own code ran.
 PROBE = '''
 import json, os, sys
+import prefect.flow_engine
 from prefect import flow
 from prefect.flow_engine import run_flow_in_subprocess
 
 @flow
 def probe(out: str):
     with open(out, "w") as f:
-        json.dump({"skops_imported": "skops.io" in sys.modules, "parent": os.getppid()}, f)
+        json.dump({"skops_imported": "skops.io" in sys.modules, "parent": os.getppid(),
+                   "heartbeats_unjoined": getattr(prefect.flow_engine._send_heartbeats,
+                                                  "unjoined", False)}, f)
 
 if __name__ == "__main__":
     if sys.argv[2] == "warm":
@@ -49,19 +52,20 @@ def run_probe(tmp_path: Path, mode: str) -> tuple[dict, dict]:
 @pytest.mark.parametrize("mode", ["warm", "warm-later", "spawn"])
 def test_a_flow_run_starts_in_a_fork_of_the_warm_process(platform, tmp_path, mode):
     """Given the runner's warm processes, then a flow run is a forkserver's child that finds
-    the flows' libraries imported (skops, which the probe never imports); without them, a
-    spawned process of the starter's own, which imports everything anew. A run that comes
-    before the deferred start of the warm process is warm too."""
+    the flows' libraries imported (skops, which the probe never imports) and ends without
+    waiting for its heartbeat thread; without them, a spawned process of the starter's own,
+    which imports everything anew. A run that comes before the deferred start of the warm
+    process is warm too."""
     started, seen = run_probe(tmp_path, mode)
 
     assert started["exitcode"] == 0
     if mode.startswith("warm"):
-        assert started["kind"] == "ForkServerProcess"
-        assert seen["skops_imported"] is True
+        assert started["kind"] == "_WarmProcess"  # a ForkServerProcess
+        assert seen["skops_imported"] is True and seen["heartbeats_unjoined"] is True
         assert seen["parent"] != started["pid"]  # forked by the server, not by the starter
     else:
         assert started["kind"] == "SpawnProcess"
-        assert seen["skops_imported"] is False
+        assert seen["skops_imported"] is False and seen["heartbeats_unjoined"] is False
         assert seen["parent"] == started["pid"]
 
 
