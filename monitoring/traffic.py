@@ -319,8 +319,13 @@ def _read_part(files, key: str) -> pd.DataFrame | None:
     try:
         return pd.read_parquet(io.BytesIO(files.read(key)))
     except (pyarrow.ArrowException, OSError, ValueError) as error:
-        log.warning("skipping the unreadable traffic part %s: %s", key, str(error).splitlines()[0])
+        skipping_unreadable(key, error)
         return None
+
+
+def skipping_unreadable(part: str, error: Exception) -> None:
+    """The warning for a traffic part a reader leaves out because it cannot be read."""
+    log.warning("skipping the unreadable traffic part %s: %s", part, str(error).splitlines()[0])
 
 
 def read_window(files, model: str, minutes: float, now: datetime | None = None) -> pd.DataFrame:

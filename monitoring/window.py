@@ -11,7 +11,6 @@ uniformly from what was read. Row counts of groups that straddle the window's st
 from their `served_at` column alone.
 """
 
-import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,9 +22,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from experiments.errors import InputError
-from monitoring.traffic import _PART, TRAFFIC, LocalFiles, S3Files, _folder, hour_of
-
-log = logging.getLogger(__name__)
+from monitoring.traffic import _PART, TRAFFIC, LocalFiles, S3Files, _folder, hour_of, skipping_unreadable
 
 SERVED_AT = "served_at"
 MIN_GROUPS = 16  # row groups read at least, when the window has as many
@@ -131,8 +128,7 @@ def _footers(paths: list[str], filesystem) -> dict[str, ds.ParquetFileFragment]:
         try:
             fragment.ensure_complete_metadata()
         except (pa.ArrowException, OSError, ValueError) as error:
-            log.warning("skipping the unreadable traffic part %s: %s", path,
-                        str(error).splitlines()[0])
+            skipping_unreadable(path, error)
             return None
         return fragment
 
@@ -219,8 +215,7 @@ def _read_groups(groups: list[_Group], fragments: dict, schema: pa.Schema, colum
         try:
             return fragment.to_table(schema=projected, columns=columns, filter=when)
         except (pa.ArrowException, OSError, ValueError) as error:  # a sound footer, damaged pages
-            log.warning("skipping the unreadable traffic part %s: %s", path,
-                        str(error).splitlines()[0])
+            skipping_unreadable(path, error)
             return None
 
     with ThreadPoolExecutor(THREADS) as pool:
