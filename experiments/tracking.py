@@ -16,15 +16,12 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from experiments.trial_writer import WriterProcess, text_value, trial_record, write_trial_run
+
 log = logging.getLogger(__name__)
 
 MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
-_STATUS = {
-    TrialState.COMPLETE: "FINISHED",
-    TrialState.PRUNED: "KILLED",
-    TrialState.FAIL: "FAILED",
-}
 
 
 def ensure_experiment(client: MlflowClient, name: str) -> str:
@@ -57,8 +54,8 @@ def log_batch(
 ) -> None:
     """Params, metrics and tags in as few requests as MLflow's per-request limits allow."""
     now = _now_ms()
-    param_list = [Param(k, _text(v)) for k, v in params.items()]
-    tag_list = [RunTag(k, _text(v)) for k, v in tags.items()]
+    param_list = [Param(k, text_value(v)) for k, v in params.items()]
+    tag_list = [RunTag(k, text_value(v)) for k, v in tags.items()]
     metric_list = [Metric(k, float(v), now, step) for k, v in metrics.items()]
     while param_list or tag_list or metric_list:
         client.log_batch(
@@ -73,22 +70,27 @@ def log_batch(
         metric_list = metric_list[MAX_METRICS_PER_BATCH:]
 
 
-def _text(value: object) -> str:
-    return "None" if value is None else str(value)
+# A search still running after this long hands its trials to a writer process: ~1 s to
+# start (importing MLflow), worth it beyond a few seconds of trials (experiments/trial_writer.py).
+WRITER_AFTER_S = 2.0
 
 
 class TrialRecorder:
     """An Optuna callback that records each finished trial as a child run of the parent.
 
     The MLflow requests (create, one batch, terminate) happen on a background thread so
-    the search never waits on the tracking server; `close()` waits for the backlog. After
-    the first failure nothing more is sent and the search stops at the end of its current
+    the search never waits on the tracking server; `close()` waits for the backlog. A search
+    still running after `writer_after_s` hands its trials to a writer process
+    (experiments/trial_writer.py: the requests' Python no longer takes the search's GIL);
+    until that process is ready, and if it cannot start, they are written here. After the
+    first failure nothing more is sent and the search stops at the end of its current
     trial: the trials not recorded are in the study, and `record_missing` logs them when the
     search is resumed.
     """
 
     def __init__(
-        self, client: MlflowClient, experiment_id: str, parent_run_id: str, metric: str
+        self, client: MlflowClient, experiment_id: str, parent_run_id: str, metric: str,
+        writer_after_s: float | None = WRITER_AFTER_S,
     ) -> None:
         self._client = client
         self._experiment_id = experiment_id
@@ -99,6 +101,9 @@ class TrialRecorder:
         # The parent's best_cv_score gets a point where the best changed, not at every trial:
         # one request a trial less, of the four each trial sends (the search's whole overhead).
         self._logged_best: float | None = None
+        self._writer_at = None if writer_after_s is None else time.monotonic() + writer_after_s
+        self._writer: WriterProcess | None = None
+        self.written_by_writer = 0
         self._thread = threading.Thread(target=self._drain, name="trial-recorder", daemon=True)
         self._thread.start()
 
@@ -115,61 +120,49 @@ class TrialRecorder:
             raise RuntimeError(f"recording trials in MLflow failed: {self._errors[0]}")
 
     def _drain(self) -> None:
-        while (item := self._queue.get()) is not None:
-            if self._errors:
-                continue  # each would wait out the same retries; the resumed search logs them
-            try:
-                self._record(*item)
-            except Exception as error:  # noqa: BLE001 - reported by close(), not lost
-                log.info("could not record trial in MLflow: %s", error)
-                self._errors.append(error)
+        try:
+            while (item := self._queue.get()) is not None:
+                if self._errors:
+                    continue  # each would wait out the same retries; the resumed search logs them
+                try:
+                    self._record(*item)
+                except Exception as error:  # noqa: BLE001 - reported by close(), not lost
+                    log.info("could not record trial in MLflow: %s", error)
+                    self._errors.append(error)
+        finally:
+            if self._writer is not None:
+                self._writer.close()
 
     def _record(self, trial: optuna.trial.FrozenTrial, best: float | None) -> None:
-        start_ms = int(trial.datetime_start.timestamp() * 1000) if trial.datetime_start else None
-        end_ms = (
-            int(trial.datetime_complete.timestamp() * 1000)
-            if trial.datetime_complete
-            else _now_ms()
-        )
-        run = self._client.create_run(
-            self._experiment_id,
-            start_time=start_ms,
-            run_name=f"trial-{trial.number:03d}",
-            tags={"mlflow.parentRunId": self._parent_run_id},
-        )
-        folds = trial.user_attrs.get("fold_scores", [])
-        metrics = [
-            Metric(f"cv_{self._metric}_fold", float(s), end_ms, step)
-            for step, s in enumerate(folds)
-        ]
-        if folds:
-            mean = sum(folds) / len(folds)
-            spread = (sum((s - mean) ** 2 for s in folds) / len(folds)) ** 0.5
-            metrics += [
-                Metric(f"cv_{self._metric}_mean", mean, end_ms, 0),
-                Metric(f"cv_{self._metric}_std", spread, end_ms, 0),
-            ]
-        if start_ms is not None:
-            metrics.append(Metric("duration_s", (end_ms - start_ms) / 1000, end_ms, 0))
-        tags = [
-            RunTag("mlops.trial_number", str(trial.number)),
-            RunTag("mlops.trial_state", trial.state.name),
-            RunTag("mlops.folds_completed", str(len(folds))),
-        ]
-        if "one_thread" in trial.user_attrs:  # its fits were limited to one native thread
-            tags.append(RunTag("mlops.one_thread", str(trial.user_attrs["one_thread"]).lower()))
-        if trial.state == TrialState.FAIL:
-            tags.append(RunTag("mlops.fail_reason", str(trial.user_attrs.get("fail_reason", ""))[:5000]))
-        params = [Param(k, _text(v)) for k, v in trial.params.items()]
-        self._client.log_batch(run.info.run_id, metrics=metrics, params=params, tags=tags)
-        self._client.set_terminated(
-            run.info.run_id, status=_STATUS.get(trial.state, "FAILED"), end_time=end_ms
-        )
-        if best is not None and best != self._logged_best:  # the best-so-far curve's steps
-            self._client.log_metric(
-                self._parent_run_id, "best_cv_score", best, timestamp=end_ms, step=trial.number
-            )
+        record = trial_record(trial, self._metric, best)
+        log_best = best is not None and best != self._logged_best  # the best-so-far curve's steps
+        writer = self._ready_writer()
+        if writer is not None:
+            writer.write(record, log_best)
+            self.written_by_writer += 1
+        else:
+            write_trial_run(self._client, self._experiment_id, self._parent_run_id, record, log_best)
+        if log_best:
             self._logged_best = best
+
+    def _ready_writer(self) -> WriterProcess | None:
+        """The writer process once it is ready; started once the search has run long enough."""
+        if self._writer is None and self._writer_at is not None and time.monotonic() >= self._writer_at:
+            self._writer_at = None
+            try:
+                self._writer = WriterProcess(self._client.tracking_uri, self._experiment_id,
+                                             self._parent_run_id)
+            except OSError as error:
+                log.info("trials are written in this process (no writer process: %s)", error)
+        if self._writer is None:
+            return None
+        try:
+            return self._writer if self._writer.ready() else None
+        except RuntimeError as error:  # it died before it was ready: this process writes on
+            log.info("trials are written in this process (%s)", error)
+            self._writer.close()
+            self._writer = None
+            return None
 
 
 def record_missing(recorder: TrialRecorder, client: MlflowClient, study: optuna.Study,

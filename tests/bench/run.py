@@ -529,9 +529,9 @@ def figure_tracking_overhead(ctx: Context, cfg: Config) -> dict:
         "same_trial_sequence": same,
         "baseline_is": "open_study on a journal file + make_objective (on the native threads the "
                        "platform picks) + run_search, no callbacks",
-        "tracked_is": "training.run_trials + summarize_search (TrialRecorder, per-trial Prefect log, "
-                      "plots) in a Prefect task; start_tracking/finish and flow start-up are outside "
-                      "the timed part",
+        "tracked_is": "training.run_trials + summarize_search (TrialRecorder and its writer "
+                      "process, per-trial Prefect log, plots) in a Prefect task; "
+                      "start_tracking/finish and flow start-up are outside the timed part",
         "target": target,
         "met": ratio <= target,
     }
