@@ -7,7 +7,7 @@ once and pass the result down; nothing else reads the environment.
 
 import io
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from dotenv.parser import parse_stream
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -53,6 +53,14 @@ def _secret(name: str):
     return Field(SecretStr(""), validation_alias=AliasChoices(name, name.lower()))
 
 
+# A number that cannot mean anything below its bound is refused with its variable's name
+# (MLOPS_SERVE_KEEP_ALIVE_S=-5 would close every connection at once).
+Port = Annotated[int, Field(ge=1, le=65535)]
+Count = Annotated[int, Field(ge=1)]
+Positive = Annotated[float, Field(gt=0)]
+NotNegative = Annotated[float, Field(ge=0)]
+
+
 class Settings(BaseSettings):
     """Where the platform keeps its state, which ports it binds, (full profile) which
     PostgreSQL server and S3 endpoint it uses, and how `mlops serve` behaves."""
@@ -61,18 +69,18 @@ class Settings(BaseSettings):
 
     home: Path = Path(".mlops")
     host: str = "127.0.0.1"
-    mlflow_port: int = 5000
-    prefect_port: int = 4200
-    runner_port: int = 4280
-    worker_port: int = 4281  # the full profile's own worker answers GET /health here
-    evidently_port: int = 8000
+    mlflow_port: Port = 5000
+    prefect_port: Port = 4200
+    runner_port: Port = 4280
+    worker_port: Port = 4281  # the full profile's own worker answers GET /health here
+    evidently_port: Port = 8000
     profile: Literal["local", "full"] = "local"
-    start_timeout_s: float = 90.0
+    start_timeout_s: Positive = 90.0
     # The full profile. The server URL names no database: each store gets its own.
     database_url: str = "postgresql://postgres@127.0.0.1:5432"
     database_prefix: str = "mlops"
     s3_endpoint: str = ""  # empty: `up --profile full` starts SeaweedFS on s3_port
-    s3_port: int = 8333
+    s3_port: Port = 8333
     bucket: str = "mlops"
     work_pool: str = "mlops"
     # A trial of a database study (full profile) whose process sent no heartbeat for this
@@ -94,33 +102,33 @@ class Settings(BaseSettings):
 
     # `mlops serve` and the live-traffic store.
     serve_host: str = "127.0.0.1"
-    serve_port: int = 8080
-    serve_reload_s: float = 5.0
-    serve_max_records: int = 10_000
-    serve_max_body_bytes: int = 1 << 20
-    serve_batch_wait_ms: float = 1.0
-    serve_feedback_ids: int = 100_000
+    serve_port: Port = 8080
+    serve_reload_s: Positive = 5.0
+    serve_max_records: Count = 10_000
+    serve_max_body_bytes: Count = 1 << 20
+    serve_batch_wait_ms: NotNegative = 1.0
+    serve_feedback_ids: Count = 100_000
     # Overload: beyond these `mlops serve` answers 503 with Retry-After.
-    serve_max_in_flight: int = 64
-    serve_max_connections: int = 1024
-    serve_max_queued_records: int = 50_000
+    serve_max_in_flight: Count = 64
+    serve_max_connections: Count = 1024
+    serve_max_queued_records: Count = 50_000
     # An idle connection is kept open this long: longer than clients and load balancers keep
     # theirs (httpx 5 s, an AWS load balancer 60 s), so none of them sends a request on a
     # connection the server is closing at that moment (uvicorn's default is 5 s).
-    serve_keep_alive_s: int = 75
+    serve_keep_alive_s: Count = 75
     # The challenger's shadow: batches gathered this long are scored in one call; beyond
     # this many records waiting, batches are not shadowed.
-    serve_shadow_wait_ms: float = 200.0
-    serve_shadow_max_records: int = 20_000
+    serve_shadow_wait_ms: NotNegative = 200.0
+    serve_shadow_max_records: Count = 20_000
     traffic_uri: str | None = None
     # Where a flow leaves data another flow reads (a retraining's combined data, which the new
     # version's spec names): s3://bucket/prefix in the full profile, so that a worker on
     # another machine can write it and anyone read it; else MLOPS_HOME.
     data_uri: str | None = None
-    traffic_flush_s: float = 5.0
-    traffic_flush_rows: int = 50_000
-    traffic_max_rows: int = 1_000_000  # unwritten rows kept while the store fails
-    traffic_backoff_max_s: float = 60.0
+    traffic_flush_s: Positive = 5.0
+    traffic_flush_rows: Count = 50_000
+    traffic_max_rows: Count = 1_000_000  # unwritten rows kept while the store fails
+    traffic_backoff_max_s: Positive = 60.0
 
     # Where flows add their checks' snapshots (Evidently's UI); `mlops up` tells its clients.
     evidently_url: str = ""
