@@ -935,7 +935,7 @@ def figure_train_end_to_end(ctx: Context, cfg: Config) -> dict:
         "ratios_vs_one_thread_bare": [r(p["ours"]["_seconds"] / p["bare_one_thread"]["_seconds"])
                                       for p in runs],
         "load_at_each_run": [{k: run["_load"] for k, run in p.items()} for p in runs],
-        "stages": [{k: run["_stages"] for k, run in p.items() if run.get("_stages")}
+        "stages": [{k: run.get("_stages") or run.get("stages") for k, run in p.items()}
                    for p in runs],
         "compared_root": cfg.compare_root,
         "compared_seconds": seconds("compared") if cfg.compare_root else None,
