@@ -92,15 +92,20 @@ class WriterProcess:
     trials (it imports MLflow first), `write` hands it one and waits for its answer."""
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str) -> None:
-        answers, self._answers_w = os.pipe()
+        answers, answers_w = os.pipe()
         self._answers = os.fdopen(answers, "r", encoding="utf-8")
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "experiments.trial_writer", tracking_uri, experiment_id,
-             parent_run_id, str(self._answers_w)],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, pass_fds=(self._answers_w,),
-            text=True, encoding="utf-8",
-        )
-        os.close(self._answers_w)  # the writer holds it now: its exit is an end of file here
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "experiments.trial_writer", tracking_uri, experiment_id,
+                 parent_run_id, str(answers_w)],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, pass_fds=(answers_w,),
+                text=True, encoding="utf-8",
+            )
+        except OSError:  # no writer: nothing of the pipe is kept
+            self._answers.close()
+            raise
+        finally:
+            os.close(answers_w)  # the writer holds it now: its exit is an end of file here
         self._ready = False
 
     def ready(self) -> bool:

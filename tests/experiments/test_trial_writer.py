@@ -33,6 +33,19 @@ def _recorded(client: MlflowClient, experiment_id: str, parent: str) -> dict:
     return out
 
 
+def _pipes() -> set[str]:
+    """This process's open pipes (sockets to the server come and go; pipes are the writer's)."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the listing's own descriptor, closed by now
+            continue
+        if target.startswith("pipe:"):
+            found.add(target)
+    return found
+
+
 def _search(client: MlflowClient, name: str, trials: int, stop_when=None, **recorder_options):
     experiment_id = ensure_experiment(client, name)
     parent = client.create_run(experiment_id).info.run_id
@@ -79,10 +92,12 @@ def test_a_writer_that_cannot_start_leaves_the_trials_to_the_search_process(plat
     own process."""
     monkeypatch.setattr(sys, "executable", "/nonexistent/python")
     client = MlflowClient(platform.mlflow_url)
+    pipes_before = _pipes()
     _, recorder, experiment_id, parent = _search(client, "writer-none", 6, writer_after_s=0)
     recorder.close()
 
     assert recorder.written_by_writer == 0
+    assert _pipes() <= pipes_before  # no pipe of the writer's left open
     assert sorted(_recorded(client, experiment_id, parent)) == list(range(6))
 
 
