@@ -17,6 +17,9 @@ $(STAMP): requirements.lock pyproject.toml infra/templates.py
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	@# Servers start ~2x faster from bytecode; PYTHONDONTWRITEBYTECODE may forbid caching it.
 	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib >/dev/null 2>&1 || true
+	@# The platform's own packages too: each `mlops` command and service imports ~60 of their
+	@# modules, 0.1 s to compile each time without bytecode (a stale file is simply recompiled).
+	$(BIN)/python -m compileall -q -j 0 flows experiments registry monitoring infra serving >/dev/null 2>&1 || true
 	@# Prefect's migrations of a new database, once here rather than at each new home's first start.
 	$(BIN)/python -m infra.templates >/dev/null
 	touch $(STAMP)
