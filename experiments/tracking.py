@@ -232,20 +232,22 @@ def compact_skops_schema() -> None:
     """Make skops write its schema.json compact (idempotent; a no-op if skops changed)."""
     from skops.io import _persist
 
+    import experiments.fast_skops  # noqa: F401 - skops.io, quickly, before its submodule
+
     if getattr(_persist, "json", None) is json:
         _persist.json = _CompactJson()
 
 
 # What log_sklearn_model needs, and pyplot for the plots (experiments.evaluation imports it
 # at the first figure).
-MODEL_LOGGING_MODULES = ("skops.io", "mlflow.sklearn", "mlflow.models", "matplotlib.pyplot")
+MODEL_LOGGING_MODULES = ("experiments.fast_skops", "mlflow.sklearn", "mlflow.models", "matplotlib.pyplot")
 
 
 def preload_model_logging() -> threading.Thread:
     """Import what the steps after the search need in a background thread, alongside the
-    search: skops imports every scikit-learn estimator to list the types it trusts (1-2 s
-    quiet, 13 s on a busy machine), serially after the search otherwise. A failed import is
-    left to happen again, and be reported, where the module is used."""
+    search (skops.io, MLflow's model logging, pyplot: 0.5 s quiet), serially after the search
+    otherwise. A failed import is left to happen again, and be reported, where the module is
+    used."""
 
     def load() -> None:
         for name in MODEL_LOGGING_MODULES:
@@ -284,16 +286,16 @@ def log_sklearn_model(
     run_id: str, pipeline, input_example, metadata: dict
 ) -> str:
     """Log the pipeline with skops, a signature and pinned requirements; return its URI."""
-    import skops.io
     from mlflow.models import Model, infer_signature
 
+    from experiments.fast_skops import skops_io
     from experiments.pipelines import skops_trusted_types
 
     compact_skops_schema()
     # The types this very pipeline is made of: trusted because we just built it.
     trusted = skops_trusted_types(pipeline)
     if trusted is None:
-        trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
+        trusted = skops_io.get_untrusted_types(data=skops_io.dumps(pipeline))
     signature = infer_signature(input_example, pipeline.predict(input_example))
     # mlflow.sklearn.log_model, less one step: MLflow loads the logged model back a second
     # time to predict the input example through pyfunc (a third of the call's time), and

@@ -30,10 +30,11 @@ from collections.abc import Callable
 
 import prefect.flow_engine
 
-# The modules every flow run of the runner needs: the flows and what they import, and skops,
-# which registry/loading.py imports only when a model is read (every training and check does).
+# The modules every flow run of the runner needs: the flows and what they import, and skops
+# (experiments/fast_skops.py), which registry/loading.py imports only when a model is read
+# (every training and check does).
 PRELOAD = ("flows.train", "flows.monitor", "flows.retrain", "flows.approval", "flows.predict",
-           "skops.io")
+           "experiments.fast_skops")
 
 
 class _WarmProcess(multiprocessing.context.ForkServerProcess):

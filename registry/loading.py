@@ -91,9 +91,9 @@ def check_files(path: Path, recorded_digest: str | None) -> Path:
         raise ValueError(f"it has no {DIGEST_TAG} tag (not registered by the platform)")
     if model_digest(path) != recorded_digest:
         raise ValueError("its files changed after it was registered (digest differs)")
-    import skops.io
+    from experiments.fast_skops import skops_io
 
-    untrusted = sorted(set(skops.io.get_untrusted_types(file=file)) - set(TRUSTED_TYPES))
+    untrusted = sorted(set(skops_io.get_untrusted_types(file=file)) - set(TRUSTED_TYPES))
     if untrusted:
         raise ValueError(f"it holds types no pipeline of ours uses: {', '.join(untrusted)}")
     return file
@@ -106,11 +106,13 @@ def download(client: MlflowClient, name: str, version: str, dst: str) -> Path:
 
 def _refused() -> tuple[type[BaseException], ...]:
     """What a malformed or tampered model raises while it is read: all of it is a refusal.
-    skops is imported only here and where a model is read: importing it lists every
-    scikit-learn estimator (some seconds), which every command that loads no model paid."""
+    skops is imported only here and where a model is read (experiments/fast_skops.py)."""
     from skops.io.exceptions import UntrustedTypesFoundException
 
+    import experiments.fast_skops  # noqa: F401 - skops.io, quickly, before its submodule
+
     return ValueError, yaml.YAMLError, UntrustedTypesFoundException, FileNotFoundError
+
 
 
 @contextmanager
@@ -135,9 +137,9 @@ def check_registered(client: MlflowClient, name: str, version: str) -> dict:
 def load_registered(client: MlflowClient, name: str, version: str) -> LoadedModel:
     """Version VERSION of NAME, checked, then loaded by skops on our types; UnsafeModel if refused."""
     with _checked(client, name, str(version)) as (path, file):
-        import skops.io
+        from experiments.fast_skops import skops_io
 
-        pipeline = skops.io.load(file, trusted=TRUSTED_TYPES)
+        pipeline = skops_io.load(file, trusted=TRUSTED_TYPES)
         metadata = read_mlmodel(path).get("metadata") or {}
     return LoadedModel(name, str(version), pipeline, metadata)
 
