@@ -36,7 +36,7 @@ _NAME = re.compile(r"(builtins|numpy|scipy|sklearn)(\.[A-Za-z_][A-Za-z0-9_]*)+")
 
 def cache_file() -> Path:
     """Where the lists are kept: the user's cache folder, one file per set of versions."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlops-platform"
+    base = Path.home() / ".cache" / "mlops-platform"
     versions = "-".join(f"{name}{version(name)}" for name in ("numpy", "scipy", "scikit-learn", "skops"))
     return base / f"skops-trusted-py{sys.version_info[0]}.{sys.version_info[1]}-{versions}.json"
 

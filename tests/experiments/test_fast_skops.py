@@ -1,6 +1,6 @@
 """experiments/fast_skops.py: skops.io with its trusted-type lists kept from a real import.
 Each import runs in a fresh interpreter (skops can be imported once per process), with its
-own cache folder."""
+own home folder."""
 
 import json
 import os
@@ -24,8 +24,8 @@ print(json.dumps({"lists": name_lists(module), "computed": hasattr(module, "__fi
 """
 
 
-def _import(cache: Path) -> dict:
-    env = {**os.environ, "XDG_CACHE_HOME": str(cache), "PYTHONPATH": str(ROOT)}
+def _import(home: Path) -> dict:
+    env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True,
                           timeout=120, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -33,24 +33,24 @@ def _import(cache: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def first(tmp_path_factory):
-    """The first import with an empty cache folder: the real one."""
-    cache = tmp_path_factory.mktemp("cache")
-    return cache, _import(cache)
+    """The first import with an empty home folder: the real one."""
+    home = tmp_path_factory.mktemp("home")
+    return home, _import(home)
 
 
 def test_the_first_import_computes_and_keeps_the_lists(first):
-    cache, real = first
+    home, real = first
     kept = Path(real["file"])
     assert real["computed"] and real["all_estimators_ran"]
-    assert kept.parent.parent == cache and json.loads(kept.read_text()) == real["lists"]
+    assert kept.parent == home / ".cache" / "mlops-platform" and json.loads(kept.read_text()) == real["lists"]
     assert kept.stat().st_mode & 0o777 == 0o600 and kept.parent.stat().st_mode & 0o777 == 0o700
     assert len(real["lists"]["SKLEARN_ESTIMATOR_TYPE_NAMES"]) > 100 and real["loads"] == [1, 2.5]
 
 
 def test_a_later_import_trusts_exactly_the_same_types_without_computing_them(first):
-    cache, real = first
+    home, real = first
 
-    again = _import(cache)
+    again = _import(home)
 
     assert not again["computed"] and not again["all_estimators_ran"]
     assert again["lists"] == real["lists"] and again["loads"] == [1, 2.5]
@@ -60,8 +60,7 @@ def test_a_later_import_trusts_exactly_the_same_types_without_computing_them(fir
                                    "a name outside the trusted libraries", "not JSON"])
 def test_a_file_that_may_have_been_tampered_with_is_not_read(first, tmp_path, spoil):
     _, real = first
-    cache = tmp_path / "cache"
-    kept = cache / Path(real["file"]).relative_to(Path(real["file"]).parent.parent)
+    kept = tmp_path / ".cache" / "mlops-platform" / Path(real["file"]).name
     kept.parent.mkdir(mode=0o700, parents=True)
     lists = json.loads(Path(real["file"]).read_text())
     if spoil == "a name outside the trusted libraries":
@@ -71,7 +70,7 @@ def test_a_file_that_may_have_been_tampered_with_is_not_read(first, tmp_path, sp
     if spoil == "folder writable by others":
         kept.parent.chmod(0o777)
 
-    again = _import(cache)
+    again = _import(tmp_path)
 
     assert again["computed"] and again["lists"] == real["lists"]
 
@@ -79,15 +78,14 @@ def test_a_file_that_may_have_been_tampered_with_is_not_read(first, tmp_path, sp
 def test_lists_skops_cannot_import_with_mean_the_real_import(first, tmp_path):
     """A kept file lacking a list skops imports (another skops's lists) is replaced."""
     _, real = first
-    cache = tmp_path / "cache"
-    kept = cache / Path(real["file"]).relative_to(Path(real["file"]).parent.parent)
+    kept = tmp_path / ".cache" / "mlops-platform" / Path(real["file"]).name
     kept.parent.mkdir(mode=0o700, parents=True)
     lists = json.loads(Path(real["file"]).read_text())
     del lists["NUMPY_DTYPE_TYPE_NAMES"]
     kept.write_text(json.dumps(lists))
     kept.chmod(0o600)
 
-    again = _import(cache)
+    again = _import(tmp_path)
 
     assert again["computed"] and again["lists"] == real["lists"]
     assert json.loads(kept.read_text()) == real["lists"]

@@ -31,7 +31,9 @@ def test_train_launched_from_the_prefect_ui_lands_in_mlflow(platform, page, tmp_
     experiment = page.locator("textarea").first
     experiment.fill(str(spec))
     page.get_by_role("button", name="Submit", exact=True).click()
-    page.wait_for_url(re.compile(r".*tab=Runs.*"), timeout=30_000)
+    # The UI goes to the deployment's runs once the server has created the run: on a loaded
+    # machine (the suite's other worker beside it) that took over 30 s once.
+    page.wait_for_url(re.compile(r".*tab=Runs.*"), timeout=120_000, wait_until="commit")
     flow_run_id = _flow_run_with_experiment(str(spec))
     page.goto(f"{platform.prefect_url}/runs/flow-run/{flow_run_id}", wait_until="domcontentloaded")
     page.get_by_text("Completed", exact=True).first.wait_for(timeout=300_000)
