@@ -33,6 +33,21 @@ def _recorded(client: MlflowClient, experiment_id: str, parent: str) -> dict:
     return out
 
 
+def _wait_until_child_runs_settle(client: MlflowClient, experiment_id: str, parent: str,
+                                  quiet_s: float = 3, timeout_s: float = 60) -> None:
+    """Until the parent's child runs (and their tags) stay the same for `quiet_s`."""
+    def snapshot():
+        return sorted((r.info.run_id, r.info.status, tuple(sorted(r.data.tags.items())))
+                      for r in child_runs(client, experiment_id, parent))
+
+    deadline, last, since = time.monotonic() + timeout_s, snapshot(), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < quiet_s:
+        time.sleep(0.5)
+        now = snapshot()
+        if now != last:
+            last, since = now, time.monotonic()
+
+
 def _pipes() -> set[str]:
     """This process's open pipes (sockets to the server come and go; pipes are the writer's)."""
     found = set()
@@ -121,6 +136,9 @@ def test_a_writer_killed_mid_search_stops_the_search_and_a_resume_logs_the_rest(
         recorder.close()
     assert len(study.trials) < 1200
 
+    # The killed writer's last request may still land (the server got it; a loaded server
+    # handles it after the kill): a resumed search comes later, once the child runs settle.
+    _wait_until_child_runs_settle(client, experiment_id, parent)
     resumed = TrialRecorder(client, experiment_id, parent, "roc_auc", writer_after_s=None)
     record_missing(resumed, client, study, experiment_id, parent)
     resumed.close()

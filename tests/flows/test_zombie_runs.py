@@ -175,37 +175,3 @@ def test_a_killed_training_is_crashed_by_the_automation_and_the_next_one_resumes
     assert (result["model_version"], result["promoted"]) == ("1", True)
     assert flow_run(result["flow_run_id"]).state.type.value == "COMPLETED"
     assert [r.state.type.value for r in train_runs() if r.id != run.id] == ["COMPLETED"]
-
-
-def test_a_run_left_pending_by_a_dead_worker_is_crashed_by_the_automation(short_silence_platform):
-    """Given a flow run claimed (Pending) by a worker that died before starting it, which
-    never beats, the automation sets it Crashed with its message a silence after it went
-    Pending, and a run that started meanwhile is left alone."""
-    from prefect import flow
-    from prefect.client.orchestration import get_client
-    from prefect.states import Pending, Running, Scheduled
-
-    from flows.heartbeats import crash_message
-
-    @flow(name="it-claimed-by-a-dead-worker")
-    def claimed() -> None:
-        pass
-
-    with get_client(sync_client=True) as client:
-        left = client.create_flow_run(claimed, state=Scheduled())
-        started = client.create_flow_run(claimed, state=Scheduled())
-        for run in (left, started):  # what a worker does when it takes a run
-            assert client.set_flow_run_state(run.id, Pending()).status.value == "ACCEPT"
-        assert client.set_flow_run_state(started.id, Running()).status.value == "ACCEPT"
-        pending_at = client.read_flow_run(left.id).state.timestamp
-
-    crashed = wait_for(lambda: flow_run(left.id).state.type.value != "PENDING",
-                       timeout_s=SILENCE_S + 2 * MARGIN_S, interval_s=1)
-    state = flow_run(left.id).state
-    assert crashed and state.type.value == "CRASHED", state
-    assert state.message == crash_message(SILENCE_S)
-    waited = (state.timestamp - pending_at).total_seconds()
-    assert SILENCE_S - 1 <= waited <= SILENCE_S + MARGIN_S, waited
-    # Its start ended the wait for it: from there its heartbeats are what is watched.
-    assert flow_run(started.id).state.type.value == "RUNNING"
-
