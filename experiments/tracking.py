@@ -230,10 +230,9 @@ class _CompactJson:
 
 def compact_skops_schema() -> None:
     """Make skops write its schema.json compact (idempotent; a no-op if skops changed)."""
-    from skops.io import _persist
+    from experiments.fast_skops import skops_io
 
-    import experiments.fast_skops  # noqa: F401 - skops.io, quickly, before its submodule
-
+    _persist = skops_io._persist  # through fast_skops: importing it directly imports skops.io slowly
     if getattr(_persist, "json", None) is json:
         _persist.json = _CompactJson()
 

@@ -107,12 +107,10 @@ def download(client: MlflowClient, name: str, version: str, dst: str) -> Path:
 def _refused() -> tuple[type[BaseException], ...]:
     """What a malformed or tampered model raises while it is read: all of it is a refusal.
     skops is imported only here and where a model is read (experiments/fast_skops.py)."""
-    from skops.io.exceptions import UntrustedTypesFoundException
+    from experiments.fast_skops import skops_io
 
-    import experiments.fast_skops  # noqa: F401 - skops.io, quickly, before its submodule
-
-    return ValueError, yaml.YAMLError, UntrustedTypesFoundException, FileNotFoundError
-
+    # Through fast_skops: importing skops.io.exceptions directly imports skops.io slowly.
+    return ValueError, yaml.YAMLError, skops_io.exceptions.UntrustedTypesFoundException, FileNotFoundError
 
 
 @contextmanager

@@ -89,3 +89,19 @@ def test_lists_skops_cannot_import_with_mean_the_real_import(first, tmp_path):
 
     assert again["computed"] and again["lists"] == real["lists"]
     assert json.loads(kept.read_text()) == real["lists"]
+
+
+def test_no_module_of_ours_imports_skops_but_through_fast_skops():
+    """Importing skops.io or any of its submodules directly runs the slow import first."""
+    import ast
+
+    direct = []
+    for package in ("flows", "experiments", "registry", "monitoring", "infra", "serving"):
+        for path in (ROOT / package).rglob("*.py"):
+            if path.name == "fast_skops.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                direct += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] == "skops"]
+    assert direct == []
