@@ -158,6 +158,8 @@ def _settle_leftovers() -> list[str]:
 
 
 def _status_object(platform) -> dict:
+    from infra.dead_letters import read_dead_letters
+    from infra.platform import prefect_home
     from infra.services import service_statuses
 
     return {
@@ -170,6 +172,7 @@ def _status_object(platform) -> dict:
             s.name: {"running": s.running, "url": s.url, "pid": s.pid}
             for s in service_statuses(platform.services, platform.home)
         },
+        "dropped_messages": read_dead_letters(prefect_home(platform.home)),
     }
 
 
@@ -183,6 +186,8 @@ def status(json_output: JsonOption = False) -> None:
     if json_output:
         print(json.dumps(status))
         return
+    from infra.dead_letters import describe
+
     table = Table(title=f"mlops platform ({status['profile']} profile)")
     for column in ("service", "state", "address"):
         table.add_column(column)
@@ -193,6 +198,8 @@ def status(json_output: JsonOption = False) -> None:
     for key in ("artifact_root", "s3_endpoint", "database"):
         if key in status:
             out.print(f"{key}: {status[key]}", highlight=False)
+    if dropped := describe(status["dropped_messages"]):
+        err.print(f"[yellow]{dropped}[/yellow]", highlight=False, soft_wrap=True)
 
 
 @app.command()

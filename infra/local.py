@@ -8,6 +8,7 @@ from infra.platform import (
     ServerOptions,
     evidently_service,
     mlflow_service,
+    prefect_home,
     prefect_service,
     runner_service,
 )
@@ -30,7 +31,7 @@ def local_platform(
         prepare=partial(seed_mlflow_database, home / "mlflow" / "mlflow.db"),
     ))
     prefect = prefect_service(home, host, prefect_port, ServerOptions(
-        prepare=partial(seed_prefect_database, home / "prefect" / "prefect.db"),
+        prepare=partial(seed_prefect_database, prefect_home(home) / "prefect.db"),
     ))
     services = (mlflow, prefect)
     client_env = {"MLFLOW_TRACKING_URI": mlflow.url, "PREFECT_API_URL": f"{prefect.url}/api",

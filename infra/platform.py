@@ -113,15 +113,20 @@ def mlflow_service(host: str, port: int, options: ServerOptions) -> Service:
     )
 
 
+def prefect_home(home: Path) -> Path:
+    """The Prefect server's PREFECT_HOME under MLOPS_HOME: its SQLite database, dead letters."""
+    return home / "prefect"
+
+
 def prefect_service(home: Path, host: str, port: int, options: ServerOptions) -> Service:
     url = f"http://{host}:{port}"
     return Service(
         name="prefect",
-        argv=(venv_bin("prefect"), "server", "start", "--host", host, "--port", str(port)),
+        argv=(sys.executable, "-m", "infra.prefect_server", "--host", host, "--port", str(port)),
         host=host, port=port, url=url, health_url=f"{url}/api/health",
         port_variable="MLOPS_PREFECT_PORT",
         env={
-            "PREFECT_HOME": str(home / "prefect"),
+            "PREFECT_HOME": str(prefect_home(home)),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
             "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",

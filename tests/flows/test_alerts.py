@@ -163,6 +163,25 @@ def test_each_alert_kind_arrives_once_with_its_links(alerts, events, platform):
     assert not receiver.texts("mlops quality alert")
 
 
+def test_status_reports_the_messages_to_the_webhook_that_never_answered(alerts, events, platform):
+    """Given the alert whose webhook accepts and never answers, when Prefect gives up on its
+    send-notification actions (a timeout each, retried three times), then `mlops status`
+    names them with the folder Prefect keeps them in, and `--json` counts them by kind."""
+
+    def silent_ones() -> dict:
+        done = _cli(platform, "status", "--json")
+        assert done.returncode == 0, done.stderr
+        kinds = json.loads(done.stdout)["dropped_messages"]["kinds"]
+        return {kind: n for kind, n in kinds.items() if kind.startswith("send-notification action")}
+
+    assert wait_for(silent_ones, timeout_s=180, interval_s=2)
+    shown = _cli(platform, "status")
+
+    assert shown.returncode == 0
+    assert "Prefect gave up on" in shown.stderr and "send-notification action of" in shown.stderr
+    assert str(platform.home / "prefect" / "dlq") in shown.stderr.replace("\n", "")
+
+
 def test_a_persons_moves_each_send_a_promotion_alert(alerts, events, platform):
     """Given a model whose champion a person promotes to v2, rolls back to v1 and promotes to v2
     again within a minute, then each move sends one promotion message naming the version, the

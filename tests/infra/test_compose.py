@@ -327,7 +327,7 @@ def test_mlflow_auth_config_is_the_full_profiles(compose, full):
 def test_prefect_server_runs_as_the_full_profile_runs_it(compose, full):
     expected, spec = service(full, "prefect"), compose["services"]["prefect"]
     command = spec["command"]
-    assert [Path(expected.argv[0]).name, *expected.argv[1:3]] == command[:3]
+    assert command[:3] == ["python", "-m", "infra.prefect_server"] == ["python", *expected.argv[1:3]]
     assert long_flags(command) == {**long_flags(expected.argv), "--host": "0.0.0.0"}
     assert {"PREFECT_SERVER_API_AUTH_STRING", "PREFECT_API_DATABASE_CONNECTION_URL"} <= set(expected.env)
     _same_environment(expected.env, spec["environment"], "prefect")

@@ -19,6 +19,8 @@ def test_status_json_reports_running_services(mlops, platform):
     assert all(s["running"] for s in status["services"].values())
     assert set(status["services"]) == {"mlflow", "prefect", "runner", "evidently"}
     assert status["evidently_url"] == platform.evidently_url == status["services"]["evidently"]["url"]
+    dropped = status["dropped_messages"]
+    assert dropped["folder"] == str(platform.home / "prefect" / "dlq") and dropped["count"] >= 0
 
 
 def test_up_twice_is_harmless(mlops, platform):
