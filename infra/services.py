@@ -267,40 +267,70 @@ def _wait_until_healthy(
 
 def stop_services(services: Sequence[Service], home: Path, grace_s: float = 15.0) -> list[str]:
     """Stop the processes `start_services` recorded; anything else is left alone."""
+    found = [(service.wave, service.name, _alive_pid(home, service)) for service in services]
+    return _stop_by_wave(found, home, grace_s)
+
+
+def _stop_by_wave(found: Sequence[tuple[int, str, int | None]], home: Path, grace_s: float) -> list[str]:
+    """Stop each (wave, name, live pid or None), later waves first (the runner needs Prefect
+    until it stops); a wave's members stop together: each takes ~2 s to shut down."""
     notes = []
-    # Later waves depend on earlier ones (the runner on Prefect): stop them first.
-    for service in sorted(services, key=lambda s: s.wave, reverse=True):
-        pid = _alive_pid(home, service)
-        if pid is None:
-            _pid_file(home, service.name).unlink(missing_ok=True)
-            notes.append(f"{service.name}: not running")
-            continue
-        _terminate_group(pid, grace_s)
-        _pid_file(home, service.name).unlink(missing_ok=True)
-        notes.append(f"{service.name}: stopped (pid {pid})")
+    for wave in sorted({wave for wave, _, _ in found}, reverse=True):
+        members = [(name, pid) for w, name, pid in found if w == wave]
+        _terminate_groups([pid for _, pid in members if pid is not None], grace_s)
+        for name, pid in members:
+            _pid_file(home, name).unlink(missing_ok=True)
+            notes.append(f"{name}: not running" if pid is None else f"{name}: stopped (pid {pid})")
     return notes
 
 
-def _terminate_group(pid: int, grace_s: float) -> None:
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
+def _terminate_groups(pids: Sequence[int], grace_s: float) -> None:
+    """SIGTERM each process group, SIGKILL those still there after `grace_s`."""
+    left = set()
+    for pid in pids:
         try:
-            os.waitpid(pid, os.WNOHANG)  # reap it if we are its parent (a zombie still "exists")
-        except ChildProcessError:
-            pass
-        try:
-            os.killpg(pid, 0)
+            os.killpg(pid, signal.SIGTERM)
+            left.add(pid)
         except ProcessLookupError:
-            return
+            pass
+    deadline = time.monotonic() + grace_s
+    while left and time.monotonic() < deadline:
+        for pid in list(left):
+            try:
+                os.waitpid(pid, os.WNOHANG)  # reap it if we are its parent
+            except ChildProcessError:
+                pass
+            if not _group_runs(pid):
+                left.discard(pid)
         time.sleep(0.1)
+    for pid in left:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _group_runs(pgid: int) -> bool:
+    """Whether a process of the group has not exited yet. An exited one that its parent has
+    not reaped (a zombie: its ports and files are closed) does not count: the orphans of a
+    stopped service wait for init, which on some machines reaps only every ~2 s."""
     try:
-        os.killpg(pid, signal.SIGKILL)
+        os.killpg(pgid, 0)
     except ProcessLookupError:
-        pass
+        return False
+    try:
+        entries = [entry for entry in os.scandir("/proc") if entry.name.isdigit()]
+    except OSError:  # no /proc: what killpg says
+        return True
+    for entry in entries:
+        try:
+            with open(f"{entry.path}/stat") as stat:
+                state, _, group = stat.read().rpartition(")")[2].split()[:3]
+        except (OSError, ValueError):  # gone meanwhile
+            continue
+        if int(group) == pgid and state != "Z":
+            return True
+    return False
 
 
 def running_recorded(home: Path) -> list[str]:
@@ -316,16 +346,9 @@ def stop_recorded(home: Path, grace_s: float = 15.0) -> list[str]:
     for pid_file in sorted((home / "run").glob("*.pid")) if (home / "run").is_dir() else ():
         recorded = _recorded(pid_file)
         if recorded is not None:
-            found.append((recorded[1], pid_file.stem, recorded[0], recorded[2]))
-    notes = []
-    for _, name, pid, marker in sorted(found, reverse=True):
-        if _runs(pid, marker):
-            _terminate_group(pid, grace_s)
-            notes.append(f"{name}: stopped (pid {pid})")
-        else:
-            notes.append(f"{name}: not running")
-        _pid_file(home, name).unlink(missing_ok=True)
-    return notes
+            pid, wave, marker = recorded
+            found.append((wave, pid_file.stem, pid if _runs(pid, marker) else None))
+    return _stop_by_wave(sorted(found, reverse=True), home, grace_s)
 
 
 def service_statuses(services: Sequence[Service], home: Path) -> list[ServiceStatus]:

@@ -397,3 +397,73 @@ def test_an_early_service_is_not_spawned_when_the_first_wave_cannot_start(home):
         taken.close()
 
     assert not (home / "run" / "python-early.pid").exists()
+
+
+# A server that, on SIGTERM, marks that it got it, waits up to 5 s for the other one's mark,
+# then writes whether it saw it and exits.
+WAITS_FOR_THE_OTHER_ON_SIGTERM = """
+import http.server, os, pathlib, signal, sys, time
+port, mine, other, result = int(sys.argv[1]), *map(pathlib.Path, sys.argv[2:5])
+
+def stop(*_):
+    mine.touch()
+    deadline = time.monotonic() + 5
+    while not other.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    result.write_text("together" if other.exists() else "alone")
+    os._exit(0)
+
+signal.signal(signal.SIGTERM, stop)
+http.server.ThreadingHTTPServer(("127.0.0.1", port), http.server.SimpleHTTPRequestHandler).serve_forever()
+"""
+
+
+def test_the_services_of_one_wave_are_stopped_together(home, tmp_path):
+    """Given two services of one wave, each of which, told to stop, waits for the other to be
+    told too before it exits, when stopped, then each saw the other's stop: neither waited
+    for the other to finish (a platform's four servers take ~2 s each to shut down)."""
+    script = tmp_path / "server.py"
+    script.write_text(WAITS_FOR_THE_OTHER_ON_SIGTERM)
+    marks = {name: tmp_path / f"{name}.stopping" for name in ("python-a", "python-b")}
+    results = {name: tmp_path / f"{name}.result" for name in marks}
+    pair = [make_service(port, name=name, argv=(sys.executable, str(script), str(port), str(marks[name]),
+                                                str(marks[other]), str(results[name])))
+            for (name, other), port in zip((("python-a", "python-b"), ("python-b", "python-a")),
+                                           (free_port(), free_port()), strict=True)]
+    start_services(pair, home, START_TIMEOUT_S)
+    pids = {name: pid_of(home, name) for name in marks}
+    for pid in pids.values():
+        reap_in_background(pid)
+
+    notes = stop_services(pair, home, grace_s=10)
+
+    assert [results[name].read_text() for name in marks] == ["together", "together"]
+    assert notes == [f"{name}: stopped (pid {pid})" for name, pid in pids.items()]
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+
+
+def test_a_group_of_exited_processes_not_yet_reaped_is_not_running():
+    """Given a process group whose processes exited but were not reaped (zombies: what a
+    stopped service's orphans are until init reaps them), then it does not count as running;
+    a group with one live process does, also when its leader is a zombie."""
+    exited = subprocess.Popen([sys.executable, "-c", "pass"], start_new_session=True)
+    sleeping = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    leader_gone = subprocess.Popen(["sh", "-c", "sleep 30 & exit 0"], start_new_session=True)
+    try:
+        for child in (exited, leader_gone):
+            assert wait_for(lambda c=child: _state(c.pid) == "Z", timeout_s=10)
+        os.killpg(exited.pid, 0)  # the zombie's group still "exists" for kill()
+
+        assert services_module._group_runs(exited.pid) is False
+        assert services_module._group_runs(sleeping.pid) is True
+        assert services_module._group_runs(leader_gone.pid) is True
+    finally:
+        for child in (exited, sleeping, leader_gone):
+            try:
+                os.killpg(child.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            child.wait()
