@@ -273,7 +273,7 @@ def stop_services(services: Sequence[Service], home: Path, grace_s: float = 15.0
 
 def _stop_by_wave(found: Sequence[tuple[int, str, int | None]], home: Path, grace_s: float) -> list[str]:
     """Stop each (wave, name, live pid or None), later waves first (the runner needs Prefect
-    until it stops); a wave's members stop together: each takes ~2 s to shut down."""
+    until it stops); a wave's members stop together, so a slow one delays no other."""
     notes = []
     for wave in sorted({wave for wave, _, _ in found}, reverse=True):
         members = [(name, pid) for w, name, pid in found if w == wave]
@@ -302,7 +302,8 @@ def _terminate_groups(pids: Sequence[int], grace_s: float) -> None:
                 pass
             if not _group_runs(pid):
                 left.discard(pid)
-        time.sleep(0.1)
+        if left:
+            time.sleep(0.1)
     for pid in left:
         try:
             os.killpg(pid, signal.SIGKILL)
