@@ -71,6 +71,10 @@ def seaweedfs_service(home: Path, host: str, port: int, access_key: str, secret_
             # MLOPS_HOME cannot exceed a socket path's 107 bytes.
             "-filer.localSocket=filer.sock", "-s3.localSocket=s3.sock",
             "-master.telemetry=false",
+            # One master: no peer to wait for. Raft's default 10 s made every restart on
+            # existing data wait 12-19 s before the master led, and reads failed for seconds
+            # after the gateway said healthy.
+            "-master.electionTimeout=1s",
         ),
         host=host,
         port=port,
@@ -82,6 +86,10 @@ def seaweedfs_service(home: Path, host: str, port: int, access_key: str, secret_
         folders=(folder / "data",),
         files=((identities, known),),
         prepare=partial(write_security, folder),
+        # At SIGTERM the filer waits 15 s for its own metadata subscriptions to end (they do
+        # not), then the volume server 10 s more; everything it acknowledged is already in its
+        # files, which it checks at start, so it is killed instead (tests/infra/test_objectstore_stop.py).
+        stop_grace_s=2.0,
     )
 
 

@@ -49,6 +49,8 @@ class Service:
     files: tuple[tuple[Path, str], ...] = ()
     # Makes what a description should not hold: key material, made afresh at each start.
     prepare: Callable[[], None] | None = None
+    # Seconds from SIGTERM to SIGKILL when `stop_services` stops it.
+    stop_grace_s: float = 15.0
 
     @property
     def command_marker(self) -> str:
@@ -265,50 +267,55 @@ def _wait_until_healthy(
             time.sleep(0.25)
 
 
-def stop_services(services: Sequence[Service], home: Path, grace_s: float = 15.0) -> list[str]:
-    """Stop the processes `start_services` recorded; anything else is left alone."""
-    found = [(service.wave, service.name, _alive_pid(home, service)) for service in services]
-    return _stop_by_wave(found, home, grace_s)
+def stop_services(services: Sequence[Service], home: Path, grace_s: float | None = None) -> list[str]:
+    """Stop the processes `start_services` recorded; anything else is left alone. Each
+    gets its own `stop_grace_s` unless `grace_s` is given."""
+    found = [(service.wave, service.name, _alive_pid(home, service),
+              service.stop_grace_s if grace_s is None else grace_s) for service in services]
+    return _stop_by_wave(found, home)
 
 
-def _stop_by_wave(found: Sequence[tuple[int, str, int | None]], home: Path, grace_s: float) -> list[str]:
-    """Stop each (wave, name, live pid or None), later waves first (the runner needs Prefect
-    until it stops); a wave's members stop together, so a slow one delays no other."""
+def _stop_by_wave(found: Sequence[tuple[int, str, int | None, float]], home: Path) -> list[str]:
+    """Stop each (wave, name, live pid or None, grace), later waves first (the runner needs
+    Prefect until it stops); a wave's members stop together, so a slow one delays no other."""
     notes = []
-    for wave in sorted({wave for wave, _, _ in found}, reverse=True):
-        members = [(name, pid) for w, name, pid in found if w == wave]
-        _terminate_groups([pid for _, pid in members if pid is not None], grace_s)
-        for name, pid in members:
+    for wave in sorted({wave for wave, *_ in found}, reverse=True):
+        members = [(name, pid, grace) for w, name, pid, grace in found if w == wave]
+        _terminate_groups({pid: grace for _, pid, grace in members if pid is not None})
+        for name, pid, _ in members:
             _pid_file(home, name).unlink(missing_ok=True)
             notes.append(f"{name}: not running" if pid is None else f"{name}: stopped (pid {pid})")
     return notes
 
 
-def _terminate_groups(pids: Sequence[int], grace_s: float) -> None:
-    """SIGTERM each process group, SIGKILL those still there after `grace_s`."""
-    left = set()
-    for pid in pids:
+def _terminate_groups(graces: Mapping[int, float]) -> None:
+    """SIGTERM each process group, SIGKILL each still there after its grace (seconds), and
+    return once all are gone (their ports free for the next start) or 5 s after a kill."""
+    start = time.monotonic()
+    deadlines, killed = {}, set()
+    for pid, grace_s in graces.items():
         try:
             os.killpg(pid, signal.SIGTERM)
-            left.add(pid)
+            deadlines[pid] = start + grace_s
         except ProcessLookupError:
             pass
-    deadline = time.monotonic() + grace_s
-    while left and time.monotonic() < deadline:
-        for pid in list(left):
+    while deadlines:
+        for pid in list(deadlines):
             try:
                 os.waitpid(pid, os.WNOHANG)  # reap it if we are its parent
             except ChildProcessError:
                 pass
-            if not _group_runs(pid):
-                left.discard(pid)
-        if left:
+            if not _group_runs(pid) or (pid in killed and time.monotonic() >= deadlines[pid]):
+                del deadlines[pid]
+            elif time.monotonic() >= deadlines[pid]:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                killed.add(pid)
+                deadlines[pid] = time.monotonic() + 5.0
+        if deadlines:
             time.sleep(0.1)
-    for pid in left:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _group_runs(pgid: int) -> bool:
@@ -348,8 +355,8 @@ def stop_recorded(home: Path, grace_s: float = 15.0) -> list[str]:
         recorded = _recorded(pid_file)
         if recorded is not None:
             pid, wave, marker = recorded
-            found.append((wave, pid_file.stem, pid if _runs(pid, marker) else None))
-    return _stop_by_wave(sorted(found, reverse=True), home, grace_s)
+            found.append((wave, pid_file.stem, pid if _runs(pid, marker) else None, grace_s))
+    return _stop_by_wave(sorted(found, reverse=True), home)
 
 
 def service_statuses(services: Sequence[Service], home: Path) -> list[ServiceStatus]:

@@ -368,6 +368,7 @@ def test_s3_knows_only_the_platforms_keys(compose, tmp_path):
     assert set(theirs) <= set(ours)
     sized_here = ("-s3.config", "-master.volumeSizeLimitMB")  # a path, and production-sized volumes
     assert all(ours[k] == v for k, v in theirs.items() if k not in sized_here)
+    assert spec["stop_grace_period"] == f"{local.stop_grace_s:g}s"  # killed as soon as here
 
 
 def test_no_secret_is_written_in_compose(raw, env_example):

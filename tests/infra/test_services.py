@@ -441,6 +441,64 @@ def test_the_services_of_one_wave_are_stopped_together(home, tmp_path):
     assert notes == [f"{name}: stopped (pid {pid})" for name, pid in pids.items()]
 
 
+# A server that ignores SIGTERM.
+IGNORES_SIGTERM = """
+import http.server, signal, sys
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+handler = http.server.SimpleHTTPRequestHandler
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), handler).serve_forever()
+"""
+
+# A server that, on SIGTERM, waits up to 10 s for the process a pid file names to be gone,
+# then writes whether it was and exits.
+OUTWAITS_ANOTHER_ON_SIGTERM = """
+import http.server, os, pathlib, signal, sys, time
+port, pid_file, result = int(sys.argv[1]), *map(pathlib.Path, sys.argv[2:4])
+
+def gone(pid):
+    try:
+        return pathlib.Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True
+
+def stop(*_):
+    pid = int(pid_file.read_text().split()[0])
+    deadline = time.monotonic() + 10
+    while not gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    result.write_text("gone" if gone(pid) else "still there")
+    os._exit(0)
+
+signal.signal(signal.SIGTERM, stop)
+http.server.ThreadingHTTPServer(("127.0.0.1", port), http.server.SimpleHTTPRequestHandler).serve_forever()
+"""
+
+
+def test_each_service_is_killed_after_its_own_grace(home, tmp_path):
+    """Given, in one wave, a server that ignores SIGTERM with a 0.5 s grace and one with the
+    default 15 s grace that, told to stop, waits up to 10 s for the first to be gone, when
+    stopped, then the first was killed while the second still waited, and both are gone
+    (ports free) when stop returns."""
+    (tmp_path / "stubborn.py").write_text(IGNORES_SIGTERM)
+    (tmp_path / "patient.py").write_text(OUTWAITS_ANOTHER_ON_SIGTERM)
+    result = tmp_path / "patient.result"
+    ports = free_port(), free_port()
+    stubborn = replace(make_service(ports[0], name="python-stubborn",
+                                    argv=(sys.executable, str(tmp_path / "stubborn.py"), str(ports[0]))),
+                       stop_grace_s=0.5)
+    patient = make_service(ports[1], name="python-patient", argv=(
+        sys.executable, str(tmp_path / "patient.py"), str(ports[1]),
+        str(home / "run" / "python-stubborn.pid"), str(result)))
+    start_services([stubborn, patient], home, START_TIMEOUT_S)
+    pids = [pid_of(home, s.name) for s in (stubborn, patient)]
+
+    stop_services([stubborn, patient], home)
+
+    assert result.read_text() == "gone"
+    assert not any(services_module._group_runs(pid) for pid in pids)
+    assert all(port_is_free(port) for port in ports)
+
+
 def _state(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
 
