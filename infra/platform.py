@@ -32,6 +32,10 @@ CLIENT_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
 # minimum (its default is 180 s).
 HEARTBEAT_SECONDS = 30
 FLOW_HEARTBEATS = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}
+# MLflow sends usage records (what was logged, which flavors, the UI's clicks through the
+# server) to mlflow-telemetry.io unless told not to; a team's platform sends nothing out.
+# Prefect's server analytics and Evidently's telemetry are off where those servers start.
+NO_TELEMETRY = {"MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,7 @@ def mlflow_service(host: str, port: int, options: ServerOptions) -> Service:
         host=host, port=port, url=url, health_url=f"{url}/health",
         port_variable="MLOPS_MLFLOW_PORT",
         # The job runner serves GenAI features we do not use; it starts 8 processes.
-        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **options.env},
+        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **NO_TELEMETRY, **options.env},
         unset_env=("MLFLOW_TRACKING_URI", *options.unset_env),
         files=options.files, folders=options.folders, wave=options.wave,
         prepare=options.prepare,
@@ -190,6 +194,7 @@ def runner_service(home: Path, host: str, port: int, client_env: Mapping[str, st
             "MLOPS_HOME": str(home),
             "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+            **NO_TELEMETRY,
             **CLIENT_RETRIES,
             **FLOW_HEARTBEATS,
             # Off: its /shutdown would answer anyone; flows.serve answers GET /health itself

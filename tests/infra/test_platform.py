@@ -1,9 +1,13 @@
 """`mlops up | status | down` on the session's platform."""
 
 import json
+from pathlib import Path
 
 import pytest
 from network import http
+
+from infra.clients import connection
+from infra.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -21,6 +25,21 @@ def test_status_json_reports_running_services(mlops, platform):
     assert status["evidently_url"] == platform.evidently_url == status["services"]["evidently"]["url"]
     dropped = status["dropped_messages"]
     assert dropped["folder"] == str(platform.home / "prefect" / "dlq") and dropped["count"] >= 0
+
+
+def _environment(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().partition("=")[::2] for item in raw if item)
+
+
+def test_mlflow_sends_no_usage_records_from_the_servers_or_the_clients(platform, tmp_path):
+    """Given the running platform, then its MLflow server and runner (which runs the flows)
+    were started with MLflow's telemetry off, and so is every client `mlops` connects."""
+    for name in ("mlflow", "runner"):
+        pid = int((platform.home / "run" / f"{name}.pid").read_text().split()[0])
+        assert _environment(pid).get("MLFLOW_DISABLE_TELEMETRY") == "true", name
+    variables = connection(platform, Settings(home=tmp_path)).variables
+    assert variables["MLFLOW_DISABLE_TELEMETRY"] == "true"
 
 
 def test_up_twice_is_harmless(mlops, platform):
