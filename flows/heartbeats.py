@@ -5,7 +5,9 @@ gone): its run stays Running for good. Every flow run sends `prefect.flow-run.he
 (the platform sets PREFECT_FLOWS_HEARTBEAT_FREQUENCY for the processes that run flows); this
 automation expects the next heartbeat, or the run's end, within a silence of the last one
 (the setting `heartbeat_silence_s`), and otherwise sets the run Crashed ("How to detect and
-respond to zombie flows", Prefect docs). The runner installs it when it starts, idempotently.
+respond to zombie flows", Prefect docs). A run claimed by a worker (Pending) that died
+before starting it never beats: it is expected to start, or end, within the same silence.
+The runner installs it when it starts, idempotently.
 """
 
 import inspect
@@ -23,21 +25,24 @@ log = logging.getLogger(__name__)
 
 NAME = "mlops: crash flow runs whose heartbeats stopped"
 HEARTBEAT_EVENT = "prefect.flow-run.heartbeat"
+PENDING_EVENT = "prefect.flow-run.Pending"
+RUNNING_EVENT = "prefect.flow-run.Running"
 ENDS = ("Completed", "Failed", "Cancelled", "Crashed")
 
 
 def crash_message(silence_s: int) -> str:
-    return f"no heartbeat for {silence_s} s: the process running it is gone"
+    return f"no heartbeat for {silence_s} s: the process running it, or about to, is gone"
 
 
 def zombie_automation(silence_s: int) -> AutomationCore:
     return AutomationCore(
         name=NAME,
-        description=(f"Marks a flow run Crashed when no heartbeat came for {silence_s} s: its "
-                     "process is gone (installed by the mlops runner)."),
+        description=(f"Marks a flow run Crashed when no heartbeat came for {silence_s} s, or "
+                     "it stayed Pending that long: its process is gone (installed by the "
+                     "mlops runner)."),
         trigger=EventTrigger(
-            after={HEARTBEAT_EVENT},
-            expect={HEARTBEAT_EVENT, *(f"prefect.flow-run.{state}" for state in ENDS)},
+            after={HEARTBEAT_EVENT, PENDING_EVENT},
+            expect={HEARTBEAT_EVENT, RUNNING_EVENT, *(f"prefect.flow-run.{state}" for state in ENDS)},
             match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,

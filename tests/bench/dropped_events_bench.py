@@ -1,13 +1,15 @@
 """Events a loaded local (SQLite) Prefect server drops: `prefect server start` against ours.
 
     .venv/bin/python tests/bench/dropped_events_bench.py [--clients 3] [--runs 10] [--repeats 2]
+        [--servers prefect ours]
 
 Each round starts one server on a free port with a temporary PREFECT_HOME, installs the
 platform's zombie automation (a bucket per flow run, written at each of its events), then
---clients processes each put --runs flow runs through their lives at once: created, Running,
-five heartbeats, Completed. Counted from the server: trigger evaluations that failed (its log's
-"Failed in consume_loop"), "database is locked" errors, and the messages moved to its
-dead-letter folder (events no automation saw); and the wall time until the load was through.
+--clients processes each put --runs flow runs through their lives at once: created, Pending
+(a worker took it), Running, five heartbeats, Completed. Counted from the server: trigger
+evaluations that failed (its log's "Failed in consume_loop"), "database is locked" errors,
+and the messages moved to its dead-letter folder (events no automation saw); and the wall
+time until the load was through.
 Servers alternate (Prefect's, ours, Prefect's, ...) so that other work on the machine hits both
 alike. JSON on stdout; a line per round on stderr. Takes minutes: Prefect's rounds are slow.
 """
@@ -38,12 +40,12 @@ def _free_port() -> int:
 
 
 async def _lives(runs: int) -> None:
-    """--runs flow runs at once, each: created, Running, five heartbeats, Completed."""
+    """--runs flow runs at once, each: created, Pending, Running, five heartbeats, Completed."""
     from prefect import flow
     from prefect.client.orchestration import get_client
     from prefect.events.clients import get_events_client
     from prefect.events.schemas.events import Event
-    from prefect.states import Completed, Running
+    from prefect.states import Completed, Pending, Running
 
     @flow(name="dropped-events-bench")
     def nothing() -> None:
@@ -52,6 +54,7 @@ async def _lives(runs: int) -> None:
     async with get_client() as client, get_events_client() as events:
         async def life() -> None:
             run = await client.create_flow_run(nothing)
+            await client.set_flow_run_state(run.id, Pending())
             await client.set_flow_run_state(run.id, Running())
             for _ in range(5):
                 await events.emit(Event(event="prefect.flow-run.heartbeat",
@@ -113,6 +116,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=3)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--servers", nargs="+", choices=sorted(SERVERS), default=list(SERVERS))
     parser.add_argument("--load", type=int, help=argparse.SUPPRESS)  # a client process
     args = parser.parse_args()
     if args.load:
@@ -120,7 +124,7 @@ def main() -> None:
         return
     rounds = []
     for _ in range(args.repeats):
-        for server in SERVERS:
+        for server in args.servers:
             rounds.append(_round(server, args.clients, args.runs))
             print(json.dumps(rounds[-1]), file=sys.stderr)
     print(json.dumps({"clients": args.clients, "runs_per_client": args.runs, "rounds": rounds},

@@ -268,7 +268,7 @@ def test_the_runner_installed_the_zombie_automation_once(platform):
 
     assert again == "unchanged"
     assert installed.trigger.posture == "Proactive"
-    assert installed.trigger.after == {"prefect.flow-run.heartbeat"}
+    assert installed.trigger.after == {"prefect.flow-run.heartbeat", "prefect.flow-run.Pending"}
     assert installed.trigger.for_each == {"prefect.resource.id"}
     assert installed.trigger.within.total_seconds() == silence
     assert [(a.type, a.state.value) for a in installed.actions] == [("change-flow-run-state", "CRASHED")]

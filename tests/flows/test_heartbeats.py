@@ -59,7 +59,10 @@ def test_the_automation_is_prefects_documented_zombie_detector(silence):
     assert trigger.posture == "Proactive" and trigger.for_each == {"prefect.resource.id"}
     assert trigger.starts_after(HEARTBEAT_EVENT) and trigger.expects(HEARTBEAT_EVENT)
     assert all(trigger.expects(f"prefect.flow-run.{s}") for s in ("Completed", "Failed", "Crashed"))
-    assert not trigger.expects("prefect.flow-run.Running")
+    # A claimed run (Pending) must start within the silence; a running one must beat.
+    assert trigger.starts_after("prefect.flow-run.Pending") and trigger.expects("prefect.flow-run.Running")
+    assert not trigger.starts_after("prefect.flow-run.Running")
+    assert not trigger.expects("prefect.flow-run.Pending") and not trigger.expects("prefect.flow-run.Paused")
     assert trigger.within.total_seconds() == silence
     assert [(a.type, a.state.value, a.message) for a in automation.actions] == [
         ("change-flow-run-state", "CRASHED", crash_message(silence))]

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import textwrap
 import time
+from dataclasses import dataclass
 from datetime import datetime
 
 import pytest
@@ -37,6 +38,38 @@ def short_silence_platform(tmp_path_factory):
     with own_platform(home, {"MLOPS_HEARTBEAT_SILENCE_S": str(SILENCE_S)}) as running:
         with clients_pointed_at(running.client_environment()):
             yield running
+
+
+@dataclass(frozen=True)
+class Claimed:
+    left: object  # a run claimed (Pending) by a worker that then died
+    started: object  # a run claimed and started
+    pending_at: datetime
+
+
+@pytest.fixture(scope="module", autouse=True)
+def claimed(short_silence_platform) -> Claimed:
+    """Two runs claimed by a worker (Pending), one of them started: made before this module's
+    first test, once the runner installed the automation, so that their silence passes
+    while the other tests run."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Pending, Running, Scheduled
+
+    from flows.heartbeats import NAME as ZOMBIES
+
+    @flow(name="it-claimed-by-a-dead-worker")
+    def claimed_flow() -> None:
+        pass
+
+    with get_client(sync_client=True) as client:
+        assert wait_for(lambda: client.read_automations_by_name(ZOMBIES), timeout_s=60, interval_s=0.5)
+        left = client.create_flow_run(claimed_flow, state=Scheduled())
+        started = client.create_flow_run(claimed_flow, state=Scheduled())
+        for run in (left, started):  # what a worker does when it takes a run
+            assert client.set_flow_run_state(run.id, Pending()).status.value == "ACCEPT"
+        assert client.set_flow_run_state(started.id, Running()).status.value == "ACCEPT"
+        return Claimed(left, started, client.read_flow_run(left.id).state.timestamp)
 
 
 def write_spec(folder) -> str:
@@ -102,23 +135,6 @@ def trial_runs() -> list:
                 [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")]
 
 
-def test_the_runner_installs_the_silence_of_its_settings_and_updates_another(short_silence_platform):
-    from prefect.client.orchestration import get_client
-
-    from flows.heartbeats import NAME as ZOMBIES
-    from flows.heartbeats import install_zombie_automation
-
-    with get_client(sync_client=True) as client:
-        [installed] = client.read_automations_by_name(ZOMBIES)
-        assert installed.trigger.within.total_seconds() == SILENCE_S
-        # What a runner started with another silence does to the one installed.
-        assert install_zombie_automation(client, 300) == "updated"
-        assert install_zombie_automation(client, SILENCE_S) == "updated"
-        [again] = client.read_automations_by_name(ZOMBIES)
-
-    assert again.id == installed.id and again.trigger.within.total_seconds() == SILENCE_S
-
-
 def test_a_killed_training_is_crashed_by_the_automation_and_the_next_one_resumes(
         short_silence_platform, tmp_path):
     """Given `mlops train` killed with SIGKILL mid-search, its flow run is marked Crashed by
@@ -175,3 +191,39 @@ def test_a_killed_training_is_crashed_by_the_automation_and_the_next_one_resumes
     assert (result["model_version"], result["promoted"]) == ("1", True)
     assert flow_run(result["flow_run_id"]).state.type.value == "COMPLETED"
     assert [r.state.type.value for r in train_runs() if r.id != run.id] == ["COMPLETED"]
+
+
+def test_a_run_left_pending_by_a_dead_worker_is_crashed_by_the_automation(claimed):
+    """Given a flow run claimed (Pending) by a worker that died before starting it, which
+    never beats, the automation sets it Crashed with its message a silence after it went
+    Pending, and a run that started meanwhile is left alone."""
+    from flows.heartbeats import crash_message
+
+    crashed = wait_for(lambda: flow_run(claimed.left.id).state.type.value != "PENDING",
+                       timeout_s=SILENCE_S + 2 * MARGIN_S, interval_s=1)
+    state = flow_run(claimed.left.id).state
+    assert crashed and state.type.value == "CRASHED", state
+    assert state.message == crash_message(SILENCE_S)
+    waited = (state.timestamp - claimed.pending_at).total_seconds()
+    assert SILENCE_S - 1 <= waited <= SILENCE_S + MARGIN_S, waited
+    # Its start ended the wait for it: from there its heartbeats are what is watched.
+    assert flow_run(claimed.started.id).state.type.value == "RUNNING"
+
+
+# Last: an update gives the automation a new trigger, and Prefect drops the waits the old one
+# had open (the claimed runs' above).
+def test_the_runner_installs_the_silence_of_its_settings_and_updates_another(short_silence_platform):
+    from prefect.client.orchestration import get_client
+
+    from flows.heartbeats import NAME as ZOMBIES
+    from flows.heartbeats import install_zombie_automation
+
+    with get_client(sync_client=True) as client:
+        [installed] = client.read_automations_by_name(ZOMBIES)
+        assert installed.trigger.within.total_seconds() == SILENCE_S
+        # What a runner started with another silence does to the one installed.
+        assert install_zombie_automation(client, 300) == "updated"
+        assert install_zombie_automation(client, SILENCE_S) == "updated"
+        [again] = client.read_automations_by_name(ZOMBIES)
+
+    assert again.id == installed.id and again.trigger.within.total_seconds() == SILENCE_S
