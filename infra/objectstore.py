@@ -139,34 +139,55 @@ def s3_client(endpoint: str, access_key: str, secret_key: str):
     )
 
 
+# Written and read back by `ensure_bucket`: SeaweedFS's gateway answers (and lists
+# buckets) before its master leads and its volume server registers, when reads and writes
+# of objects still fail with InternalError.
+READY_KEY = "platform/ready"
+_REFUSED = ("403", "AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId")
+_MISSING = ("404", "NoSuchBucket", "NotFound")
+
+
 def ensure_bucket(endpoint: str, bucket: str, access_key: str, secret_key: str,
                   timeout_s: float = 60.0) -> bool:
-    """Create the bucket unless it exists; True when created. Waits for a starting server."""
+    """Create the bucket unless it exists, then wait until an object written there reads
+    back; True when created. Waits for a starting server; refused keys are one line at once."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     client = s3_client(endpoint, access_key, secret_key)
     deadline = time.monotonic() + timeout_s
+    created = None
     while True:
         try:
-            client.head_bucket(Bucket=bucket)
-            return False
+            if created is None:
+                created = _create_unless_there(client, bucket)
+            client.put_object(Bucket=bucket, Key=READY_KEY, Body=b"ok")
+            if client.get_object(Bucket=bucket, Key=READY_KEY)["Body"].read() == b"ok":
+                return created
+            last = f"s3://{bucket}/{READY_KEY} read back other bytes"
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "")
-            if code in ("404", "NoSuchBucket", "NotFound"):
-                try:
-                    client.create_bucket(Bucket=bucket)
-                    return True
-                except ClientError as create_error:
-                    last = create_error
-            elif code in ("403", "AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId"):
+            if code in _REFUSED:
                 raise PlatformError(
                     f"S3 at {endpoint} refused the platform's keys ({code}); check "
                     "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
                 ) from error
-            else:
-                last = error
+            last = error
         except BotoCoreError as error:
             last = error
         if time.monotonic() > deadline:
-            raise PlatformError(f"S3 at {endpoint} did not accept bucket '{bucket}': {last}")
+            raise PlatformError(f"S3 at {endpoint} did not serve bucket '{bucket}': {last}")
         time.sleep(0.5)
+
+
+def _create_unless_there(client, bucket: str) -> bool:
+    """Create the bucket unless it exists: True when created."""
+    from botocore.exceptions import ClientError
+
+    try:
+        client.head_bucket(Bucket=bucket)
+        return False
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code", "") not in _MISSING:
+            raise
+    client.create_bucket(Bucket=bucket)
+    return True
