@@ -9,13 +9,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from infra.platform import CLIENT_RETRIES, FLOW_HEARTBEATS, NO_TELEMETRY, Platform
+from infra.platform import CLIENT_RETRIES, FLOW_HEARTBEATS, QUIET, Platform
 from infra.settings import Settings, use
-
-# Our own progress names the run once; MLflow would print a link per trial run, and a
-# progress bar per artifact; and it would send usage records out.
-QUIET = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-         **NO_TELEMETRY}
 
 
 def quiet() -> None:

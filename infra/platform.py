@@ -36,6 +36,10 @@ FLOW_HEARTBEATS = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}
 # server) to mlflow-telemetry.io unless told not to; a team's platform sends nothing out.
 # Prefect's server analytics and Evidently's telemetry are off where those servers start.
 NO_TELEMETRY = {"MLFLOW_DISABLE_TELEMETRY": "true"}
+# Our own progress names the run once; MLflow would print a link per trial run, and a
+# progress bar per artifact; and it would send usage records out.
+QUIET = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+         **NO_TELEMETRY}
 
 
 @dataclass(frozen=True)
@@ -192,9 +196,7 @@ def runner_service(home: Path, host: str, port: int, client_env: Mapping[str, st
         env={
             **client_env,
             "MLOPS_HOME": str(home),
-            "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
-            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-            **NO_TELEMETRY,
+            **QUIET,
             **CLIENT_RETRIES,
             **FLOW_HEARTBEATS,
             # Off: its /shutdown would answer anyone; flows.serve answers GET /health itself
