@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from environment import clients_pointed_at
+from polling import wait_for
 from synthetic import binary_frame
 
 pytestmark = pytest.mark.integration
@@ -148,11 +149,16 @@ def _wait_for_online(client, pool: str, name: str, worker: subprocess.Popen, log
 
 
 def _ran_on(client, flow_run_id: str, worker: str) -> bool:
-    """Whether Prefect's log of the flow run says that worker took it."""
+    """Whether Prefect's log of the flow run says that worker took it. The worker sends its
+    log lines in batches, apart from the run's states: on a loaded machine its line can reach
+    the server after the run ended (seen once), so it is waited for."""
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-    logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
-    return any(f"Worker '{worker}' submitting flow run" in log.message for log in logs)
+    def said() -> bool:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+        return any(f"Worker '{worker}' submitting flow run" in log.message for log in logs)
+
+    return wait_for(said, timeout_s=30, interval_s=1)
 
 
 @dataclass(frozen=True)
