@@ -47,7 +47,7 @@ from flows.train import train
 from flows.warm import use_warm_processes
 from infra.errors import PlatformError
 from infra.health import serve_health
-from infra.services import is_healthy
+from infra.services import is_healthy, write_start_notes
 from infra.settings import process_settings
 
 
@@ -165,9 +165,12 @@ def main() -> None:
     try:
         # Before serving: the runs it crashes must not be picked up as ours. Only its own: a
         # worker's runs are a worker's (a dead one's are crashed by their missed heartbeats).
-        recover(runner_starts=True, deployments=tuple(options["name"] for _, options in served))
-    except Exception:  # noqa: BLE001 - serving must start anyway; the next check settles its own
+        settled = recover(runner_starts=True, deployments=tuple(options["name"] for _, options in served))
+    except Exception as error:  # noqa: BLE001 - serving must start anyway; the next check settles its own
         logging.getLogger(__name__).warning("could not settle what the last runner left", exc_info=True)
+        settled = [f"could not settle the runs stopped processes left: {error}"]
+    # For the `up` that started this runner to print (it settles nothing itself then).
+    write_start_notes(settings.home, "runner", settled)
     install_zombie_automation_safely(settings.heartbeat_silence_s)
     # What Flow.serve does, for several flows, with the runner in hand for the health check.
     # Flows added as objects run in a fork of the warm process (flows/warm.py), not in a new

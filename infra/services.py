@@ -86,6 +86,29 @@ def _log_file(home: Path, name: str) -> Path:
     return home / "logs" / f"{name}.log"
 
 
+def _notes_file(home: Path, name: str) -> Path:
+    return home / "run" / f"{name}.notes"
+
+
+def write_start_notes(home: Path, name: str, lines: Sequence[str]) -> None:
+    """What a service did at its start that the `up` which started it should print (a
+    line each), written before the service reports healthy."""
+    write_atomically(_notes_file(home, name), "".join(" ".join(line.split()) + "\n" for line in lines))
+
+
+def start_notes(home: Path, name: str) -> list[str]:
+    """The lines the service wrote at its last start (none if it wrote none)."""
+    try:
+        return _notes_file(home, name).read_text().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def forget_start_notes(home: Path, name: str) -> None:
+    """Before starting the service: lines of an earlier start are not this one's."""
+    _notes_file(home, name).unlink(missing_ok=True)
+
+
 def _recorded(pid_file: Path) -> tuple[int, int, str] | None:
     """A pid file's pid, wave and command marker (`up` writes all three)."""
     try:
@@ -110,6 +133,11 @@ def _alive_pid(home: Path, service: Service) -> int | None:
     if recorded is None:
         return None
     return recorded[0] if _runs(recorded[0], service.command_marker) else None
+
+
+def is_alive(home: Path, service: Service) -> bool:
+    """Whether the service's recorded process runs (`start_services` leaves it be)."""
+    return _alive_pid(home, service) is not None
 
 
 def _port_is_free(host: str, port: int) -> bool:
