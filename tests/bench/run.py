@@ -11,9 +11,9 @@ Figures (each is a ratio against a baseline or target; nothing here asserts on t
                       much as the writer process gained).
 2. log_model          experiments.tracking.log_sklearn_model against mlflow.sklearn.log_model
                       with MLflow's defaults (requirements inferred) for a 100-tree forest.
-3. mlops_up_cold      start_services on an empty MLOPS_HOME until every service `mlops up`
-                      starts (MLflow, Prefect, Evidently's UI, the deployment runner) is
-                      healthy (no
+3. mlops_up_cold      the `mlops up` command on an empty MLOPS_HOME, start to exit; beside
+                      it, start_services until every service `mlops up` starts (MLflow,
+                      Prefect, Evidently's UI, the deployment runner) is healthy (no
                       baseline: the ratio is against the target). Measured first,
                       before the main platform starts, so the two cores are not shared.
 4. time_to_quality    our plain search's time to reach GridSearchCV's best CV score (within
@@ -355,21 +355,46 @@ def figure_cold_start(ctx: Context) -> dict:
         done.set()
         stop_seconds = stop_platform(platform)
     watcher.join(timeout=2)
+    command_seconds = time_up_command(ctx.tmp / "cold-command-home")
     target = TARGETS["mlops_up_cold"]
     servers = [healthy_at.get(name) for name in ("mlflow", "prefect")]
     return {
-        "seconds": r(seconds, 2),
+        # What a user waits: the command from its start to its exit (its own imports, the
+        # runs it settles, its report) on another fresh home; the rest is the services' part.
+        "seconds": r(command_seconds, 2),
+        "start_services_seconds": r(seconds, 2),
         "services": [service.name for service in platform.services],
         # MLflow and Prefect only (as polled 4 times a second), without the runner's wave.
         "servers_only_seconds": r(max(servers), 2) if None not in servers else None,
         "service_healthy_seconds": {k: r(v, 2) for k, v in healthy_at.items()},
         "stop_seconds": r(stop_seconds, 2),
         "baseline": None,
-        "ratio": r(seconds / target),
+        "ratio": r(command_seconds / target),
         "ratio_is_against": "the target (no baseline exists for a cold start)",
         "target": target,
-        "met": seconds <= target,
+        "met": command_seconds <= target,
     }
+
+
+def time_up_command(home: Path) -> float:
+    """`mlops up` on an empty home with free ports, start to exit, as a user runs it (no
+    client variables); `mlops down` after."""
+    import subprocess
+
+    mlops = str(Path(sys.executable).parent / "mlops")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MLFLOW_", "PREFECT_", "MLOPS_", "AWS_"))}
+    ports = dict(zip(("MLFLOW", "PREFECT", "RUNNER", "EVIDENTLY"), free_ports(4), strict=True))
+    env.update({"MLOPS_HOME": str(home), **{f"MLOPS_{k}_PORT": str(v) for k, v in ports.items()}})
+    started = time.perf_counter()
+    try:
+        up = subprocess.run([mlops, "up"], env=env, capture_output=True, text=True, timeout=600)
+        seconds = time.perf_counter() - started
+        if up.returncode != 0:
+            raise RuntimeError(f"mlops up exited {up.returncode}: {up.stderr.strip()[-2000:]}")
+        return seconds
+    finally:
+        subprocess.run([mlops, "down"], env=env, capture_output=True, timeout=300)
 
 
 # --------------------------------------------------------------------------- figure 1
@@ -1214,7 +1239,8 @@ def print_table(results: dict, cfg: Config) -> None:
                         f"{p['load_before']}" for p in t6["pairs"]))
     c = results.get("mlops_up_cold", {})
     if "error" not in c and "skipped" not in c and c:
-        lines.append(f"mlops up ({', '.join(c['services'])}): per service healthy at "
+        lines.append(f"mlops up ({', '.join(c['services'])}): the command {c['seconds']} s start "
+                     f"to exit; its services {c['start_services_seconds']} s, per service healthy at "
                      f"{c['service_healthy_seconds']} s (MLflow and Prefect alone: "
                      f"{c['servers_only_seconds']} s); no baseline, ratio is against the "
                      f"{c['target']:g} s target")
