@@ -113,14 +113,7 @@ def up(
     """Start the platform in the background and wait until every service is healthy."""
     from infra.profiles import chosen_profile, require_loopback, require_no_other_profile
     from infra.secrets import ensure
-    from infra.services import (
-        forget_start_notes,
-        is_alive,
-        platform_lock,
-        start_notes,
-        start_services,
-        write_state,
-    )
+    from infra.services import platform_lock, start_notes, start_services, write_state
 
     try:
         settings = _settings()
@@ -131,13 +124,7 @@ def up(
             platform = _platform(settings, chosen, ensure(settings) if chosen == "full" else None)
             # Recorded first, so that `mlops down` can stop what a failed start left running.
             write_state(platform.home, platform.state())
-            # A runner settles what stopped processes left before it reports healthy (what
-            # `_settle_leftovers` does): when this `up` starts it, its lines are printed and
-            # this process need not import MLflow and Prefect (~3 s of a cold `up`).
-            runner = next((s for s in platform.services if s.name == "runner"), None)
-            runner_starts = runner is not None and not is_alive(platform.home, runner)
-            if runner_starts:
-                forget_start_notes(platform.home, "runner")
+            runner_starts = _runner_starts(platform)
             notes = start_services(platform.services, platform.home, settings.start_timeout_s,
                                    before_wave=platform.before_wave)
             write_state(platform.home, platform.state())
@@ -154,6 +141,19 @@ def up(
     out.print(f"MLflow UI:  {experiments_url(platform.mlflow_url)}\nPrefect UI: {platform.prefect_url}")
     if platform.evidently_url:
         out.print(f"Evidently UI: {platform.evidently_url}")
+
+
+def _runner_starts(platform) -> bool:
+    """Whether this `up` starts the runner. A runner settles what stopped processes left
+    before it reports healthy (what `_settle_leftovers` does): then `up` prints the runner's
+    lines, and need not import MLflow and Prefect to settle them again (~3 s of a cold `up`)."""
+    from infra.services import forget_start_notes, is_alive
+
+    runner = next((s for s in platform.services if s.name == "runner"), None)
+    if runner is None or is_alive(platform.home, runner):
+        return False
+    forget_start_notes(platform.home, "runner")  # an earlier start's lines are not this one's
+    return True
 
 
 def _settle_leftovers() -> list[str]:
