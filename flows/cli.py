@@ -146,14 +146,12 @@ def up(
 def _runner_starts(platform) -> bool:
     """Whether this `up` starts the runner. A runner settles what stopped processes left
     before it reports healthy (what `_settle_leftovers` does): then `up` prints the runner's
-    lines, and need not import MLflow and Prefect to settle them again (~3 s of a cold `up`)."""
-    from infra.services import forget_start_notes, is_alive
+    lines (it writes them, or fails to start), and need not import MLflow and Prefect to
+    settle them again (~3 s of a cold `up`)."""
+    from infra.services import is_alive
 
     runner = next((s for s in platform.services if s.name == "runner"), None)
-    if runner is None or is_alive(platform.home, runner):
-        return False
-    forget_start_notes(platform.home, "runner")  # an earlier start's lines are not this one's
-    return True
+    return runner is not None and not is_alive(platform.home, runner)
 
 
 def _settle_leftovers() -> list[str]:

@@ -104,11 +104,6 @@ def start_notes(home: Path, name: str) -> list[str]:
         return []
 
 
-def forget_start_notes(home: Path, name: str) -> None:
-    """Before starting the service: lines of an earlier start are not this one's."""
-    _notes_file(home, name).unlink(missing_ok=True)
-
-
 def _recorded(pid_file: Path) -> tuple[int, int, str] | None:
     """A pid file's pid, wave and command marker (`up` writes all three)."""
     try:

@@ -74,6 +74,7 @@ for path in (ROOT, ROOT / "tests"):  # the project, and tests/network.py
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
+from environment import without_client_variables  # noqa: E402
 from machine import load_average, package_version, usable_cores  # noqa: E402
 from network import free_ports  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -382,8 +383,7 @@ def time_up_command(home: Path) -> float:
     import subprocess
 
     mlops = str(Path(sys.executable).parent / "mlops")
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MLFLOW_", "PREFECT_", "MLOPS_", "AWS_"))}
+    env = without_client_variables(os.environ)
     ports = dict(zip(("MLFLOW", "PREFECT", "RUNNER", "EVIDENTLY"), free_ports(4), strict=True))
     env.update({"MLOPS_HOME": str(home), **{f"MLOPS_{k}_PORT": str(v) for k, v in ports.items()}})
     started = time.perf_counter()

@@ -529,15 +529,12 @@ def test_a_group_of_exited_processes_not_yet_reaped_is_not_running():
 
 def test_start_notes_are_the_last_starts_lines_one_per_line(tmp_path):
     """A service's start notes read back a line each (a message over several lines is one),
-    a later start's replace them, and forgetting them leaves none."""
-    from infra.services import forget_start_notes, start_notes, write_start_notes
+    and a later start's replace them."""
+    from infra.services import start_notes, write_start_notes
 
     assert start_notes(tmp_path, "runner") == []
     write_start_notes(tmp_path, "runner", ["flow run a was left RUNNING", "could not:\n  twice"])
     assert start_notes(tmp_path, "runner") == ["flow run a was left RUNNING", "could not: twice"]
     write_start_notes(tmp_path, "runner", [])
-    assert start_notes(tmp_path, "runner") == []
-    write_start_notes(tmp_path, "runner", ["one"])
-    forget_start_notes(tmp_path, "runner")
     assert start_notes(tmp_path, "runner") == []
     assert list((tmp_path / "run").glob("*.pid")) == []  # nothing `mlops down` would take for a service
