@@ -23,6 +23,8 @@ import pandas as pd
 from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
+from experiments.priority import yield_to_training
+
 PROFILE_ARTIFACT = "data/profile.html"
 MAX_PROFILE_ROWS = 5_000  # above, the profile and the checks read a seeded sample of rows
 MAX_PROFILE_COLUMNS = 60  # above, the correlation matrix (quadratic) reads a sample of columns
@@ -266,6 +268,7 @@ def start_profile(frame: pd.DataFrame, target: str, task: str, numeric: list[str
             target=_profile_into, name="mlops-profile", daemon=True,
             args=(frame, target, task, list(numeric), list(categorical), directory.name, seed))
         process.start()
+        yield_to_training(process.pid)  # it imports Evidently while the search runs
     except Exception as error:  # noqa: BLE001 - a profile never fails a training
         return PendingProfile(None, directory, failure=f"{type(error).__name__}: {error}")
     return PendingProfile(process, directory)

@@ -27,6 +27,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from experiments.priority import yield_to_training
+
 _STATUS = {
     TrialState.COMPLETE: "FINISHED",
     TrialState.PRUNED: "KILLED",
@@ -106,6 +108,7 @@ class WriterProcess:
             raise
         finally:
             os.close(answers_w)  # the writer holds it now: its exit is an end of file here
+        yield_to_training(self._process.pid)  # it imports MLflow while the search runs
         self._ready = False
 
     def ready(self) -> bool:
