@@ -42,7 +42,8 @@ class Problem:
 def make_objective(
     features: pd.DataFrame, y: pd.Series, problem: Problem, folds: list[tuple[np.ndarray, np.ndarray]],
 ) -> Callable[[optuna.Trial], float]:
-    """An objective over fixed folds; each trial records its fold scores and fit time."""
+    """An objective over fixed folds; each trial records its fold scores and fit time when it
+    ends (a pruned or failed trial: those of the folds it finished)."""
     task, metric, seed = problem.task, problem.metric, problem.seed
     numeric, categorical = list(problem.numeric), list(problem.categorical)
     classes = np.unique(y) if task == "classification" else None
@@ -54,18 +55,24 @@ def make_objective(
             params |= suggest_features(trial, family, len(numeric))
         started = time.perf_counter()
         scores: list[float] = []
-        for step, (train_idx, valid_idx) in enumerate(folds):
-            pipeline = build_pipeline(task, family, params, numeric, categorical, seed)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                pipeline.fit(features.iloc[train_idx], y.iloc[train_idx])
-            output = model_output(pipeline, features.iloc[valid_idx], task)
-            scores.append(score(metric, y.iloc[valid_idx], output, classes))
-            trial.set_user_attr("fold_scores", scores)
-            trial.set_user_attr("fit_seconds", time.perf_counter() - started)
-            trial.report(float(np.mean(scores)), step)
-            if step < len(folds) - 1 and trial.should_prune():
-                raise optuna.TrialPruned()
+        try:
+            for step, (train_idx, valid_idx) in enumerate(folds):
+                pipeline = build_pipeline(task, family, params, numeric, categorical, seed)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ConvergenceWarning)
+                    pipeline.fit(features.iloc[train_idx], y.iloc[train_idx])
+                output = model_output(pipeline, features.iloc[valid_idx], task)
+                scores.append(score(metric, y.iloc[valid_idx], output, classes))
+                trial.report(float(np.mean(scores)), step)
+                if step < len(folds) - 1 and trial.should_prune():
+                    raise optuna.TrialPruned()
+        finally:
+            # Once a trial (completed, pruned or failed), not once a fold: each is a locked
+            # append to the study's journal (0.3 ms quiet, 1.3 ms in a profiled training), and
+            # a 5-fold trial made 8 more of them.
+            if scores:
+                trial.set_user_attr("fold_scores", scores)
+                trial.set_user_attr("fit_seconds", time.perf_counter() - started)
         return float(np.mean(scores))
 
     return objective

@@ -301,6 +301,34 @@ def test_objective_prunes_between_folds(classification_data):
     assert len(study.trials[0].user_attrs["fold_scores"]) == 1
 
 
+def test_a_trial_that_fails_at_a_later_fold_keeps_the_scores_of_the_folds_it_finished(
+        classification_data, monkeypatch):
+    """Given a metric that cannot score the third fold, the failed trial still records the
+    first two folds' scores (a trial's attributes are written once, when it ends)."""
+    import experiments.objective
+
+    features, y = classification_data
+    scored = []
+
+    def score_two_folds(*args):
+        if len(scored) == 2:
+            raise ValueError("this fold cannot be scored")
+        scored.append(0.5)
+        return 0.5
+
+    monkeypatch.setattr(experiments.objective, "score", score_two_folds)
+    objective = make_objective(
+        features, y, _problem("classification", "accuracy", "logistic_regression"),
+        cv_folds(y, "classification", 3, seed=0),
+    )
+    study = optuna.create_study(direction="maximize")
+
+    study.optimize(objective, n_trials=1, catch=(ValueError,))
+
+    assert study.trials[0].state == TrialState.FAIL
+    assert study.trials[0].user_attrs["fold_scores"] == [0.5, 0.5]
+
+
 def test_search_with_the_cv_objective_records_every_trial(classification_data, tmp_path):
     """Given the CV objective over two families, when searched to 3 trials on a journal, then 3
     finished trials each record 2 fold scores."""
