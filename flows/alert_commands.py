@@ -5,22 +5,14 @@ import json
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from experiments.errors import InputError
+from flows.console import fail, out
 
 alerts_app = typer.Typer(no_args_is_help=True, help="Messages to a webhook on drift, quality, "
                          "promotion and failure (Prefect notification blocks and automations).")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
-err = Console(stderr=True)
-out = Console()
-
-
-def fail(message: str) -> None:
-    """One line on stderr, exit 1 (as every `mlops` command does)."""
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
 
 
 def _prefect():

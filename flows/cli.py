@@ -9,11 +9,11 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from experiments.errors import InputError
 from flows.alert_commands import alerts_app
+from flows.console import err, error, fail, out, styled
 from infra.errors import PlatformError
 
 app = typer.Typer(
@@ -22,8 +22,6 @@ app = typer.Typer(
     help="Train, track, register and monitor tabular models on MLflow and Prefect.",
 )
 app.add_typer(alerts_app, name="alerts")
-err = Console(stderr=True)
-out = Console()
 
 # Registered on import, before the modules a command imports register theirs, so it runs
 # last of the exit handlers: the interpreter's teardown then skips the search for cycles
@@ -33,12 +31,6 @@ out = Console()
 atexit.register(gc.freeze)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
-
-
-def fail(message: str) -> None:
-    """A user's mistake or a platform that is not there: one line, non-zero exit."""
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
 
 
 def _settings():
@@ -204,14 +196,14 @@ def status(json_output: JsonOption = False) -> None:
     for column in ("service", "state", "address"):
         table.add_column(column)
     for name, service in status["services"].items():
-        state = "[green]running[/green]" if service["running"] else "[red]stopped[/red]"
+        state = styled("running", "green") if service["running"] else styled("stopped", "red")
         table.add_row(name, state, service["url"])
     out.print(table)
     for key in ("artifact_root", "s3_endpoint", "database"):
         if key in status:
             out.print(f"{key}: {status[key]}", highlight=False)
     if dropped := describe(status["dropped_messages"]):
-        err.print(f"[yellow]{dropped}[/yellow]", highlight=False, soft_wrap=True)
+        err.print(dropped, style="yellow", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -289,8 +281,8 @@ def _fail_if_stopped(conn, what: str) -> None:
             (("MLflow", conn.mlflow_url), ("Prefect", conn.prefect_api_url))
             if not is_healthy(f"{url.rstrip('/')}/health")]
     if gone:
-        err.print(f"[red]error:[/red] {what}: {' and '.join(gone)}; start the platform with "
-                  "`mlops up`, then run the same command again: it resumes where this one stopped",
+        err.print(error(f"{what}: {' and '.join(gone)}; start the platform with `mlops up`, "
+                        "then run the same command again: it resumes where this one stopped"),
                   highlight=False, soft_wrap=True)
         # Nothing is left to save (the flow has given up its study's lease): Prefect's log and
         # event workers would only spend their drain timeouts, and print their complaints, on a
@@ -799,9 +791,9 @@ def demo(
 
     spec = load_spec("penguins")
     stationary, drifted = write_batches(load_table(spec.data.source), _settings().home.resolve() / "demo")
-    out.print(f"\n[bold]A stationary batch[/bold] ({stationary})")
+    out.print(styled("\nA stationary batch", "bold", f" ({stationary})"))
     _print_monitoring(_run_monitoring("penguins", str(stationary)))
-    out.print(f"\n[bold]A drifted batch[/bold] ({drifted})")
+    out.print(styled("\nA drifted batch", "bold", f" ({drifted})"))
     check = _run_monitoring("penguins", str(drifted))
     _print_monitoring(check)
     if check["retraining"] == "triggered":
@@ -809,9 +801,9 @@ def demo(
 
         err.print("waiting for the retraining that the drift event started ...")
         done = wait_for_retraining(MlflowClient(), "penguins", check["monitoring_run_id"])
-        out.print(_chain(check, done))
-    out.print("\n[bold]From now on the loop runs by itself[/bold]: each champion is checked on "
-              "its live traffic on a schedule (Prefect UI: Deployments > monitor > Schedules)")
+        out.print(styled("\nThe chain", "bold", _chain(check, done)))
+    out.print(styled("\nFrom now on the loop runs by itself", "bold", ": each champion is checked on "
+                     "its live traffic on a schedule (Prefect UI: Deployments > monitor > Schedules)"))
     _print_models(_model_rows())
     out.print(
         f"\nThe platform keeps running. MLflow UI: {result['mlflow_ui']}  "
@@ -822,7 +814,7 @@ def demo(
 
 
 def _chain(check: dict, done: dict | None) -> str:
-    head = (f"\n[bold]The chain[/bold]: drift share {check['drift_share']:.2f} "
+    head = (f": drift share {check['drift_share']:.2f} "
             f"-> monitoring run {check['monitoring_run_id']}")
     if done is None:
         return head + " -> no retraining run finished in time (see the Prefect UI)"
