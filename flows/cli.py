@@ -103,6 +103,9 @@ def up(
     ] = False,
 ) -> None:
     """Start the platform in the background and wait until every service is healthy."""
+    from flows.warm_start import this_environment
+
+    environment = this_environment()  # what a warm process serves: this shell's commands
     from infra.profiles import chosen_profile, require_loopback, require_no_other_profile
     from infra.secrets import ensure
     from infra.services import platform_lock, start_notes, start_services, write_state
@@ -123,6 +126,7 @@ def up(
     except (PlatformError, InputError) as error:
         fail(str(error))
     notes += start_notes(platform.home, "runner") if runner_starts else _settle_leftovers()
+    notes += _start_warm(environment, platform.home)
     if json_output:
         print(json.dumps(_status_object(platform)))
         return
@@ -133,6 +137,21 @@ def up(
     out.print(f"MLflow UI:  {experiments_url(platform.mlflow_url)}\nPrefect UI: {platform.prefect_url}")
     if platform.evidently_url:
         out.print(f"Evidently UI: {platform.evidently_url}")
+
+
+def _start_warm(environment: dict[str, str], home) -> list[str]:
+    """The warm process that `train` and `monitor` start from (flows/launch.py), in the
+    background: `up` does not wait for its imports."""
+    from flows.warm_start import start_warm_process, warm_start_wanted
+
+    if not warm_start_wanted(environment):
+        return []
+
+    try:
+        start_warm_process(environment, home / "logs" / "warm.log")
+    except OSError as error:
+        return [f"warm start: off, {error}; `train` and `monitor` start cold"]
+    return []
 
 
 def _runner_starts(platform) -> bool:
@@ -209,7 +228,10 @@ def status(json_output: JsonOption = False) -> None:
 @app.command()
 def down() -> None:
     """Stop what `mlops up` started; data stays in MLOPS_HOME."""
+    from flows.warm_start import stop_warm_process, this_environment
     from infra.services import platform_lock, stop_recorded, stop_services
+
+    stop_warm_process(this_environment())
 
     try:
         settings = _settings()

@@ -6,6 +6,7 @@ process's environment is written. Our own code takes the addresses from `Connect
 """
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -45,6 +46,8 @@ def connect(connection: Connection, settings: Settings) -> Settings:
     settings (study storage, traffic store, pool) this process's; returns those settings."""
     for name, value in connection.variables.items():
         os.environ.setdefault(name, value)
+    if "prefect.context" in sys.modules:  # imported before (a warm start): it reads them again
+        sys.modules["prefect.context"].refresh_global_settings_context()
     given = {name.removeprefix("MLOPS_").lower(): value for name, value in connection.variables.items()
              if name.startswith("MLOPS_")}
     chosen = settings.model_copy(update={

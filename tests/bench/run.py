@@ -21,7 +21,8 @@ Figures (each is a ratio against a baseline or target; nothing here asserts on t
 5. feature_engineering  the same seeded search (make_objective + run_search, no server),
                       same number of trials, with tuning.feature_engineering on against off;
                       median of on/off over alternated pairs.
-6. train_end_to_end   `mlops train SPEC --json` as its own process, start to exit, against
+6. train_end_to_end   `mlops train SPEC --json` as its own process, start to exit, started
+                      warm as after `mlops up` in the same shell (and cold beside it), against
                       tests/bench/bare_train.py (Optuna + scikit-learn by hand, the same
                       trials on the same data, start to exit); median of ours/bare over
                       alternated pairs. Both run with the user's thread settings, not the
@@ -902,6 +903,37 @@ def flow_stages(log: str, started: float, ended: float) -> dict[str, float] | No
     return {k: round(v, 2) for k, v in stages.items()}
 
 
+def wait_until(condition, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def e2e_pair(i: int, bare, ours, cfg: Config) -> dict:
+    """One pair: bare, ours (warm), ours cold, the bare script on one thread (and the other
+    checkout's `mlops train` with --compare-root)."""
+    pair = {"bare": bare()}
+    if cfg.compare_root:  # the same command, its code from the other checkout
+        # Each goes first in every other pair: the second of two runs in a row started
+        # 0.5-1.5 s sooner on this machine (warm page cache, a quieter server).
+        root = Path(cfg.compare_root).resolve()
+        for side in (("ours", "compared") if i % 2 == 0 else ("compared", "ours")):
+            pair[side] = ours() if side == "ours" else ours(root)
+    else:
+        pair["ours"] = ours()
+    pair["ours_cold"] = ours(MLOPS_WARM_START="0")
+    pair["bare_one_thread"] = bare(OMP_NUM_THREADS="1")
+    note(f"  repeat {i + 1}: bare {pair['bare']['_seconds']:.1f} s, ours "
+         f"{pair['ours']['_seconds']:.1f} s (cold {pair['ours_cold']['_seconds']:.1f} s), bare on "
+         f"one thread {pair['bare_one_thread']['_seconds']:.1f} s"
+         + (f", compared checkout {pair['compared']['_seconds']:.1f} s" if "compared" in pair
+            else "") + f" (load {[run['_load'] for run in pair.values()]})")
+    return pair
+
+
 def figure_train_end_to_end(ctx: Context, cfg: Config) -> dict:
     trials = cfg.e2e_trials
     spec = ctx.tmp / "bench-e2e.yaml"
@@ -919,30 +951,27 @@ def figure_train_end_to_end(ctx: Context, cfg: Config) -> dict:
     def bare(**extra: str) -> dict:
         return timed_process(bare_command, user_environment(**extra), ctx.tmp)
 
-    def ours(root: Path = ROOT) -> dict:  # the code of `root`, whatever is installed
+    def ours_environment(root: Path = ROOT, **extra: str) -> dict[str, str]:
         # The flow's task lines on the console: `stages` is read from them.
-        return timed_process(ours_command, user_environment(
-            PYTHONPATH=str(root), PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL="INFO"), root)
+        return user_environment(PYTHONPATH=str(root), PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL="INFO",
+                                **extra)
 
+    def ours(root: Path = ROOT, **extra: str) -> dict:  # the code of `root`, whatever is installed
+        return timed_process(ours_command, ours_environment(root, **extra), root)
+
+    # What `mlops up` does in the user's shell: the warm process `mlops train` starts from
+    # (flows/launch.py); timed once it listens, as a user's next command finds it.
+    from flows.warm_start import socket_path, start_warm_process, stop_warm_process
+
+    start_warm_process(ours_environment(), ctx.tmp / "warm.log")
+    if not wait_until(socket_path(ours_environment()).exists, timeout_s=180):
+        raise RuntimeError(f"no warm process: {(ctx.tmp / 'warm.log').read_text()[-2000:]}")
     runs = []
-    for i in range(cfg.e2e_repeats):
-        pair = {"bare": bare()}
-        if cfg.compare_root:  # the same command, its code from the other checkout
-            # Each goes first in every other pair: the second of two runs in a row started
-            # 0.5-1.5 s sooner on this machine (warm page cache, a quieter server).
-            root = Path(cfg.compare_root).resolve()
-            for side in (("ours", "compared") if i % 2 == 0 else ("compared", "ours")):
-                pair[side] = ours() if side == "ours" else ours(root)
-        else:
-            pair["ours"] = ours()
-        pair["bare_one_thread"] = bare(OMP_NUM_THREADS="1")
-        note(f"  repeat {i + 1}: bare {pair['bare']['_seconds']:.1f} s, ours "
-             f"{pair['ours']['_seconds']:.1f} s, bare on one thread "
-             f"{pair['bare_one_thread']['_seconds']:.1f} s"
-             + (f", compared checkout {pair['compared']['_seconds']:.1f} s" if "compared" in pair
-                else "") + " (load "
-             f"{[run['_load'] for run in pair.values()]})")
-        runs.append(pair)
+    try:
+        for i in range(cfg.e2e_repeats):
+            runs.append(e2e_pair(i, bare, ours, cfg))
+    finally:
+        stop_warm_process(ours_environment())
     ratios = [p["ours"]["_seconds"] / p["bare"]["_seconds"] for p in runs]
     ratio = statistics.median(ratios)
     seconds = lambda side: [r(p[side]["_seconds"], 2) for p in runs]  # noqa: E731
@@ -955,6 +984,8 @@ def figure_train_end_to_end(ctx: Context, cfg: Config) -> dict:
         "ratio": r(ratio),
         "ratios": [r(x) for x in ratios],
         "ours_seconds": seconds("ours"),
+        "ours_cold_seconds": seconds("ours_cold"),
+        "cold_ratios": [r(p["ours_cold"]["_seconds"] / p["bare"]["_seconds"]) for p in runs],
         "bare_seconds": seconds("bare"),
         "bare_one_thread_seconds": seconds("bare_one_thread"),
         "ratios_vs_one_thread_bare": [r(p["ours"]["_seconds"] / p["bare_one_thread"]["_seconds"])
@@ -974,7 +1005,9 @@ def figure_train_end_to_end(ctx: Context, cfg: Config) -> dict:
         "baseline_is": "tests/bench/bare_train.py: read the CSV, hold out 20 %, the platform's "
                        "objective in a seeded in-memory Optuna study, refit, holdout score, "
                        "joblib.dump; its own process, start to exit",
-        "measured_is": "`mlops train SPEC --json` against the bench's platform, start to exit",
+        "measured_is": "`mlops train SPEC --json` against the bench's platform, start to exit, "
+                       "started warm (after `mlops up` in the same environment); "
+                       "ours_cold_seconds: the same with MLOPS_WARM_START=0",
         "target": target,
         "met": ratio <= target,
     }
@@ -1225,6 +1258,7 @@ def print_table(results: dict, cfg: Config) -> None:
         lines.append(
             f"mlops train end to end: {e['trials']} trials x {e['repeats']} alternated pairs, "
             f"ratios {e['ratios']} (ours {e['ours_seconds']} s, bare {e['bare_seconds']} s, "
+            f"ours started cold {e['ours_cold_seconds']} s: ratios {e['cold_ratios']}, "
             f"load {e['load_at_each_run']}); against the bare script on one thread: "
             f"{e['ratios_vs_one_thread_bare']} (bare, one thread: "
             f"{e['bare_one_thread_seconds']} s); same trials: {e['same_trials']}")

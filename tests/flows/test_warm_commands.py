@@ -1,0 +1,130 @@
+"""Flow commands started warm (flows/launch.py, flows/warm_commands.py): the same command,
+output and exit status as cold, only for the environment and code the warm process has."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from environment import without_client_variables
+from polling import wait_for
+
+from flows.warm_start import (
+    code_digest,
+    environment_key,
+    receive_message,
+    send_message,
+    socket_folder,
+    socket_path,
+    start_warm_process,
+    stop_warm_process,
+)
+
+MLOPS = str(Path(sys.executable).parent / "mlops")
+# Exit 99 when the command could not start warm (run_warm answered None).
+WARM_ONLY = ("import sys\nfrom flows.launch import run_warm\n"
+             "code = run_warm(['mlops', *sys.argv[1:]])\nsys.exit(99 if code is None else code)\n")
+
+
+@contextmanager
+def _environment(tmp_path: Path, **extra: str) -> Iterator[dict[str, str]]:
+    """A user's environment whose sockets are in a folder of its own (short: a socket's path
+    has 107 bytes at most); its warm process, if one was started, stopped after."""
+    run = Path(tempfile.mkdtemp(prefix="w", dir="/tmp"))
+    env = {**without_client_variables(os.environ), "XDG_RUNTIME_DIR": str(run),
+           "MLOPS_HOME": str(tmp_path / "home"), **extra}
+    try:
+        yield env
+    finally:
+        stop_warm_process(env)
+        shutil.rmtree(run, ignore_errors=True)
+
+
+def _started(env: dict[str, str], tmp_path: Path) -> Path:
+    start_warm_process(env, tmp_path / "warm.log")
+    path = socket_path(env)
+    assert wait_for(path.exists, timeout_s=120, interval_s=0.2), (tmp_path / "warm.log").read_text()
+    return path
+
+
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("warm")
+    with _environment(tmp_path) as env:
+        _started(env, tmp_path)
+        yield env
+
+
+def _warm_only(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", WARM_ONLY, *args], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_a_warm_command_prints_and_exits_as_the_cold_one(warm):
+    """Given the warm process of an environment, `mlops train --help` and a bad option run
+    warm (the caller imports nothing of the CLI), with the cold command's output and status."""
+    for args in (("train", "--help"), ("train", "--no-such-option")):
+        started = _warm_only(warm, *args)
+        cold = subprocess.run([MLOPS, *args], env={**warm, "MLOPS_WARM_START": "0"},
+                              capture_output=True, text=True, timeout=120)
+
+        assert started.returncode != 99, "it started cold"
+        assert (started.returncode, started.stdout, started.stderr) == (
+            cold.returncode, cold.stdout, cold.stderr)
+        assert args[1] != "--help" or "Run the training flow" in started.stdout
+
+
+def test_another_environment_or_command_starts_cold(warm):
+    assert _warm_only({**warm, "OMP_NUM_THREADS": "3"}, "train", "--help").returncode == 99
+    assert _warm_only(warm, "status").returncode == 99  # not a flow command
+
+
+def test_a_caller_with_other_code_is_answered_cold_and_the_warm_process_exits(tmp_path):
+    with _environment(tmp_path, MLOPS_TEST_WARM="other-code") as env:
+        path = _started(env, tmp_path)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(str(path))
+            send_message(conn, {"argv": ["mlops", "train", "--help"], "cwd": "/", "env": env,
+                                "code": "not " + code_digest()}, fds=(0, 1, 2))
+            answer, _ = receive_message(conn)
+
+        assert answer == {"cold": "the code changed since this warm process started"}
+        assert wait_for(lambda: not path.exists(), timeout_s=10)
+
+
+def test_a_socket_folder_too_deep_for_a_socket_is_refused(tmp_path):
+    deep = tmp_path / ("x" * 100)
+    deep.mkdir()
+    with pytest.raises(OSError, match="too long for a socket"):
+        start_warm_process({"XDG_RUNTIME_DIR": str(deep)}, tmp_path / "warm.log")
+
+
+def test_the_socket_folder_is_private_or_refused(tmp_path):
+    made = socket_folder({"XDG_RUNTIME_DIR": str(tmp_path)})
+    assert made.stat().st_mode & 0o777 == 0o700
+
+    made.chmod(0o755)
+    with pytest.raises(OSError, match="not a private folder"):
+        socket_folder({"XDG_RUNTIME_DIR": str(tmp_path)})
+
+
+def test_the_warm_process_holds_no_connection_when_it_forks(warm):
+    """Only its listening socket is open: a fork shares no connection with another."""
+    [pid] = [int(p) for p in os.listdir("/proc") if p.isdigit() and _is_warm(int(p), warm)]
+    sockets = [fd for fd in os.listdir(f"/proc/{pid}/fd")
+               if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")]
+    assert len(sockets) == 1
+
+
+def _is_warm(pid: int, env: dict[str, str]) -> bool:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"flows.warm_commands" in command and environment_key(env).encode() in command
