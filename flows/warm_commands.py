@@ -43,11 +43,14 @@ PRELOAD = ("flows.cli", "flows.preflight", "flows.train", "flows.monitor", "expe
 
 def serve(env_key: str) -> None:
     folder = socket_folder()
-    lock = open(folder / f"{env_key}.lock", "w")  # held until this process ends
+    lock = open(folder / f"{env_key}.lock", "a+")  # held until this process ends
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return  # one warm process an environment: that one serves
+    lock.truncate(0)
+    lock.write(str(os.getpid()))  # `mlops down` stops it by it while it imports
+    lock.flush()
     _import_once()
     digest = code_digest()
     path = folder / f"{env_key}.sock"  # its length checked by start_warm_process
@@ -151,6 +154,8 @@ def _become_the_caller(request: dict, fds: list[int]) -> None:
         signal.signal(signum, signal.SIG_IGN if int(signum) in request.get("ignored", ()) else default)
     for target, fd in zip((0, 1, 2), fds, strict=True):
         os.dup2(fd, target)
+    for fd in set(fds) - {0, 1, 2}:
+        os.close(fd)  # the copies: the caller's streams end with the command's own
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])

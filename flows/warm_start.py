@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -104,18 +105,31 @@ def receive_message(conn: socket.socket, max_fds: int = 0) -> tuple[dict | None,
 
 
 def start_warm_process(env: dict[str, str], log: Path) -> None:
-    """Start the warm process of `env` in the background, unless one runs; never waits.
-    Raises OSError when the user's socket folder is not private, or too deep for a socket."""
+    """Start the warm process of `env` in the background, unless one runs. Waits only until
+    it holds its lock (a `mlops down` right after finds it), not for its imports. Raises
+    OSError when the user's socket folder is not private, or too deep for a socket."""
     socket_path(env)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        subprocess.Popen([sys.executable, "-m", "flows.warm_commands", environment_key(env)],
-                         env=dict(env), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                         cwd="/", start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "flows.warm_commands", environment_key(env)], env=dict(env),
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd="/",
+            start_new_session=True)
+    deadline = time.monotonic() + 10
+    while process.poll() is None and time.monotonic() < deadline:  # it exits if one runs
+        if lock_path(env).exists() and lock_path(env).read_text() == str(process.pid):
+            return
+        time.sleep(0.02)
 
 
-def stop_warm_process(env: dict[str, str]) -> bool:
-    """Ask the warm process of `env` to exit; False when none answered."""
+def lock_path(env: Mapping[str, str]) -> Path:
+    """Held by the warm process of `env` while it runs; it holds its pid."""
+    return socket_folder(env) / f"{environment_key(env)}.lock"
+
+
+def stop_warm_process(env: Mapping[str, str]) -> bool:
+    """Stop the warm process of `env`, also one still importing (not listening yet); False
+    when none runs."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.settimeout(5)
@@ -123,4 +137,13 @@ def stop_warm_process(env: dict[str, str]) -> bool:
             send_message(conn, {"stop": True})
             return True
     except OSError:
+        pass
+    try:
+        pid = int(lock_path(env).read_text() or 0)
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
         return False
+    if pid <= 0 or b"flows.warm_commands" not in command or environment_key(env).encode() not in command:
+        return False  # gone, and its pid maybe someone else's by now
+    os.kill(pid, signal.SIGTERM)
+    return True

@@ -128,3 +128,20 @@ def _is_warm(pid: int, env: dict[str, str]) -> bool:
     except OSError:
         return False
     return b"flows.warm_commands" in command and environment_key(env).encode() in command
+
+
+def test_down_right_after_up_stops_a_warm_process_still_importing(tmp_path):
+    """Given a warm process just started (it holds its lock, and imports for seconds before
+    it listens), stopping it ends it: none is left behind to idle for an hour."""
+    with _environment(tmp_path, MLOPS_TEST_WARM="stopped-early") as env:
+        start_warm_process(env, tmp_path / "warm.log")
+        [pid] = [int(p) for p in os.listdir("/proc") if p.isdigit() and _is_warm(int(p), env)]
+        assert not socket_path(env).exists()  # still importing
+
+        assert stop_warm_process(env)
+        assert wait_for(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), timeout_s=10)
+        assert not socket_path(env).exists()
+
+
+def _zombie(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
