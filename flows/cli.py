@@ -148,7 +148,7 @@ def _start_warm(environment: dict[str, str], home) -> list[str]:
         return []
 
     try:
-        start_warm_process(environment, home / "logs" / "warm.log")
+        start_warm_process(environment, home / "logs" / "warm.log", home)
     except OSError as error:
         return [f"warm start: off, {error}; `train` and `monitor` start cold"]
     return []

@@ -12,8 +12,9 @@ listening socket when it forks, and starts no thread (its imports start none: th
 forkserver, flows/warm.py, preloads the same modules), and runs nothing a caller sends but
 the `mlops` command line of the same user: the caller could have run that itself.
 
-It exits when asked (`mlops down`), when a caller's code differs from what it imported, and
-after IDLE_S without a command.
+It exits when asked (`mlops down`), when a caller's code differs from what it imported, when
+none of its platform's services runs any more (however they were stopped), and after IDLE_S
+without a command.
 """
 
 import atexit
@@ -25,7 +26,9 @@ import socket
 import struct
 import sys
 import threading
+import time
 import traceback
+from pathlib import Path
 
 from flows.warm_start import (
     FORWARDED,
@@ -37,11 +40,12 @@ from flows.warm_start import (
 )
 
 IDLE_S = 3600
+LOOK_S = 5  # how often it looks whether its platform still runs
 PRELOAD = ("flows.cli", "flows.preflight", "flows.train", "flows.monitor", "experiments.spec",
            "experiments.fast_skops")
 
 
-def serve(env_key: str) -> None:
+def serve(env_key: str, home: Path | None = None) -> None:
     folder = socket_folder()
     lock = open(folder / f"{env_key}.lock", "a+")  # held until this process ends
     try:
@@ -58,18 +62,26 @@ def serve(env_key: str) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
     listener.listen(16)
-    listener.settimeout(IDLE_S)
+    listener.settimeout(LOOK_S)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the forks
+    last = time.monotonic()
     try:
-        while True:
+        while time.monotonic() - last < IDLE_S and (home is None or _platform_runs(home)):
             try:
                 conn, _ = listener.accept()
             except TimeoutError:
-                return
+                continue
+            last = time.monotonic()
             if _serve_one(listener, conn, digest) == "stop":
                 return
     finally:
         path.unlink(missing_ok=True)
+
+
+def _platform_runs(home: Path) -> bool:
+    from infra.services import running_recorded
+
+    return bool(running_recorded(home))
 
 
 def _import_once() -> None:
@@ -194,4 +206,4 @@ def _run_command(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    serve(sys.argv[1], Path(sys.argv[2]) if len(sys.argv) > 2 else None)

@@ -80,7 +80,8 @@ def send_message(conn: socket.socket, message: dict, fds: tuple[int, ...] = ()) 
     data = len(body).to_bytes(4, "big") + body
     ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
     sent = conn.sendmsg([data], ancillary)
-    conn.sendall(data[sent:])
+    if sent < len(data):  # an empty send to a peer that read all and closed is a broken pipe
+        conn.sendall(data[sent:])
 
 
 def receive_message(conn: socket.socket, max_fds: int = 0) -> tuple[dict | None, list[int]]:
@@ -104,15 +105,17 @@ def receive_message(conn: socket.socket, max_fds: int = 0) -> tuple[dict | None,
     return json.loads(body), fds
 
 
-def start_warm_process(env: dict[str, str], log: Path) -> None:
+def start_warm_process(env: Mapping[str, str], log: Path, home: Path | None = None) -> None:
     """Start the warm process of `env` in the background, unless one runs. Waits only until
     it holds its lock (a `mlops down` right after finds it), not for its imports. Raises
-    OSError when the user's socket folder is not private, or too deep for a socket."""
+    OSError when the user's socket folder is not private, or too deep for a socket. With
+    `home`, it exits once none of that platform's services runs (stopped by any means)."""
     socket_path(env)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "flows.warm_commands", environment_key(env)], env=dict(env),
+            [sys.executable, "-m", "flows.warm_commands", environment_key(env),
+             *([str(home)] if home is not None else [])], env=dict(env),
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd="/",
             start_new_session=True)
     deadline = time.monotonic() + 10

@@ -963,7 +963,7 @@ def figure_train_end_to_end(ctx: Context, cfg: Config) -> dict:
     # (flows/launch.py); timed once it listens, as a user's next command finds it.
     from flows.warm_start import socket_path, start_warm_process, stop_warm_process
 
-    start_warm_process(ours_environment(), ctx.tmp / "warm.log")
+    start_warm_process(ours_environment(), ctx.tmp / "warm.log", Path(os.environ["MLOPS_HOME"]))
     if not wait_until(socket_path(ours_environment()).exists, timeout_s=180):
         raise RuntimeError(f"no warm process: {(ctx.tmp / 'warm.log').read_text()[-2000:]}")
     runs = []

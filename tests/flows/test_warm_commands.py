@@ -145,3 +145,21 @@ def test_down_right_after_up_stops_a_warm_process_still_importing(tmp_path):
 
 def _zombie(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
+
+
+def test_a_warm_process_ends_when_its_platform_stops(tmp_path):
+    """Given a warm process started for a platform home, when none of that platform's
+    recorded services runs any more (stopped without `mlops down`: a test's fixture, a
+    reboot), it exits within its next look, and its socket is gone."""
+    home = tmp_path / "home"
+    (home / "run").mkdir(parents=True)
+    service = subprocess.Popen(["sleep", "300"])
+    (home / "run" / "mlflow.pid").write_text(f"{service.pid} 0 sleep\n")
+    with _environment(tmp_path, MLOPS_TEST_WARM="platform-bound") as env:
+        start_warm_process(env, tmp_path / "warm.log", home)
+        assert wait_for(socket_path(env).exists, timeout_s=120, interval_s=0.2)
+
+        service.kill()
+        service.wait()
+
+        assert wait_for(lambda: not socket_path(env).exists(), timeout_s=30, interval_s=0.2)
