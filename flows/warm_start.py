@@ -22,8 +22,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 WARM_COMMANDS = ("train", "monitor")
-# Set by shells and terminals, read by nothing a command imports.
-_NOT_THE_ENVIRONMENT = frozenset({"_", "PWD", "OLDPWD", "SHLVL", "COLUMNS", "LINES"})
+# Set by shells, terminals and make (`make up`, `make demo`), read by nothing a command imports.
+_NOT_THE_ENVIRONMENT = frozenset({"_", "PWD", "OLDPWD", "SHLVL", "COLUMNS", "LINES", "MAKEFLAGS",
+                                  "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "MAKE_TERMOUT",
+                                  "MAKE_TERMERR"})
 _CODE = Path(__file__).resolve().parents[1]
 _PACKAGES = ("experiments", "flows", "infra", "monitoring", "registry", "serving")
 _SOCKET_PATH_MAX = 108  # sun_path, with its closing NUL, on Linux

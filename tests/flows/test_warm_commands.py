@@ -163,3 +163,12 @@ def test_a_warm_process_ends_when_its_platform_stops(tmp_path):
         service.wait()
 
         assert wait_for(lambda: not socket_path(env).exists(), timeout_s=30, interval_s=0.2)
+
+
+def test_the_shell_after_make_up_finds_the_warm_process_of_make_up():
+    """`make up` runs `mlops up` with make's variables set; the shell's commands have none."""
+    shell = {"MLOPS_HOME": "/somewhere", "PATH": "/bin", "PWD": "/a", "SHLVL": "1"}
+    made = {**shell, "MAKEFLAGS": "", "MFLAGS": "", "MAKELEVEL": "1", "PWD": "/b", "SHLVL": "2"}
+
+    assert environment_key(made) == environment_key(shell)
+    assert environment_key({**shell, "OMP_NUM_THREADS": "1"}) != environment_key(shell)
