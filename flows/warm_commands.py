@@ -36,7 +36,7 @@ from flows.warm_start import (
     code_digest,
     receive_message,
     send_message,
-    socket_folder,
+    warm_file,
 )
 
 IDLE_S = 3600
@@ -46,8 +46,7 @@ PRELOAD = ("flows.cli", "flows.preflight", "flows.train", "flows.monitor", "expe
 
 
 def serve(env_key: str, home: Path | None = None) -> None:
-    folder = socket_folder()
-    lock = open(folder / f"{env_key}.lock", "a+")  # held until this process ends
+    lock = open(warm_file(env_key, ".lock"), "a+")  # held until this process ends
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -57,7 +56,7 @@ def serve(env_key: str, home: Path | None = None) -> None:
     lock.flush()
     _import_once()
     digest = code_digest()
-    path = folder / f"{env_key}.sock"  # its length checked by start_warm_process
+    path = warm_file(env_key, ".sock")  # its length checked by start_warm_process
     path.unlink(missing_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
@@ -85,12 +84,11 @@ def _platform_runs(home: Path) -> bool:
 
 
 def _import_once() -> None:
-    """What the flow commands import, with the variables every client gets set first (as
-    `mlops` sets them before it imports: MLflow reads its telemetry switch on import)."""
-    from infra.platform import CLIENT_RETRIES, FLOW_HEARTBEATS, QUIET
+    """What the flow commands import, MLflow's quiet and telemetry switches set first (it
+    reads the telemetry one on import; a cold command's `connect` sets them all the same)."""
+    from infra.clients import quiet
 
-    for name, value in {**QUIET, **CLIENT_RETRIES, **FLOW_HEARTBEATS}.items():
-        os.environ.setdefault(name, value)
+    quiet()
     for module in PRELOAD:
         __import__(module)
     gc.collect()

@@ -64,13 +64,19 @@ def code_digest() -> str:
     seen = []
     for package in _PACKAGES:
         for folder, _, files in os.walk(_CODE / package):
-            seen += [(f"{folder}/{name}", os.stat(f"{folder}/{name}").st_mtime_ns,
-                      os.stat(f"{folder}/{name}").st_size) for name in files if name.endswith(".py")]
+            for path in (f"{folder}/{name}" for name in files if name.endswith(".py")):
+                found = os.stat(path)
+                seen.append((path, found.st_mtime_ns, found.st_size))
     return hashlib.sha256(json.dumps(sorted(seen)).encode()).hexdigest()
 
 
+def warm_file(key: str, suffix: str, env: Mapping[str, str] = os.environ) -> Path:
+    """The socket (".sock") or lock (".lock") of the warm process of environment `key`."""
+    return socket_folder(env) / f"{key}{suffix}"
+
+
 def socket_path(env: Mapping[str, str]) -> Path:
-    path = socket_folder(env) / f"{environment_key(env)}.sock"
+    path = warm_file(environment_key(env), ".sock", env)
     if len(os.fsencode(path)) >= _SOCKET_PATH_MAX:
         raise OSError(f"{path} is too long for a socket; set XDG_RUNTIME_DIR to a shorter folder")
     return path
@@ -120,16 +126,16 @@ def start_warm_process(env: Mapping[str, str], log: Path, home: Path | None = No
              *([str(home)] if home is not None else [])], env=dict(env),
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd="/",
             start_new_session=True)
-    deadline = time.monotonic() + 10
+    lock, deadline = lock_path(env), time.monotonic() + 10
     while process.poll() is None and time.monotonic() < deadline:  # it exits if one runs
-        if lock_path(env).exists() and lock_path(env).read_text() == str(process.pid):
+        if lock.exists() and lock.read_text() == str(process.pid):
             return
         time.sleep(0.02)
 
 
 def lock_path(env: Mapping[str, str]) -> Path:
     """Held by the warm process of `env` while it runs; it holds its pid."""
-    return socket_folder(env) / f"{environment_key(env)}.lock"
+    return warm_file(environment_key(env), ".lock", env)
 
 
 def stop_warm_process(env: Mapping[str, str]) -> bool:
@@ -143,12 +149,13 @@ def stop_warm_process(env: Mapping[str, str]) -> bool:
             return True
     except OSError:
         pass
+    from infra.services import runs_our_command  # `down` only: the caller's path stays light
+
     try:
         pid = int(lock_path(env).read_text() or 0)
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError):
         return False
-    if pid <= 0 or b"flows.warm_commands" not in command or environment_key(env).encode() not in command:
+    if pid <= 0 or not runs_our_command(pid, f"flows.warm_commands {environment_key(env)}"):
         return False  # gone, and its pid maybe someone else's by now
     os.kill(pid, signal.SIGTERM)
     return True

@@ -113,7 +113,8 @@ def _recorded(pid_file: Path) -> tuple[int, int, str] | None:
         return None
 
 
-def _runs(pid: int, marker: str) -> bool:
+def runs_our_command(pid: int, marker: str) -> bool:
+    """Whether process `pid` still runs a command line holding `marker` (pids are reused)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
@@ -127,7 +128,7 @@ def _alive_pid(home: Path, service: Service) -> int | None:
     recorded = _recorded(_pid_file(home, service.name))
     if recorded is None:
         return None
-    return recorded[0] if _runs(recorded[0], service.command_marker) else None
+    return recorded[0] if runs_our_command(recorded[0], service.command_marker) else None
 
 
 def is_alive(home: Path, service: Service) -> bool:
@@ -367,7 +368,8 @@ def _group_runs(pgid: int) -> bool:
 def running_recorded(home: Path) -> list[str]:
     """The services whose pid files name a live process of theirs."""
     files = sorted((home / "run").glob("*.pid")) if (home / "run").is_dir() else []
-    return [f.stem for f in files if (found := _recorded(f)) is not None and _runs(found[0], found[2])]
+    return [f.stem for f in files
+            if (found := _recorded(f)) is not None and runs_our_command(found[0], found[2])]
 
 
 def stop_recorded(home: Path, grace_s: float = 15.0) -> list[str]:
@@ -378,7 +380,7 @@ def stop_recorded(home: Path, grace_s: float = 15.0) -> list[str]:
         recorded = _recorded(pid_file)
         if recorded is not None:
             pid, wave, marker = recorded
-            found.append((wave, pid_file.stem, pid if _runs(pid, marker) else None, grace_s))
+            found.append((wave, pid_file.stem, pid if runs_our_command(pid, marker) else None, grace_s))
     return _stop_by_wave(sorted(found, reverse=True), home)
 
 
