@@ -9,6 +9,8 @@ import time
 import types
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
 import optuna
 from mlflow.entities import Metric, Param, RunTag
@@ -16,6 +18,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from experiments.model_files import model_digest
 from experiments.trial_writer import WriterProcess, text_value, trial_record, write_trial_run
 
 log = logging.getLogger(__name__)
@@ -51,12 +54,14 @@ def log_batch(
     metrics: Mapping[str, float] = {},
     tags: Mapping[str, object] = {},
     step: int = 0,
+    model_id: str | None = None,
 ) -> None:
-    """Params, metrics and tags in as few requests as MLflow's per-request limits allow."""
+    """Params, metrics and tags in as few requests as MLflow's per-request limits allow;
+    metrics of the logged model `model_id` are linked to it (its page in MLflow's UI)."""
     now = _now_ms()
     param_list = [Param(k, text_value(v)) for k, v in params.items()]
     tag_list = [RunTag(k, text_value(v)) for k, v in tags.items()]
-    metric_list = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+    metric_list = [Metric(k, float(v), now, step, model_id=model_id) for k, v in metrics.items()]
     while param_list or tag_list or metric_list:
         client.log_batch(
             run_id,
@@ -269,22 +274,35 @@ def preload_model_logging() -> threading.Thread:
     return thread
 
 
-def _save_sklearn_model(validate_serving_input: bool = True, **kwargs) -> None:
-    """mlflow.sklearn.save_model for Model.log, which hands its flavor every keyword it
-    takes, `validate_serving_input` too (sklearn's save_model takes no others)."""
-    import mlflow.sklearn
+@dataclass(frozen=True)
+class LoggedPipeline:
+    """A logged model: its URI, its MLflow model id, and the digest of the files uploaded."""
 
-    mlflow.sklearn.save_model(**kwargs)
-
-
-# The flavor Model.log records and saves with: mlflow.sklearn by name, its save_model.
-_SKLEARN_FLAVOR = types.SimpleNamespace(__name__="mlflow.sklearn", save_model=_save_sklearn_model)
+    uri: str
+    model_id: str
+    digest: str
 
 
-def log_sklearn_model(
-    run_id: str, pipeline, input_example, metadata: dict
-) -> str:
-    """Log the pipeline with skops, a signature and pinned requirements; return its URI."""
+def _sklearn_flavor(digests: list[str]) -> types.SimpleNamespace:
+    """The flavor Model.log records and saves with: mlflow.sklearn by name, its save_model.
+    Model.log hands it every keyword it takes, `validate_serving_input` too (sklearn's
+    save_model takes no others), and uploads the folder as saved: the digest of that folder
+    is the digest of what is stored (nothing downloaded back to take it)."""
+
+    def save_model(validate_serving_input: bool = True, **kwargs) -> None:
+        import mlflow.sklearn
+
+        mlflow.sklearn.save_model(**kwargs)
+        digests.append(model_digest(Path(kwargs["path"])))
+
+    return types.SimpleNamespace(__name__="mlflow.sklearn", save_model=save_model)
+
+
+def log_sklearn_model(run_id: str, pipeline, input_example, metadata: dict, *,
+                      experiment_id: str | None = None,
+                      params: Mapping[str, object] | None = None) -> LoggedPipeline:
+    """Log the pipeline with skops, a signature and pinned requirements, as a logged model
+    of the run's experiment (`experiment_id`, else looked up) with `params` as its own."""
     from mlflow.models import Model, infer_signature
 
     from experiments.fast_skops import skops_io
@@ -300,9 +318,16 @@ def log_sklearn_model(
     # time to predict the input example through pyfunc (a third of the call's time), and
     # only warns if that fails. Its own save already loads model.skops back with the
     # trusted types, and the example was just predicted to infer the signature.
+    client = MlflowClient()
+    # Created here: Model.log would file it under the active experiment, else Default.
+    home = client.create_logged_model(
+        experiment_id or client.get_run(run_id).info.experiment_id, name="model",
+        source_run_id=run_id, params={k: text_value(v) for k, v in (params or {}).items()})
+    digests: list[str] = []
     info = Model.log(
+        model_id=home.model_id,
         artifact_path=None,
-        flavor=_SKLEARN_FLAVOR,
+        flavor=_sklearn_flavor(digests),
         validate_serving_input=False,
         sk_model=pipeline,
         name="model",
@@ -314,7 +339,7 @@ def log_sklearn_model(
         skops_trusted_types=trusted,
         metadata=metadata,
     )
-    return info.model_uri
+    return LoggedPipeline(info.model_uri, info.model_id, digests[-1])
 
 
 def log_dataset(client: MlflowClient, run_id: str, frame, source: str, target: str, name: str,

@@ -16,6 +16,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
+from prefect.futures import wait
 from prefect.runtime import flow_run
 from prefect.utilities.urls import url_for
 from pydantic import BaseModel, Field
@@ -35,7 +36,7 @@ from experiments.profile import (
 )
 from experiments.spec import ExperimentSpec, load_spec, with_overrides
 from experiments.threads import fit_threads
-from experiments.tracking import ensure_experiment, preload_model_logging
+from experiments.tracking import LoggedPipeline, ensure_experiment, preload_model_logging
 from experiments.validation import Dataset, load_dataset
 from flows import locks
 from flows.events import announce_promotion
@@ -48,7 +49,14 @@ from infra.errors import PlatformError
 from monitoring.record import monitoring_experiment
 from registry.approval import hold_for_approval
 from registry.champion import point_to_card
-from registry.gate import GateResult, apply_gate, decide_gate, score_champion
+from registry.gate import (
+    ChampionOutput,
+    GateResult,
+    apply_gate,
+    champion_now,
+    decide_gate,
+    score_champion,
+)
 from registry.promotion import HoldoutMetric
 
 
@@ -219,53 +227,75 @@ def tune(
 def fit_and_evaluate(
     context: training.TrainingContext, search: training.SearchResult
 ) -> training.Evaluation:
-    return training.fit_and_evaluate(_client(), context, search)
+    return training.fit_and_evaluate(context, search)
 
 
 @task(cache_policy=NO_CACHE)
 def diagnose_fit(context: training.TrainingContext, search: training.SearchResult,
-                 evaluation: training.Evaluation) -> FitScores:
+                 evaluation: training.Evaluation) -> training.Diagnosis:
     return training.diagnose_fit(_client(), context, search, evaluation)
 
 
 @task(cache_policy=NO_CACHE)
-def log_model(context: training.TrainingContext, evaluation: training.Evaluation) -> str:
-    return training.log_model(_client(), context, evaluation)
+def log_model(context: training.TrainingContext, search: training.SearchResult,
+              evaluation: training.Evaluation) -> LoggedPipeline:
+    return training.log_model(_client(), context, search, evaluation)
+
+
+def _output_fn(context: training.TrainingContext, evaluation: training.Evaluation):
+    holdout_x, _ = training.features_and_target(context.data.holdout, context.contract)
+    return training.holdout_output_fn(holdout_x, context.spec.task, evaluation.classes)
+
+
+@task(cache_policy=NO_CACHE)
+def score_the_champion(
+    context: training.TrainingContext, evaluation: training.Evaluation
+) -> ChampionOutput | None:
+    """The champion's output on this holdout, taken beside the diagnosis (a download, a load
+    and a prediction); the gate scores it again only if `champion` moves meanwhile. Not
+    under `fit_threads`: the diagnosis holds that limit in the flow's thread, and two threads'
+    limits overlapping would restore the native pools in the wrong order."""
+    return score_champion(_client(), context.spec.name, _output_fn(context, evaluation))
+
+
+@task(cache_policy=NO_CACHE)
+def log_scores(context: training.TrainingContext, evaluation: training.Evaluation,
+               diagnosis: training.Diagnosis, model: LoggedPipeline) -> None:
+    training.log_scores(_client(), context, evaluation, diagnosis, model)
 
 
 def promote(
     client: MlflowClient, context: training.TrainingContext, evaluation: training.Evaluation,
-    model_uri: str, tags: dict[str, str],
+    model: LoggedPipeline, scored: ChampionOutput | None, tags: dict[str, str],
 ) -> GateResult:
     """Register the version and compare it with the champion of this moment, as one step.
 
     A compare-and-swap under the model's lock: the champion compared with is the one
-    replaced, even when another training of this model reaches the gate at the same time.
+    replaced, even when another training of this model reaches the gate at the same time
+    (`scored`, the champion's output taken before, is used only if it still is the champion).
     """
     spec, classes = context.spec, evaluation.classes
-    holdout_x, holdout_y = training.features_and_target(context.data.holdout, context.contract)
+    _, holdout_y = training.features_and_target(context.data.holdout, context.contract)
     metric = HoldoutMetric(spec.metric, spec.greater_is_better,
                            training.holdout_score_fn(spec, classes))
-    with locks.held(locks.promotion_lock(spec.name)), fit_threads(len(holdout_x)):
-        champion = score_champion(
-            client, spec.name, training.holdout_output_fn(holdout_x, spec.task, classes)
-        )
+    with locks.held(locks.promotion_lock(spec.name)), fit_threads(len(holdout_y)):
+        champion = champion_now(client, spec.name, scored, _output_fn(context, evaluation))
         decision = decide_gate(holdout_y.to_numpy(), evaluation.output, champion, metric,
                                seed=spec.tuning.seed)
         if spec.promotion.mode == "approve":  # a winner waits for a person, as challenger
             decision = hold_for_approval(decision)
-        return apply_gate(client, spec.name, model_uri, context.tracking.run_id, tags,
+        return apply_gate(client, spec.name, model, context.tracking.run_id, tags,
                           decision, None if champion is None else champion.version)
 
 
 @task(cache_policy=NO_CACHE)
 def register_and_promote(
-    context: training.TrainingContext, evaluation: training.Evaluation, model_uri: str,
-    params: TrainParameters,
+    context: training.TrainingContext, evaluation: training.Evaluation, model: LoggedPipeline,
+    scored: ChampionOutput | None, params: TrainParameters,
 ) -> GateResult:
     tags = {"mlops.trigger": params.trigger, "mlops.data_digest": context.dataset.digest,
             "mlops.flow_run_id": flow_run.get_id() or ""}
-    result = promote(_client(), context, evaluation, model_uri, tags)
+    result = promote(_client(), context, evaluation, model, scored, tags)
     _client().set_tag(context.tracking.run_id, "mlops.model_version", result.version)
     _client().update_registered_model(context.spec.name, description=model_description(context))
     if result.promoted:
@@ -278,6 +308,25 @@ def register_and_promote(
     if awaits_approval(result):
         ask_for_approval(context.spec, result, params.trigger)
     return result
+
+
+def decide_and_register(
+    context: training.TrainingContext, search: training.SearchResult, params: TrainParameters,
+) -> tuple[training.Evaluation, training.Diagnosis, GateResult]:
+    """After the search: refit and score on the holdout, then three things side by side (the
+    model's upload, the champion's scoring, and the plots and diagnosis on this process's
+    CPU), then the scores, the registration and the gate. Nothing is registered before all
+    three have succeeded, and none is left running when one fails."""
+    evaluation = fit_and_evaluate(context, search)
+    model = log_model.submit(context, search, evaluation)
+    champion = score_the_champion.submit(context, evaluation)
+    try:
+        diagnosis = diagnose_fit(context, search, evaluation)
+    finally:
+        wait([model, champion])
+    log_scores(context, evaluation, diagnosis, model.result())
+    gate = register_and_promote(context, evaluation, model.result(), champion.result(), params)
+    return evaluation, diagnosis, gate
 
 
 def awaits_approval(gate: GateResult) -> bool:
@@ -408,13 +457,10 @@ def train(params: TrainParameters) -> dict:
             # The lease tells a training started meanwhile that this study is not to be resumed.
             with training.keep_lease(storage_of(tracking), tracking):
                 search = tune(context, params.warm_start, params.workers)
-                evaluation = fit_and_evaluate(context, search)
-                fit = diagnose_fit(context, search, evaluation)
-                model_uri = log_model(context, evaluation)
-                gate = register_and_promote(context, evaluation, model_uri, params)
+                evaluation, diagnosis, gate = decide_and_register(context, search, params)
                 profile = log_profile(context, starting)
-                write_card(context, search, evaluation, fit, profile, gate)
-                link(context, evaluation, search, fit, profile, gate, params)
+                write_card(context, search, evaluation, diagnosis.fit, profile, gate)
+                link(context, evaluation, search, diagnosis.fit, profile, gate, params)
         except BaseException:
             training.give_up(_client(), storage_of(tracking), tracking)
             raise

@@ -62,10 +62,12 @@ def get_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | Non
         raise
 
 
-def register(client: MlflowClient, name: str, model_uri: str, run_id: str, tags: dict) -> ModelVersion:
-    """A new version of NAME, tagged with the digest its loads are checked against."""
-    # Taken from the files as they are now: a model changed later no longer matches.
-    tags = {**tags, DIGEST_TAG: digest_of(model_uri, client.tracking_uri)}
+def register(client: MlflowClient, name: str, model_uri: str, run_id: str, tags: dict,
+             digest: str | None = None) -> ModelVersion:
+    """A new version of NAME, tagged with the digest its loads are checked against: the one
+    taken from the files as they were uploaded, or else from the stored files as they are now
+    (downloaded). A model changed later no longer matches."""
+    tags = {**tags, DIGEST_TAG: digest or digest_of(model_uri, client.tracking_uri)}
     try:
         client.get_registered_model(name)
     except MlflowException as error:

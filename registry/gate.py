@@ -7,6 +7,7 @@ version and moves the aliases.
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from mlflow.tracking import MlflowClient
@@ -14,6 +15,9 @@ from mlflow.tracking import MlflowClient
 from registry.champion import apply_decision, get_champion, register
 from registry.loading import UnsafeModel, load_registered
 from registry.promotion import HoldoutMetric, PromotionDecision, decide_promotion
+
+if TYPE_CHECKING:  # a training's logged model; the gate itself needs no tracking code
+    from experiments.tracking import LoggedPipeline
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,20 @@ def score_champion(
         return ChampionOutput(current.version, error=str(error))
 
 
+def champion_now(
+    client: MlflowClient, name: str, scored: ChampionOutput | None,
+    output_fn: Callable[[object], np.ndarray],
+) -> ChampionOutput | None:
+    """`scored` (the champion's output taken earlier, outside the promotion lock) while
+    `champion` has not moved since; scored again when it has. Call under the lock: the
+    champion compared with is then the one a promotion replaces."""
+    current = get_champion(client, name)
+    # str: the SQLite store gives versions as numbers where the REST client gives text.
+    if (None if current is None else str(current.version)) == (scored and str(scored.version)):
+        return scored
+    return score_champion(client, name, output_fn)
+
+
 def decide_gate(
     y_holdout: np.ndarray,
     candidate_output: np.ndarray,
@@ -88,14 +106,14 @@ def decide_gate(
 def apply_gate(
     client: MlflowClient,
     name: str,
-    model_uri: str,
+    model: "LoggedPipeline",
     run_id: str,
     tags: dict[str, str],
     decision: PromotionDecision,
     champion_version: str | None,
 ) -> GateResult:
     """Register the new version, then give it `champion` or `challenger` as decided."""
-    version = register(client, name, model_uri, run_id, tags).version
+    version = register(client, name, model.uri, run_id, tags, model.digest).version
     apply_decision(client, name, version, decision, champion_version)
     return GateResult(
         version=version,

@@ -7,7 +7,6 @@ match the digest taken when the version was registered, and the skops file is lo
 types the platform's own pipelines need, never the list the model carries.
 """
 
-import hashlib
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import mlflow
 import yaml
 from mlflow.tracking import MlflowClient
 
+from experiments.model_files import model_digest, read_mlmodel, skops_file
 from experiments.pipelines import FEATURE_SKOPS_TYPES, SKOPS_TRUSTED_TYPES
 
 DIGEST_TAG = "mlops.model_digest"
@@ -39,30 +39,6 @@ class LoadedModel:
     version: str
     pipeline: Any = field(repr=False)
     metadata: dict
-
-
-def read_mlmodel(path: Path) -> dict:
-    """MLmodel as plain data (safe YAML), never through MLflow's Model class."""
-    return yaml.safe_load((path / "MLmodel").read_text()) or {}
-
-
-def skops_file(path: Path, mlmodel: dict) -> Path:
-    """The skops file the sklearn flavor names, which must lie inside the model's folder."""
-    name = str(((mlmodel.get("flavors") or {}).get("sklearn") or {}).get("pickled_model", ""))
-    file = (path / name).resolve()
-    if not name or not file.is_file() or not file.is_relative_to(path.resolve()):
-        raise ValueError(f"its sklearn flavor names no model file inside the model ({name!r})")
-    return file
-
-
-def model_digest(path: Path) -> str:
-    """sha256 over MLmodel and the skops file it names: what decides how the model loads."""
-    digest = hashlib.sha256()
-    for file in (path / "MLmodel", skops_file(path, read_mlmodel(path))):
-        content = file.read_bytes()
-        digest.update(f"{file.name}\0{len(content)}\0".encode())
-        digest.update(content)
-    return digest.hexdigest()
 
 
 def refusal(mlmodel: dict) -> str | None:

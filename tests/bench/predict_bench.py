@@ -104,7 +104,8 @@ def make_data(folder: Path, rows: int, family: str) -> str:
     client = MlflowClient(uri)
     experiment = client.create_experiment(NAME, artifact_location=(folder / "artifacts").as_uri())
     run_id = client.create_run(experiment).info.run_id
-    model_uri = log_sklearn_model(run_id, pipeline, x.head(5), {"mlops_contract": contract.to_dict()})
+    model_uri = log_sklearn_model(run_id, pipeline, x.head(5),
+                                  {"mlops_contract": contract.to_dict()}).uri
     version = register(client, NAME, model_uri, run_id, {}).version
     client.set_registered_model_alias(NAME, "champion", version)
     return uri

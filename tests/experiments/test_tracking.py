@@ -123,7 +123,7 @@ def test_a_logged_forest_has_a_compact_skops_schema_that_loads_back(sqlite_mlflo
                               contract.numeric, contract.categorical, 0).fit(x, frame["label"])
     run_id = sqlite_mlflow.create_run(ensure_experiment(sqlite_mlflow, "compact")).info.run_id
 
-    uri = log_sklearn_model(run_id, pipeline, x.head(5), metadata={})
+    uri = log_sklearn_model(run_id, pipeline, x.head(5), metadata={}).uri
 
     local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "model")))
     assert not list(local.glob("*.pkl"))

@@ -9,6 +9,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from synthetic import binary_frame, multiclass_frame, regression_frame
 
+from registry.loading import DIGEST_TAG, digest_of
+
 pytestmark = pytest.mark.integration
 
 
@@ -81,6 +83,15 @@ def test_cli_train_records_everything_the_contract_lists(mlops, tmp_path):
             f"cross-validation, {scores['holdout']:.4f} on the holdout.") in description
     assert any(k.startswith("best.") for k in parent.data.params)
     assert "best.fe.selection" in parent.data.params
+    # The version's digest, taken from the files as uploaded, is the stored files' digest;
+    # the holdout scores, importances and train score are the logged model's metrics too.
+    version = client.get_model_version("it-binary", result["model_version"])
+    assert version.tags[DIGEST_TAG] == digest_of(version.source, client.tracking_uri)
+    [logged] = client.search_logged_models([parent.info.experiment_id],
+                                           filter_string=f"source_run_id = '{parent.info.run_id}'")
+    assert version.source == f"models:/{logged.model_id}"
+    linked = {m.key for m in logged.metrics}
+    assert {"holdout_roc_auc", "holdout_f1", "train_roc_auc", "importance.x1", "cv_roc_auc"} <= linked
     assert parent.inputs.dataset_inputs[0].dataset.digest
 
     children = client.search_runs(
@@ -217,3 +228,40 @@ def test_champion_moves_only_when_the_new_version_wins(platform, tmp_path):
     history = champion_history(client, "it-gate")
     assert [h["version"] for h in history] == [first["model_version"], third["model_version"]]
     assert history[0]["until"] is not None and history[1]["until"] is None
+
+
+def test_a_failed_diagnosis_registers_nothing_and_leaves_no_upload_running(
+        platform, tmp_path, monkeypatch):
+    """Given the diagnosis failing while the model still uploads beside it, when the training
+    runs, then it fails with that error, its run marked FAILED only after the upload ended,
+    and no version is registered."""
+    import time
+
+    from experiments import training
+
+    binary_frame().to_csv(tmp_path / "binary.csv", index=False)
+    spec = write_spec(tmp_path, "it-diagnosis-fails", "classification", tmp_path / "binary.csv",
+                      "label", trials=2)
+    uploaded, log_model = [], training.log_model
+
+    def slow_log_model(*args, **kwargs):
+        time.sleep(1.5)  # still uploading when the diagnosis fails
+        model = log_model(*args, **kwargs)
+        uploaded.append(time.time())
+        return model
+
+    def failing_diagnosis(*args, **kwargs):
+        raise RuntimeError("the plots failed")
+
+    monkeypatch.setattr(training, "log_model", slow_log_model)
+    monkeypatch.setattr(training, "diagnose_fit", failing_diagnosis)
+
+    with pytest.raises(RuntimeError, match="the plots failed"):
+        run_flow(spec)
+
+    client = MlflowClient()
+    assert client.search_model_versions("name = 'it-diagnosis-fails'") == []
+    experiment = client.get_experiment_by_name("it-diagnosis-fails").experiment_id
+    [parent] = client.search_runs([experiment], filter_string="tags.mlops.study_name LIKE '%'")
+    assert parent.info.status == "FAILED"
+    assert len(uploaded) == 1 and uploaded[0] * 1000 <= parent.info.end_time

@@ -91,14 +91,15 @@ def candidate(client: MlflowClient, storage, spec, dataset):
                                        flow_run_id=None, extra_tags={})
     context = training.TrainingContext(spec, dataset, training.split(spec, dataset), tracking)
     search = training.SearchResult("logistic_regression", {"C": 1.0, "class_weight": None}, 0.5, 1)
-    evaluation = training.fit_and_evaluate(client, context, search)
-    return context, evaluation, training.log_model(client, context, evaluation)
+    evaluation = training.fit_and_evaluate(context, search)
+    return context, evaluation, training.log_model(client, context, search, evaluation)
 
 
 def test_two_versions_reaching_the_gate_at_once_are_compared_in_turn(platform, tmp_path):
-    """Given two versions of one model logged side by side, when both enter the gate at the
-    same instant, then one becomes champion with nothing to beat and the other is compared
-    with it, so the history stays one chain."""
+    """Given two versions of one model logged side by side, each having scored the champion
+    before the gate (there was none), when both enter the gate at the same instant, then one
+    becomes champion with nothing to beat and the other is compared with it, so the history
+    stays one chain."""
     from flows.train import promote
 
     spec = parse_spec(write_spec(tmp_path, "it-gate-race"), "it-gate-race.yaml")
@@ -107,9 +108,9 @@ def test_two_versions_reaching_the_gate_at_once_are_compared_in_turn(platform, t
     candidates = [candidate(client, storage, spec, dataset) for _ in range(2)]
     barrier = threading.Barrier(2)
 
-    def at_once(context, evaluation, model_uri):
+    def at_once(context, evaluation, model):
         barrier.wait()
-        return promote(client, context, evaluation, model_uri, {"mlops.trigger": "manual"})
+        return promote(client, context, evaluation, model, None, {"mlops.trigger": "manual"})
 
     # Each thread runs in a copy of this context: Prefect's settings (the platform's address)
     # live in a context variable, which a new thread does not inherit.

@@ -10,7 +10,7 @@ from experiments.pipelines import build_pipeline, feature_frame
 from experiments.tracking import log_sklearn_model
 from experiments.training import holdout_output_fn
 from registry.champion import point_to_card, register
-from registry.gate import ChampionOutput, apply_gate, decide_gate, score_champion
+from registry.gate import ChampionOutput, apply_gate, champion_now, decide_gate, score_champion
 from registry.history import champion_history
 from registry.promotion import HoldoutMetric
 
@@ -45,12 +45,12 @@ def gate(sqlite_mlflow, tmp_path):
     def run(model, holdout=(HOLDOUT_X, HOLDOUT_Y)):
         features, y = holdout
         run_id = client.create_run(experiment).info.run_id
-        model_uri = log_sklearn_model(run_id, model, features.head(5), metadata={})
+        logged = log_sklearn_model(run_id, model, features.head(5), metadata={})
         classes = tuple(model.classes_)
         metric = HoldoutMetric("roc_auc", True, lambda y, output: score("roc_auc", y, output, classes))
         champion = score_champion(client, NAME, holdout_output_fn(features, "classification", classes))
         decision = decide_gate(y, model.predict_proba(features), champion, metric)
-        return apply_gate(client, NAME, model_uri, run_id, {"mlops.trigger": "manual"}, decision,
+        return apply_gate(client, NAME, logged, run_id, {"mlops.trigger": "manual"}, decision,
                           None if champion is None else champion.version)
 
     return run
@@ -73,6 +73,21 @@ def test_first_version_becomes_champion(gate, sqlite_mlflow):
     assert holding(sqlite_mlflow, "champion") == "1"
     assert version(sqlite_mlflow, "1").tags["mlops.champion_from"]
     assert version(sqlite_mlflow, "1").tags["mlops.promotion"] == "no champion yet"
+
+
+def test_the_champion_scored_before_the_gate_is_scored_again_only_once_it_moved(gate, sqlite_mlflow):
+    """Given the champion's output taken while there was none (a training's scoring beside its
+    diagnosis), when a version took `champion` meanwhile, then the gate's look scores that one;
+    while `champion` stays where it was scored, the output taken before is used as it is."""
+    output_fn = holdout_output_fn(HOLDOUT_X, "classification", ("no", "yes"))
+    gate(fitted())
+
+    now = champion_now(sqlite_mlflow, NAME, None, output_fn)
+
+    assert str(now.version) == "1" and now.output.shape == (len(HOLDOUT_X), 2)
+    assert champion_now(sqlite_mlflow, NAME, now, output_fn) is now
+    gate(fitted(shuffled=True))  # a challenger: `champion` does not move
+    assert champion_now(sqlite_mlflow, NAME, now, output_fn) is now
 
 
 def test_worse_version_becomes_challenger_with_the_reason(gate, sqlite_mlflow):

@@ -53,7 +53,7 @@ def stored(client, version: str) -> Path:
 def test_a_good_model_predicts_as_the_logged_pipeline(registry, fitted):
     client, add = registry
     pipeline, x, metadata = fitted
-    version = add(lambda run_id: log_sklearn_model(run_id, pipeline, x.head(5), metadata))
+    version = add(lambda run_id: log_sklearn_model(run_id, pipeline, x.head(5), metadata).uri)
 
     loaded = load_registered(client, NAME, version)
 
@@ -82,7 +82,7 @@ def test_a_model_with_feature_engineering_loads_and_predicts_as_logged(registry,
     pipeline = build_pipeline(task, family, choices, contract.numeric, contract.categorical, 0)
     pipeline.fit(x, frame[target])
     metadata = {"mlops_contract": contract.to_dict()}
-    version = add(lambda run_id: log_sklearn_model(run_id, pipeline, x.head(5), metadata))
+    version = add(lambda run_id: log_sklearn_model(run_id, pipeline, x.head(5), metadata).uri)
 
     loaded = load_registered(client, NAME, version)
 
@@ -133,7 +133,7 @@ def test_refusals_name_the_model_the_version_and_why(registry, fitted, tamper, r
     """Given a registered good model changed in one way, loading it is refused in one line."""
     client, add = registry
     pipeline, x, metadata = fitted
-    version = add(lambda run_id: log_sklearn_model(run_id, pipeline, x.head(5), metadata))
+    version = add(lambda run_id: log_sklearn_model(run_id, pipeline, x.head(5), metadata).uri)
     tamper(client, version)
 
     with pytest.raises(UnsafeModel) as refused:

@@ -291,7 +291,7 @@ def test_a_new_champion_with_another_contract_changes_the_description(server, tm
         replace(c, minimum=-10.0, maximum=10.0) if c.name == "x1" else c for c in contract.columns))
     run_id = client.create_run(client.get_run(old.run_id).info.experiment_id).info.run_id
     uri = log_sklearn_model(run_id, served.pipeline, example_features(changed),
-                            {**served.metadata, "mlops_contract": changed.to_dict()})
+                            {**served.metadata, "mlops_contract": changed.to_dict()}).uri
     client.set_terminated(run_id)
     new = register(client, NAME, uri, run_id, {}).version
     client.set_registered_model_alias(NAME, "champion", new)

@@ -159,7 +159,7 @@ def test_the_watcher_keeps_serving_when_the_champion_moves_to_a_model_that_ships
         return str(register(client, "m", log(run_id), run_id, {}).version)
 
     metadata = {"mlops_contract": contract.to_dict()}
-    good = registered(lambda run_id: log_sklearn_model(run_id, pipeline, example, metadata))
+    good = registered(lambda run_id: log_sklearn_model(run_id, pipeline, example, metadata).uri)
     planted = registered(lambda run_id: log_planted(run_id, pipeline, metadata,
                                                     plant(tmp_path / "planted", marker)))
     client.set_registered_model_alias("m", "champion", good)
