@@ -54,6 +54,7 @@ bench: $(STAMP) wrk ## Measure the speed figures; prints them, writes bench-*.js
 	$(BIN)/python tests/bench/full_bench.py | tee bench-full.json
 	$(BIN)/python tests/bench/predict_bench.py | tee bench-predict.json
 	$(BIN)/python tests/bench/window_bench.py | tee bench-window.json
+	$(BIN)/python tests/bench/gate_bench.py | tee bench-gate.json
 
 up: $(STAMP) ## Start the platform in the background (mlops up)
 	$(BIN)/mlops up

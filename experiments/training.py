@@ -533,11 +533,6 @@ def give_up(client: MlflowClient, storage, tracking: Tracking) -> None:
         log.info("could not mark MLflow run %s failed: %s", tracking.run_id, error)
 
 
-def holdout_score_fn(spec: ExperimentSpec, classes):
-    """score(y, output) in the spec's metric, for the promotion test."""
-    return lambda y, output: score(spec.metric, y, output, classes)
-
-
 def holdout_output_fn(features: pd.DataFrame, task: str, classes: tuple | None):
     """output(model) on the holdout, for the champion; ValueError if it knows other classes."""
 

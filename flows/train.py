@@ -276,8 +276,7 @@ def promote(
     """
     spec, classes = context.spec, evaluation.classes
     _, holdout_y = training.features_and_target(context.data.holdout, context.contract)
-    metric = HoldoutMetric(spec.metric, spec.greater_is_better,
-                           training.holdout_score_fn(spec, classes))
+    metric = HoldoutMetric.named(spec.metric, spec.greater_is_better, classes)
     with locks.held(locks.promotion_lock(spec.name)), fit_threads(len(holdout_y)):
         champion = champion_now(client, spec.name, scored, _output_fn(context, evaluation))
         decision = decide_gate(holdout_y.to_numpy(), evaluation.output, champion, metric,

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.contract import DataContract
-from experiments.metrics import model_output, score
+from experiments.metrics import model_output
 from experiments.pipelines import feature_frame
 from experiments.spec import ExperimentSpec
 from monitoring.live import as_classes
@@ -82,8 +82,7 @@ def compare_live(rows: pd.DataFrame, champion: Contender, challenger: Contender,
         return verdict("no labelled live records that both versions scored")
     truth, classes = _truth(rows, champion)
     outputs = [_output(side, rows, classes) for side in (champion, challenger)]
-    metric = HoldoutMetric(spec.metric, spec.greater_is_better,
-                           lambda y, o: score(spec.metric, y, o, classes))
+    metric = HoldoutMetric.named(spec.metric, spec.greater_is_better, classes)
     decision = decide_promotion(truth, outputs[1], outputs[0], metric, seed=spec.tuning.seed)
     reason = f"on {n} labelled live records: {decision.reason}"
     if n < needed:

@@ -5,20 +5,42 @@ version is promoted when it is better on the full holdout and the share of resam
 which it is not better (a one-sided p-value) is below alpha.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from experiments.metrics import ScoreFn, defined_score
+from experiments.metrics import ScoreFn, defined_score, resampled_scores, score
+
+# scores(y, output, rows): the score of each resample (a row of indices), NaN where it has
+# none; or None where it cannot say (then each resample is scored by `score`).
+ResampledFn = Callable[[np.ndarray, np.ndarray, np.ndarray], "np.ndarray | None"]
 
 
 @dataclass(frozen=True)
 class HoldoutMetric:
-    """The metric both versions are compared on: its name, its direction, score(y, output)."""
+    """The metric both versions are compared on: its name, its direction, score(y, output),
+    and optionally the same score of many resamples at once."""
 
     name: str
     greater_is_better: bool
     score: ScoreFn
+    resampled: ResampledFn | None = None
+
+    @classmethod
+    def named(cls, name: str, greater_is_better: bool, classes) -> "HoldoutMetric":
+        """The platform's metric `name` (experiments/metrics.py), `classes` ordering the
+        output's columns (None for regression)."""
+        return cls(name, greater_is_better, lambda y, output: score(name, y, output, classes),
+                   lambda y, output, rows: resampled_scores(name, y, output, classes, rows))
+
+    def of_resamples(self, y_true: np.ndarray, output: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """The score of each resample, NaN where it has none."""
+        scores = None if self.resampled is None else self.resampled(y_true, output, rows)
+        if scores is not None:
+            return scores
+        found = (defined_score(self.score, y_true[row], output[row]) for row in rows)
+        return np.array([np.nan if value is None else value for value in found])
 
 
 @dataclass(frozen=True)
@@ -57,22 +79,19 @@ def decide_promotion(
             f"champion {champion}): the two versions cannot be compared", candidate,
             champion, None, None,
         )
-    rng = np.random.default_rng(seed)
-    deltas = []
-    for _ in range(n_resamples):
-        idx = rng.integers(0, len(y_true), len(y_true))
-        # A resample without every class has no score for some metrics (roc_auc): it is
-        # left out, never counted for either side.
-        new = defined_score(score_fn, y_true[idx], candidate_output[idx])
-        old = defined_score(score_fn, y_true[idx], champion_output[idx])
-        if new is not None and old is not None:
-            deltas.append(sign * (new - old))
-    if not deltas:
+    rows = np.random.default_rng(seed).integers(0, len(y_true), (n_resamples, len(y_true)))
+    new = metric.of_resamples(y_true, np.asarray(candidate_output), rows)
+    old = metric.of_resamples(y_true, np.asarray(champion_output), rows)
+    # A resample without every class has no score for some metrics (roc_auc): it is left
+    # out, never counted for either side.
+    both = np.isfinite(new) & np.isfinite(old)
+    deltas = sign * (new[both] - old[both])
+    if not deltas.size:
         return PromotionDecision(
             False, "the holdout is too small to compare the two versions", candidate,
             champion, delta, None,
         )
-    p_value = float(np.mean(np.asarray(deltas) <= 0))
+    p_value = float(np.mean(deltas <= 0))
     comparison = (
         f"{metric.name} {candidate:.4f} vs champion {champion:.4f} "
         f"(delta {delta:+.4f}, p={p_value:.3f}, paired bootstrap n={len(deltas)}, alpha={alpha})"

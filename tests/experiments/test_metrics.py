@@ -5,7 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from experiments.metrics import binary_roc_auc, holdout_metrics, model_output, score
+from experiments.metrics import (
+    binary_roc_auc,
+    defined_score,
+    holdout_metrics,
+    model_output,
+    resampled_scores,
+    score,
+)
 
 
 def probabilities(positive: list[float]) -> np.ndarray:
@@ -170,3 +177,54 @@ def test_binary_roc_auc_refuses_what_sklearn_refuses(positive, scores):
     """ValueError, as sklearn raises: the bootstrap skips such a resample."""
     with pytest.raises(ValueError):
         binary_roc_auc(np.array(positive), np.array(scores))
+
+
+def _one_at_a_time(metric, y, output, classes, rows):
+    scores = [defined_score(lambda t, o: score(metric, t, o, classes), y[r], output[r]) for r in rows]
+    return np.array([np.nan if s is None else s for s in scores])
+
+
+def _classification_case(n_classes: int, n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    classes = np.array(["ant", "bee", "cat", "dog"][:n_classes])
+    y = classes[rng.integers(0, n_classes, n)]
+    output = rng.dirichlet(np.ones(n_classes), n)
+    output[rng.random(n) < 0.5, 0] = 0.0  # some certain answers (log_loss's clipping), ties
+    output /= output.sum(axis=1, keepdims=True)
+    return y, output, classes, rng.integers(0, n, (300, n))
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "f1", "log_loss", "roc_auc"])
+@pytest.mark.parametrize("n_classes", [2, 3, 4])
+@pytest.mark.parametrize("n", [6, 60])  # 6 rows: many resamples miss a class
+def test_resampled_scores_are_the_scores_of_each_resample(metric, n_classes, n):
+    """Every resample's score, computed at once, is the one `score` gives that resample (NaN
+    where `defined_score` says it has none), for binary and multiclass, small and large."""
+    y, output, classes, rows = _classification_case(n_classes, n, seed=n_classes * 100 + n)
+
+    at_once = resampled_scores(metric, y, output, classes, rows)
+
+    np.testing.assert_allclose(at_once, _one_at_a_time(metric, y, output, classes, rows),
+                               rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
+@pytest.mark.parametrize("metric", ["rmse", "mae", "r2"])
+def test_resampled_regression_scores_are_the_scores_of_each_resample(metric):
+    rng = np.random.default_rng(7)
+    y = np.round(rng.normal(size=8), 1)
+    y[:4] = 1.0  # resamples of one repeated value: r2's flat case
+    predicted = y + rng.normal(0, 0.2, 8)
+    predicted[:2] = y[:2]
+    rows = np.vstack([rng.integers(0, 8, (300, 8)), np.zeros((2, 8), int), np.ones((2, 8), int) * 5])
+
+    np.testing.assert_allclose(resampled_scores(metric, y, predicted, None, rows),
+                               _one_at_a_time(metric, y, predicted, None, rows),
+                               rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
+def test_resampled_scores_leave_a_label_outside_the_classes_to_the_caller():
+    y, output, classes, rows = _classification_case(2, 20, seed=1)
+    y[0] = "eel"
+
+    assert resampled_scores("f1", y, output, classes, rows) is None
+    assert resampled_scores("balanced_accuracy", *_classification_case(2, 20, seed=1)) is None

@@ -189,3 +189,24 @@ def test_undefined_score_on_the_whole_holdout_never_promotes():
 
     assert not decision.promote
     assert "undefined on this holdout" in decision.reason
+
+
+@pytest.mark.parametrize("name, classes", [("f1", ("no", "yes")), ("log_loss", ("no", "yes")),
+                                           ("roc_auc", ("a", "b", "c")), ("accuracy", ("a", "b", "c"))])
+def test_a_named_metric_decides_as_scoring_each_resample_would(name, classes):
+    """The platform's metrics score the bootstrap's resamples at once: the decision, p-value
+    and the count of resamples used are those of scoring each resample through `score`."""
+    from experiments.metrics import score
+
+    rng = np.random.default_rng(3)
+    y = np.asarray(classes)[rng.integers(0, len(classes), 40)]
+    candidate, champion = rng.dirichlet(np.ones(len(classes)), (2, 40))
+    candidate[np.arange(40), np.searchsorted(classes, y)] += 0.4
+    candidate /= candidate.sum(axis=1, keepdims=True)
+    greater = name != "log_loss"
+    one_at_a_time = HoldoutMetric(name, greater, lambda t, o: score(name, t, o, classes))
+
+    named = decide_promotion(y, candidate, champion, HoldoutMetric.named(name, greater, classes))
+    each = decide_promotion(y, candidate, champion, one_at_a_time)
+
+    assert (named.promote, named.p_value, named.reason) == (each.promote, each.p_value, each.reason)
