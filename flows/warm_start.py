@@ -22,10 +22,15 @@ from collections.abc import Mapping
 from pathlib import Path
 
 WARM_COMMANDS = ("train", "monitor")
-# Set by shells, terminals and make (`make up`, `make demo`), read by nothing a command imports.
-_NOT_THE_ENVIRONMENT = frozenset({"_", "PWD", "OLDPWD", "SHLVL", "COLUMNS", "LINES", "MAKEFLAGS",
-                                  "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "MAKE_TERMOUT",
-                                  "MAKE_TERMERR"})
+# Set by shells, terminals, login sessions and make (`make up`, `make demo`), read by nothing
+# a command imports: another terminal, ssh or tmux session of the same user finds the warm
+# process `mlops up` started in the first (the fork runs with its caller's own values).
+_NOT_THE_ENVIRONMENT = frozenset({
+    "_", "PWD", "OLDPWD", "SHLVL", "COLUMNS", "LINES",
+    "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "MAKE_TERMOUT", "MAKE_TERMERR",
+    "SSH_CLIENT", "SSH_CONNECTION", "SSH_TTY", "SSH_AUTH_SOCK", "XDG_SESSION_ID", "MOTD_SHOWN",
+    "TMUX_PANE", "STY", "WINDOW", "WINDOWID", "TERM_SESSION_ID", "ITERM_SESSION_ID", "GPG_TTY",
+})
 _CODE = Path(__file__).resolve().parents[1]
 _PACKAGES = ("experiments", "flows", "infra", "monitoring", "registry", "serving")
 _SOCKET_PATH_MAX = 108  # sun_path, with its closing NUL, on Linux

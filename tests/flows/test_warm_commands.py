@@ -183,3 +183,17 @@ def test_the_shell_after_make_up_finds_the_warm_process_of_make_up():
 
     assert environment_key(made) == environment_key(shell)
     assert environment_key({**shell, "OMP_NUM_THREADS": "1"}) != environment_key(shell)
+
+
+def test_another_terminal_or_ssh_session_finds_the_same_warm_process():
+    """Two ssh logins (or tmux panes) of one user differ in their session's variables only."""
+    first = {"MLOPS_HOME": "/somewhere", "PATH": "/bin", "SSH_CONNECTION": "10.0.0.2 50110 10.0.0.1 22",
+             "SSH_CLIENT": "10.0.0.2 50110 22", "SSH_TTY": "/dev/pts/0", "XDG_SESSION_ID": "3",
+             "SSH_AUTH_SOCK": "/tmp/ssh-a/agent.1", "TMUX_PANE": "%0"}
+    second = {**first, "SSH_CONNECTION": "10.0.0.2 50222 10.0.0.1 22", "SSH_CLIENT": "10.0.0.2 50222 22",
+              "SSH_TTY": "/dev/pts/1", "XDG_SESSION_ID": "4", "SSH_AUTH_SOCK": "/tmp/ssh-b/agent.2",
+              "TMUX_PANE": "%1"}
+
+    assert environment_key(second) == environment_key(first)
+    assert environment_key({**first, "MLFLOW_TRACKING_URI": "http://elsewhere"}) != environment_key(first)
+
