@@ -57,8 +57,9 @@ def seaweedfs_service(home: Path, host: str, port: int, access_key: str, secret_
     return Service(
         name="s3",
         argv=(
-            # security.toml is read from here first (see write_security).
-            venv_bin("weed"), f"-config_dir={folder}", "server",
+            # security.toml is read from here first (see write_security). Its log to stderr
+            # (the service's log) only: glog's default is a file per start and level in /tmp.
+            venv_bin("weed"), "-logtostderr=true", f"-config_dir={folder}", "server",
             f"-dir={folder / 'data'}", f"-ip={_LOOPBACK}", f"-ip.bind={_LOOPBACK}",
             *internal, "-filer",
             "-s3", f"-s3.port={port}", f"-s3.port.grpc={port + 10000}", f"-s3.ip.bind={host}",

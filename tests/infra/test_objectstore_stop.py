@@ -1,11 +1,13 @@
 """Stopping the local SeaweedFS (infra/objectstore.py) kills it two seconds after SIGTERM
 instead of waiting out its own 25 s shutdown: on a real server, everything written before
 the stop, whole and in parts, reads back after a start on the same data, and the restarted
-server takes writes. And `ensure_bucket` (what `up` calls once S3 is healthy) returns only
-once the bucket serves objects."""
+server takes writes; it writes no log files of its own in /tmp. And `ensure_bucket` (what
+`up` calls once S3 is healthy) returns only once the bucket serves objects."""
 
 import io
 import os
+import tempfile
+from pathlib import Path
 
 from boto3.s3.transfer import TransferConfig
 from network import free_s3_port
@@ -44,6 +46,9 @@ def test_objects_written_before_a_stop_read_back_after_a_start(tmp_path):
             else:
                 before.put_object(Bucket="kept", Key=key, Body=body)
         pid = _alive_pid(tmp_path, service)
+        # Its log is the service's log, not glog's files in the temporary folder.
+        assert not list(Path(tempfile.gettempdir()).glob(f"weed.*.{pid}"))
+        assert "volume" in (tmp_path / "logs" / "s3.log").read_text()
 
         stop_services([service], tmp_path)
         assert pid is not None and not _group_runs(pid)
