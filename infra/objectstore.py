@@ -57,8 +57,7 @@ def seaweedfs_service(home: Path, host: str, port: int, access_key: str, secret_
     return Service(
         name="s3",
         argv=(
-            # security.toml is read from here first (see write_security). Its log to stderr
-            # (the service's log) only: glog's default is a file per start and level in /tmp.
+            # security.toml is read from here first (write_security); logs to the service's only.
             venv_bin("weed"), "-logtostderr=true", f"-config_dir={folder}", "server",
             f"-dir={folder / 'data'}", f"-ip={_LOOPBACK}", f"-ip.bind={_LOOPBACK}",
             *internal, "-filer",

@@ -69,7 +69,7 @@ def test_internal_servers_bind_loopback_whatever_the_host(tmp_path):
     service = seaweedfs_service(tmp_path, "10.1.2.3", 8333, "key", "secret")
     argv = list(service.argv)
 
-    assert argv[1] == f"-config_dir={tmp_path / 's3'}" and argv[2] == "server"
+    assert argv[1:4] == ["-logtostderr=true", f"-config_dir={tmp_path / 's3'}", "server"]
     assert "-ip=127.0.0.1" in argv and "-ip.bind=127.0.0.1" in argv and "-s3.ip.bind=10.1.2.3" in argv
     assert service.cwd == tmp_path / "s3" and service.prepare is not None
     assert "-filer.localSocket=filer.sock" in argv and "-s3.localSocket=s3.sock" in argv
