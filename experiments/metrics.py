@@ -115,13 +115,13 @@ def resampled_scores(metric: str, y_true, output: np.ndarray, classes,
     NaN where a resample has no score, computed for all resamples at once: the promotion
     gate's paired bootstrap scores 1,000 resamples a side, and through `score` that took
     2-5 s for f1, log_loss or a multiclass roc_auc (sklearn's checks, ~1-3 ms a call).
-    None for what is not computed this way (a label of y_true outside `classes`, or
-    balanced_accuracy): the caller scores those one resample at a time."""
+    None for what is not computed this way (a label of y_true outside `classes`): the caller
+    scores those one resample at a time."""
     y_true = np.asarray(y_true)
     if metric in ("rmse", "mae", "r2"):
         return _resampled_regression(metric, y_true.astype(float), np.asarray(output, float), rows)
     classes = np.asarray(classes)
-    if metric == "balanced_accuracy" or not np.isin(y_true, classes).all():
+    if not np.isin(y_true, classes).all():
         return None
     truth = np.searchsorted(classes, y_true, sorter=np.argsort(classes))
     truth = np.argsort(classes)[truth]  # each row's column in `output`
@@ -136,7 +136,22 @@ def resampled_scores(metric: str, y_true, output: np.ndarray, classes,
         return (predicted == truth)[rows].mean(axis=1)
     if metric == "f1":
         return _resampled_f1(truth, predicted, len(classes), rows)
+    if metric == "balanced_accuracy":
+        return _resampled_balanced_accuracy(truth, predicted, len(classes), rows)
     raise ValueError(f"unknown metric '{metric}'")
+
+
+def _resampled_balanced_accuracy(truth: np.ndarray, predicted: np.ndarray, n_classes: int,
+                                 rows: np.ndarray) -> np.ndarray:
+    """The mean recall over the classes a resample holds (sklearn leaves out a class only
+    predicted, with a warning)."""
+    recalls, present = np.zeros(len(rows)), np.zeros(len(rows))
+    for k in range(n_classes):
+        real = (truth == k)[rows].sum(axis=1)
+        hit = ((truth == k) & (predicted == k))[rows].sum(axis=1)
+        recalls += np.where(real > 0, hit / np.maximum(real, 1), 0.0)
+        present += real > 0
+    return recalls / present
 
 
 def _resampled_roc_auc(truth: np.ndarray, output: np.ndarray, rows: np.ndarray) -> np.ndarray:

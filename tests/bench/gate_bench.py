@@ -4,7 +4,7 @@ the gate scored until now), the same 1,000 resamples on the same holdout.
 
     .venv/bin/python tests/bench/gate_bench.py [--repeats N]
 
-Per metric and task (binary roc_auc, f1, log_loss, accuracy on 114 rows, the bench data's
+Per metric and task (binary roc_auc, f1, log_loss, accuracy, balanced_accuracy on 114 rows, the bench data's
 holdout size; multiclass roc_auc, f1, log_loss on 150 rows of 3 classes; regression rmse,
 mae, r2 on 200 rows): the median seconds of `decide_promotion` each way over N repeats,
 their ratio, and whether both reached the same decision with the same p-value. Prints one
@@ -42,7 +42,7 @@ def cases() -> list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray, tuple | 
     found = []
     y = rng.integers(0, 2, 114)
     a, b = (np.clip(y * w + rng.random(114) * (1 - w + 0.1), 0, 1) for w in (0.6, 0.5))
-    for metric in ("roc_auc", "f1", "log_loss", "accuracy"):
+    for metric in ("roc_auc", "f1", "log_loss", "accuracy", "balanced_accuracy"):
         found.append(("binary", metric, y, np.c_[1 - a, a], np.c_[1 - b, b], (0, 1)))
     y3 = rng.integers(0, 3, 150)
     good = rng.dirichlet([1, 1, 1], 150)

@@ -192,7 +192,8 @@ def test_undefined_score_on_the_whole_holdout_never_promotes():
 
 
 @pytest.mark.parametrize("name, classes", [("f1", ("no", "yes")), ("log_loss", ("no", "yes")),
-                                           ("roc_auc", ("a", "b", "c")), ("accuracy", ("a", "b", "c"))])
+                                           ("roc_auc", ("a", "b", "c")), ("accuracy", ("a", "b", "c")),
+                                           ("balanced_accuracy", ("a", "b", "c"))])
 def test_a_named_metric_decides_as_scoring_each_resample_would(name, classes):
     """The platform's metrics score the bootstrap's resamples at once: the decision, p-value
     and the count of resamples used are those of scoring each resample through `score`."""
