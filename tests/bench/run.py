@@ -903,13 +903,31 @@ def flow_stages(log: str, started: float, ended: float) -> dict[str, float] | No
     return {k: round(v, 2) for k, v in stages.items()}
 
 
-def wait_until(condition, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
-    return True
+WARM_PROCESS = """
+import os, sys, time
+from pathlib import Path
+from flows.warm_start import socket_path, start_warm_process, stop_warm_process
+env, log = dict(os.environ), Path(sys.argv[2])
+if sys.argv[1] == "stop":
+    sys.exit(0 if stop_warm_process(env) else 1)
+start_warm_process(env, log, Path(env["MLOPS_HOME"]))
+deadline = time.monotonic() + 180
+while not socket_path(env).exists():
+    if time.monotonic() > deadline:
+        sys.exit(f"no warm process: {log.read_text()[-2000:]}")
+    time.sleep(0.2)
+"""
+
+
+def warm_process(root: Path, env: dict[str, str], action: str, log: Path) -> None:
+    """Start (until it listens) or stop the warm process of `root`'s code in `env`, by that
+    code itself."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", WARM_PROCESS, action, str(log)], env=env,
+                          cwd=root, capture_output=True, text=True, timeout=240)
+    if action == "start" and done.returncode != 0:
+        raise RuntimeError(f"{root}: {done.stderr.strip()[-2000:]}")
 
 
 def e2e_pair(i: int, bare, ours, cfg: Config) -> dict:
@@ -960,18 +978,18 @@ def figure_train_end_to_end(ctx: Context, cfg: Config) -> dict:
         return timed_process(ours_command, ours_environment(root, **extra), root)
 
     # What `mlops up` does in the user's shell: the warm process `mlops train` starts from
-    # (flows/launch.py); timed once it listens, as a user's next command finds it.
-    from flows.warm_start import socket_path, start_warm_process, stop_warm_process
-
-    start_warm_process(ours_environment(), ctx.tmp / "warm.log", Path(os.environ["MLOPS_HOME"]))
-    if not wait_until(socket_path(ours_environment()).exists, timeout_s=180):
-        raise RuntimeError(f"no warm process: {(ctx.tmp / 'warm.log').read_text()[-2000:]}")
+    # (flows/launch.py); timed once it listens, as a user's next command finds it. The other
+    # checkout's too, started by its own code (its socket is named after its code's place).
+    roots = [ROOT, *([Path(cfg.compare_root).resolve()] if cfg.compare_root else [])]
     runs = []
     try:
+        for n, root in enumerate(roots):
+            warm_process(root, ours_environment(root), "start", ctx.tmp / f"warm-{n}.log")
         for i in range(cfg.e2e_repeats):
             runs.append(e2e_pair(i, bare, ours, cfg))
     finally:
-        stop_warm_process(ours_environment())
+        for n, root in enumerate(roots):
+            warm_process(root, ours_environment(root), "stop", ctx.tmp / f"warm-{n}.log")
     ratios = [p["ours"]["_seconds"] / p["bare"]["_seconds"] for p in runs]
     ratio = statistics.median(ratios)
     seconds = lambda side: [r(p[side]["_seconds"], 2) for p in runs]  # noqa: E731
