@@ -4,6 +4,7 @@ logs them)."""
 from __future__ import annotations
 
 import functools
+import io
 import time
 import warnings
 from dataclasses import dataclass
@@ -161,15 +162,21 @@ def feature_importance(
     return importances, figure
 
 
-def metric_scorer(task: str, metric: str):
+@dataclass(frozen=True)
+class MetricScorer:
     """scorer(estimator, x, y) in the metric as it is (higher is not always better), with the
-    estimator's own classes: one fitted on few rows may have seen fewer."""
+    estimator's own classes: one fitted on few rows may have seen fewer. It pickles."""
 
-    def scorer(estimator, x, y_true):
-        classes = getattr(estimator, "classes_", None) if task == "classification" else None
-        return score(metric, y_true, model_output(estimator, x, task), classes)
+    task: str
+    metric: str
 
-    return scorer
+    def __call__(self, estimator, x, y_true) -> float:
+        classes = getattr(estimator, "classes_", None) if self.task == "classification" else None
+        return score(self.metric, y_true, model_output(estimator, x, self.task), classes)
+
+
+def metric_scorer(task: str, metric: str) -> MetricScorer:
+    return MetricScorer(task, metric)
 
 
 @dataclass(frozen=True)
@@ -212,6 +219,13 @@ def learning_curve_points(pipeline, features: pd.DataFrame, y, folds, scorer, *,
     return LearningCurve(sizes, np.array(train), np.array(valid))
 
 
+def learning_curve_png(pipeline, features: pd.DataFrame, y, folds, scorer: MetricScorer, *,
+                       budget_s: float, seed: int) -> bytes:
+    """The learning curve's figure as a PNG, from what pickles (for a process of its own)."""
+    curve = learning_curve_points(pipeline, features, y, folds, scorer, budget_s=budget_s, seed=seed)
+    return png_files({"learning_curve": learning_curve_figure(curve, scorer.metric)})["learning_curve"]
+
+
 def learning_curve_figure(curve: LearningCurve, metric: str) -> Figure:
     plt = pyplot()
     figure, ax = plt.subplots(figsize=(5, 4.5))
@@ -247,6 +261,32 @@ def search_plots(study: optuna.Study) -> dict[str, Figure]:
     for figure in figures.values():
         figure.tight_layout()
     return figures
+
+
+def search_plot_pngs(trials: list[optuna.trial.FrozenTrial], greater_is_better: bool
+                     ) -> dict[str, bytes]:
+    """search_plots of a study of these trials, as PNGs."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "a new study created in memory"
+    try:
+        study = optuna.create_study(direction="maximize" if greater_is_better else "minimize")
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    study.add_trials(trials)
+    return png_files(search_plots(study))
+
+
+def png_files(figures: dict[str, Figure]) -> dict[str, bytes]:
+    """Each figure as the PNG MLflow's log_figure saves of it; the figures are closed after."""
+    files = {}
+    try:
+        for name, figure in figures.items():
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format="png")
+            files[name] = buffer.getvalue()
+    finally:
+        close_figures(figures.values())
+    return files
 
 
 def close_figures(figures) -> None:

@@ -11,16 +11,19 @@ import json
 import logging
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import optuna
 import pandas as pd
 import yaml
 from mlflow.tracking import MlflowClient
+from sklearn.base import clone
 
 from experiments import lease
 from experiments.artifacts import CONTRACT_ARTIFACT, REFERENCE_ARTIFACT, SPEC_ARTIFACT
@@ -41,14 +44,13 @@ from experiments.evaluation import (
     LEARNING_CURVE_MIN_S,
     LEARNING_CURVE_SHARE,
     classification_plots,
-    close_figures,
     feature_importance,
     importance_scorer,
-    learning_curve_figure,
-    learning_curve_points,
+    learning_curve_png,
     metric_scorer,
+    png_files,
     regression_plots,
-    search_plots,
+    search_plot_pngs,
 )
 from experiments.metrics import holdout_metrics, model_output, score
 from experiments.objective import Problem, cv_folds, make_objective
@@ -71,6 +73,15 @@ from experiments.validation import Dataset
 log = logging.getLogger(__name__)
 
 REFERENCE_MAX_ROWS = 50_000
+
+
+class Later(Protocol):
+    def result(self): ...
+
+
+# beside(fn, *args, **kwargs): fn's result to come, maybe computed in another process
+# (flows.spare.beside); run_now computes it at once, here.
+Beside = Callable[..., Later]
 MAX_ATTEMPT_RACES = 20  # each lost race means another training took that number: 20 is far past use
 
 
@@ -368,8 +379,18 @@ def record_missing_trials(client: MlflowClient, storage, context: TrainingContex
         recorder.close()
 
 
+def run_now(fn, /, *args, **kwargs) -> Future:
+    """fn(*args, **kwargs) in this thread, as a finished Future (its error kept in it)."""
+    future: Future = Future()
+    try:
+        future.set_result(fn(*args, **kwargs))
+    except Exception as error:  # noqa: BLE001 - raised again by result()
+        future.set_exception(error)
+    return future
+
+
 def summarize_search(client: MlflowClient, storage, context: TrainingContext) -> SearchResult:
-    """The best trial, logged on the parent run with the search's plots."""
+    """The best trial, logged on the parent run (its plots: plot_search)."""
     spec, tracking = context.spec, context.tracking
     study = optuna.load_study(study_name=tracking.study_name, storage=storage)
     best = best_trial(study)
@@ -380,15 +401,27 @@ def summarize_search(client: MlflowClient, storage, context: TrainingContext) ->
         metrics={f"cv_{spec.metric}": best.value, "trials_finished": finished_trials(study)},
         tags={"mlops.best_trial": best.number},
     )
-    figures = search_plots(study)
-    for name, figure in figures.items():
-        client.log_figure(tracking.run_id, figure, f"plots/{name}.png")
-    close_figures(figures.values())
     trials = study.get_trials(deepcopy=False)
     fit_seconds = sum(t.user_attrs.get("fit_seconds", 0.0) for t in trials)
     return SearchResult(family, params, float(best.value), finished_trials(study), fit_seconds,
                         tuple(best.user_attrs.get("fold_scores", ())),
                         family_best(trials, spec.greater_is_better))
+
+
+def plot_search(storage, context: TrainingContext, beside: Beside = run_now) -> Later:
+    """The search's plots (optimisation history, parameter importances) as PNGs, drawn by
+    `beside`; log_pngs logs them."""
+    study = optuna.load_study(study_name=context.tracking.study_name, storage=storage)
+    return beside(search_plot_pngs, study.get_trials(deepcopy=False),
+                  context.spec.greater_is_better)
+
+
+def log_pngs(client: MlflowClient, run_id: str, pngs: dict[str, bytes]) -> None:
+    """Each PNG as plots/NAME.png on the run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data in pngs.items():
+            (Path(tmp) / f"{name}.png").write_bytes(data)
+        client.log_artifacts(run_id, tmp, "plots")
 
 
 def family_best(trials, greater_is_better: bool) -> dict[str, float]:
@@ -430,13 +463,18 @@ class Diagnosis:
 
 
 def diagnose_fit(client: MlflowClient, context: TrainingContext, search: SearchResult,
-                 evaluation: Evaluation) -> Diagnosis:
+                 evaluation: Evaluation, beside: Beside = run_now) -> Diagnosis:
     """The holdout's plots, permutation importance, the score on the training data
-    (`train_<metric>`, beside `cv_<metric>` and `holdout_<metric>`) and the learning curve;
-    the figures on the parent run, the metrics returned for `log_scores`."""
+    (`train_<metric>`, beside `cv_<metric>` and `holdout_<metric>`) and the learning curve
+    (drawn by `beside`, its fits the largest part); the figures on the parent run, the
+    metrics returned for `log_scores`."""
     spec, run_id = context.spec, context.tracking.run_id
     holdout_x, holdout_y = features_and_target(context.data.holdout, context.contract)
     features, y = features_and_target(context.data.train, context.contract)
+    folds = cv_folds(y, spec.task, min(LEARNING_CURVE_FOLDS, spec.tuning.cv_folds), spec.tuning.seed)
+    curve = beside(learning_curve_png, clone(evaluation.pipeline), features, y, folds,
+                   metric_scorer(spec.task, spec.metric), seed=spec.tuning.seed,
+                   budget_s=max(LEARNING_CURVE_MIN_S, LEARNING_CURVE_SHARE * search.fit_seconds))
     figures = (classification_plots(holdout_y, evaluation.output, evaluation.classes)
                if spec.task == "classification" else regression_plots(holdout_y, evaluation.output))
     scorer = importance_scorer(spec.task, spec.metric, spec.greater_is_better, evaluation.classes)
@@ -446,15 +484,7 @@ def diagnose_fit(client: MlflowClient, context: TrainingContext, search: SearchR
             seed=spec.tuning.seed)
         train_score = score(spec.metric, y, model_output(evaluation.pipeline, features, spec.task),
                             evaluation.classes)
-    folds = cv_folds(y, spec.task, min(LEARNING_CURVE_FOLDS, spec.tuning.cv_folds), spec.tuning.seed)
-    budget_s = max(LEARNING_CURVE_MIN_S, LEARNING_CURVE_SHARE * search.fit_seconds)
-    curve = learning_curve_points(evaluation.pipeline, features, y, folds,
-                                  metric_scorer(spec.task, spec.metric), budget_s=budget_s,
-                                  seed=spec.tuning.seed)
-    figures["learning_curve"] = learning_curve_figure(curve, spec.metric)
-    for name, figure in figures.items():
-        client.log_figure(run_id, figure, f"plots/{name}.png")
-    close_figures(figures.values())
+    log_pngs(client, run_id, {**png_files(figures), "learning_curve": curve.result()})
     fit = FitScores(spec.metric, spec.greater_is_better, train_score, search.cv_score,
                     evaluation.metrics[spec.metric])
     return Diagnosis(fit, {**{f"importance.{k}": v for k, v in importances.items()},

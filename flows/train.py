@@ -38,7 +38,7 @@ from experiments.spec import ExperimentSpec, load_spec, with_overrides
 from experiments.threads import fit_threads
 from experiments.tracking import LoggedPipeline, ensure_experiment, preload_model_logging
 from experiments.validation import Dataset, load_dataset
-from flows import locks
+from flows import locks, spare
 from flows.events import announce_promotion
 from flows.links import artifact_url, experiment_url, run_url
 from flows.naming import name_this_run
@@ -233,7 +233,7 @@ def fit_and_evaluate(
 @task(cache_policy=NO_CACHE)
 def diagnose_fit(context: training.TrainingContext, search: training.SearchResult,
                  evaluation: training.Evaluation) -> training.Diagnosis:
-    return training.diagnose_fit(_client(), context, search, evaluation)
+    return training.diagnose_fit(_client(), context, search, evaluation, spare.beside)
 
 
 @task(cache_policy=NO_CACHE)
@@ -314,13 +314,16 @@ def decide_and_register(
 ) -> tuple[training.Evaluation, training.Diagnosis, GateResult]:
     """After the search: refit and score on the holdout, then three things side by side (the
     model's upload, the champion's scoring, and the plots and diagnosis on this process's
-    CPU), then the scores, the registration and the gate. Nothing is registered before all
-    three have succeeded, and none is left running when one fails."""
+    CPU, the search's plots and the learning curve in the spare process when there is one),
+    then the scores, the registration and the gate. Nothing is registered before all three
+    have succeeded, and none is left running when one fails."""
+    search_plots = training.plot_search(storage_of(context.tracking), context, spare.beside)
     evaluation = fit_and_evaluate(context, search)
     model = log_model.submit(context, search, evaluation)
     champion = score_the_champion.submit(context, evaluation)
     try:
         diagnosis = diagnose_fit(context, search, evaluation)
+        training.log_pngs(_client(), context.tracking.run_id, search_plots.result())
     finally:
         wait([model, champion])
     log_scores(context, evaluation, diagnosis, model.result())

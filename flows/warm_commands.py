@@ -43,6 +43,9 @@ IDLE_S = 3600
 LOOK_S = 5  # how often it looks whether its platform still runs
 PRELOAD = ("flows.cli", "flows.preflight", "flows.train", "flows.monitor", "experiments.spec",
            "experiments.fast_skops")
+# Commands whose fork forks a spare process (flows/spare.py) before it starts a thread: a
+# training draws its plots and learning curve there, on the other core.
+WITH_SPARE = ("train",)
 
 
 def serve(env_key: str, home: Path | None = None) -> None:
@@ -138,6 +141,8 @@ def _run_forked(listener: socket.socket, conn: socket.socket, request: dict, fds
     try:
         listener.close()
         _become_the_caller(request, fds)
+        if request["argv"][1] in WITH_SPARE:
+            _fork_spare(conn)
         conn.settimeout(None)
         threading.Thread(target=_die_with_caller, args=(conn,), daemon=True).start()
         send_message(conn, {"pid": os.getpid()})
@@ -183,6 +188,15 @@ def _become_the_caller(request: dict, fds: list[int]) -> None:
     from infra.settings import use
 
     use(None)
+
+
+def _fork_spare(conn: socket.socket) -> None:
+    from flows.spare import fork_spare
+
+    try:
+        fork_spare(close=(conn,))  # the caller's socket is the command's alone
+    except OSError:
+        pass  # none: the command runs that work in a thread of its own
 
 
 def _die_with_caller(conn: socket.socket) -> None:

@@ -83,3 +83,61 @@ def test_without_budget_the_learning_curve_stops_after_its_smallest_point(fitted
 
     assert len(curve.sizes) == 1 and not curve.complete
     assert "over the time budget" in figure.axes[0].get_title()
+
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_learning_curve_comes_as_a_png_from_what_pickles(fitted):
+    """What the spare process receives pickles, and what it sends back is the figure's PNG."""
+    import pickle
+
+    from sklearn.base import clone
+
+    from experiments.evaluation import learning_curve_png, metric_scorer, pyplot
+
+    pipeline, features, y, folds = fitted
+    scorer = metric_scorer("classification", "roc_auc")
+    args = pickle.loads(pickle.dumps((clone(pipeline), features, y, folds, scorer)))
+    open_before = pyplot().get_fignums()
+
+    png = learning_curve_png(*args, budget_s=0.0, seed=0)
+
+    assert png.startswith(PNG) and pyplot().get_fignums() == open_before
+
+
+def _study(direction: str):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction=direction, sampler=optuna.samplers.TPESampler(seed=0))
+    study.optimize(lambda t: t.suggest_float("x", -2, 2) ** 2 + t.suggest_int("n", 1, 5), n_trials=8)
+    return study
+
+
+@pytest.mark.parametrize("direction", ["minimize", "maximize"])
+def test_the_search_plots_from_its_trials_are_the_studys_own(direction):
+    """The plots drawn from the trials alone (in the spare process) are those of the study:
+    the same history PNG, byte for byte, and the parameter importances beside it."""
+    import pickle
+
+    from experiments.evaluation import png_files, pyplot, search_plot_pngs, search_plots
+
+    study = _study(direction)
+    trials = pickle.loads(pickle.dumps(study.get_trials(deepcopy=False)))
+    open_before = pyplot().get_fignums()
+
+    pngs = search_plot_pngs(trials, greater_is_better=direction == "maximize")
+
+    assert set(pngs) == {"optuna_history", "optuna_param_importances"}
+    assert all(png.startswith(PNG) for png in pngs.values())
+    assert pngs["optuna_history"] == png_files(search_plots(study))["optuna_history"]
+    assert pyplot().get_fignums() == open_before
+
+
+def test_run_now_keeps_the_result_or_the_error_for_result():
+    from experiments.training import run_now
+
+    assert run_now(divmod, 7, 2).result() == (3, 1)
+    with pytest.raises(ZeroDivisionError):
+        run_now(divmod, 1, 0).result()

@@ -6,13 +6,14 @@ import json
 import signal
 import subprocess
 import textwrap
+from pathlib import Path
 
 import pytest
 from own_platform import MLOPS
 from polling import wait_for
 from synthetic import binary_frame
 
-from flows.warm_start import socket_path
+from flows.warm_start import environment_key, socket_path
 
 pytestmark = pytest.mark.integration
 
@@ -48,6 +49,21 @@ def _process(run) -> str:
     return run.labels[PROCESS_LABEL]
 
 
+def _warm_processes(env) -> dict[int, int]:
+    """pid: parent pid of each process running the warm commands of `env`: the warm process,
+    its forks and their spares (flows/spare.py)."""
+    key, found = environment_key(env), {}
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            status = (proc / "status").read_text()
+        except (OSError, ValueError):
+            continue
+        if b"flows.warm_commands" in argv and key.encode() in argv and "State:\tZ" not in status:
+            found[int(proc.name)] = int(status.split("PPid:")[1].split()[0])
+    return found
+
+
 @pytest.fixture
 def warm_platform(breakable_platform):
     assert wait_for(socket_path(breakable_platform.env).exists, timeout_s=120, interval_s=0.5), \
@@ -71,6 +87,16 @@ def test_a_training_starts_warm_and_registers_as_a_cold_one(warm_platform, tmp_p
     assert run is not None and run.state.type.value == "COMPLETED"
     assert int(_process(run).split(":")[1]) != caller.pid
     assert process_is_gone(_process(run))
+    # Its plots, the search's and the learning curve drawn by its spare process, which ended
+    # with it: the warm process alone is left.
+    from mlflow.tracking import MlflowClient
+
+    mlflow = MlflowClient(warm_platform.client_environment()["MLFLOW_TRACKING_URI"])
+    plots = mlflow.list_artifacts(json.loads(out)["run_id"], "plots")
+    assert {"plots/optuna_history.png", "plots/learning_curve.png",
+            "plots/feature_importance.png"} <= {p.path for p in plots}
+    assert wait_for(lambda: len(_warm_processes(warm_platform.env)) == 1, timeout_s=10), \
+        _warm_processes(warm_platform.env)
 
 
 def test_a_killed_caller_takes_its_warm_training_with_it(warm_platform, tmp_path):
@@ -85,11 +111,15 @@ def test_a_killed_caller_takes_its_warm_training_with_it(warm_platform, tmp_path
         assert wait_for(lambda: _labelled_train_run("it-warm-killed"), timeout_s=120, interval_s=0.5)
         run = _labelled_train_run("it-warm-killed")
         assert not process_is_gone(_process(run)) and caller.poll() is None
+        fork = int(_process(run).split(":")[1])
+        spares = [pid for pid, parent in _warm_processes(warm_platform.env).items() if parent == fork]
+        assert len(spares) == 1, _warm_processes(warm_platform.env)
     finally:
         caller.send_signal(signal.SIGKILL)
         caller.wait(timeout=30)
 
     assert wait_for(lambda: process_is_gone(_process(run)), timeout_s=10)
+    assert wait_for(lambda: spares[0] not in _warm_processes(warm_platform.env), timeout_s=10)
     up = warm_platform.run("up")
     assert up.returncode == 0, up.stderr[-3000:]
     line = f"flow run {run.name} ({run.id}) was left RUNNING by a process that is gone: marked crashed"
