@@ -109,19 +109,34 @@ def importance_scorer(task: str, metric: str, greater_is_better: bool, classes) 
     return ImportanceScorer(task, metric, 1.0 if greater_is_better else -1.0, classes)
 
 
-def _shuffled_columns(features: pd.DataFrame, column: str, n_repeats: int, seed: int):
-    """The frame with `column` shuffled, n_repeats times, as sklearn's permutation_importance
-    shuffles it (one RandomState per column from the same seed, each shuffle on the last)."""
+def _shuffled_positions(rows: int, n_repeats: int, seed: int) -> list[np.ndarray]:
+    """The rows a column holds after each of its n_repeats shuffles, as sklearn's
+    permutation_importance shuffles every column (a RandomState from the same seed for each,
+    each shuffle applied to the last)."""
     rng = np.random.RandomState(seed)
-    order = np.arange(len(features))
-    current = features[column]
+    order, position, positions = np.arange(rows), np.arange(rows), []
     for _ in range(n_repeats):
         rng.shuffle(order)
-        current = current.iloc[order]
-        current.index = features.index
-        frame = features.copy()
-        frame[column] = current
-        yield frame
+        position = position[order]
+        positions.append(position)
+    return positions
+
+
+def _copies(features: pd.DataFrame, positions: list[np.ndarray], start: int, stop: int) -> pd.DataFrame:
+    """Copies start..stop-1 of the holdout, one under the other: copy 0 is the holdout, copy
+    1 + i * n_repeats + k has column i in its k-th shuffle. Each column is taken once, by
+    row numbers (its dtype kept), not built copy by copy."""
+    rows, repeats = len(features), len(positions)
+    unshuffled = np.tile(np.arange(rows), stop - start)
+    columns = {}
+    for i, column in enumerate(features.columns):
+        taken = unshuffled
+        for copy in range(max(start, 1 + i * repeats), min(stop, 1 + (i + 1) * repeats)):
+            taken = taken.copy() if taken is unshuffled else taken
+            at = (copy - start) * rows
+            taken[at:at + rows] = positions[(copy - 1) % repeats]
+        columns[column] = features[column].array.take(taken)
+    return pd.DataFrame(columns)
 
 
 def permutation_importances(model, features: pd.DataFrame, y, scorer: ImportanceScorer, *,
@@ -130,14 +145,14 @@ def permutation_importances(model, features: pd.DataFrame, y, scorer: Importance
     shuffled copies predicted together in a few large batches instead of one call each:
     (n_features, n_repeats) drops in score."""
     column_seed = np.random.RandomState(seed).randint(np.iinfo(np.int32).max + 1)
-    frames = [features] + [frame for column in features.columns
-                           for frame in _shuffled_columns(features, column, n_repeats, column_seed)]
+    positions = _shuffled_positions(len(features), n_repeats, column_seed)
+    copies = 1 + len(features.columns) * n_repeats
     per_batch = max(1, IMPORTANCE_BATCH_ROWS // max(1, len(features)))
     outputs = []
-    for start in range(0, len(frames), per_batch):
-        chunk = frames[start:start + per_batch]
-        batch = pd.concat(chunk, ignore_index=True)
-        outputs.extend(np.array_split(scorer.output(model, batch), len(chunk)))
+    for start in range(0, copies, per_batch):
+        stop = min(copies, start + per_batch)
+        batch = _copies(features, positions, start, stop)
+        outputs.extend(np.array_split(scorer.output(model, batch), stop - start))
     scores = np.array([scorer.score_output(y, output) for output in outputs])
     return scores[0] - scores[1:].reshape(len(features.columns), n_repeats)
 

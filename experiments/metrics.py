@@ -158,13 +158,31 @@ def _resampled_roc_auc(truth: np.ndarray, output: np.ndarray, rows: np.ndarray) 
     """Binary: the positive column's AUC; more classes: the mean of each class against the
     rest (sklearn's multi_class='ovr', macro), undefined unless every class is in the resample."""
     columns = [1] if output.shape[1] == 2 else range(output.shape[1])
-    scores = np.full(len(rows), np.nan)
-    for i, row in enumerate(rows):
-        try:
-            scores[i] = np.mean([binary_roc_auc(truth[row] == k, output[row, k]) for k in columns])
-        except ValueError:  # a class missing from this resample
-            continue
-    return scores
+    per_class = [_rows_roc_auc(truth[rows] == k, output[rows, k]) for k in columns]
+    return np.mean(per_class, axis=0)
+
+
+def _rows_roc_auc(positive: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """binary_roc_auc of each row of two (resamples, rows) matrices at once; NaN for a row
+    without both classes or with a score that is not finite."""
+    order = np.argsort(scores, axis=1, kind="stable")
+    ordered = np.take_along_axis(scores, order, axis=1)
+    width = ordered.shape[1]
+    at = np.broadcast_to(np.arange(width), ordered.shape)
+    starts = np.ones(ordered.shape, dtype=bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    ends = np.ones(ordered.shape, dtype=bool)
+    ends[:, :-1] = starts[:, 1:]
+    first = np.maximum.accumulate(np.where(starts, at, 0), axis=1)
+    last = np.minimum.accumulate(np.where(ends, at, width)[:, ::-1], axis=1)[:, ::-1]
+    ranks = (first + last) / 2 + 1  # tied scores share their mean rank
+    hits = np.take_along_axis(positive, order, axis=1)
+    n_positive = hits.sum(axis=1)
+    n_negative = width - n_positive
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = ((ranks * hits).sum(axis=1) - n_positive * (n_positive + 1) / 2) / (n_positive * n_negative)
+    defined = (n_positive > 0) & (n_negative > 0) & np.isfinite(scores).all(axis=1)
+    return np.where(defined, auc, np.nan)
 
 
 def _resampled_f1(truth: np.ndarray, predicted: np.ndarray, n_classes: int,

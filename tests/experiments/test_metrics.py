@@ -223,6 +223,19 @@ def test_resampled_regression_scores_are_the_scores_of_each_resample(metric):
                                rtol=1e-12, atol=1e-12, equal_nan=True)
 
 
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_a_resampled_roc_auc_with_a_score_that_is_not_finite_has_none(n_classes):
+    y, output, classes, rows = _classification_case(n_classes, 20, seed=3)
+    output[3] = np.nan
+    holding_it = (rows == 3).any(axis=1)
+
+    at_once = resampled_scores("roc_auc", y, output, classes, rows)
+
+    assert np.isnan(at_once[holding_it]).all() and not np.isnan(at_once[~holding_it]).all()
+    np.testing.assert_allclose(at_once, _one_at_a_time("roc_auc", y, output, classes, rows),
+                               rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
 def test_resampled_scores_leave_a_label_outside_the_classes_to_the_caller():
     y, output, classes, rows = _classification_case(2, 20, seed=1)
     y[0] = "eel"
