@@ -2,15 +2,16 @@
 
 After its search a training is Python holding one interpreter lock: its plots, learning
 curve and permutation importance waited on each other while the second core idled. The
-warm process's fork for `mlops train` (flows/warm_commands.py) forks once more before the
-command starts any thread, so nothing is copied half-done: the spare has everything
-imported, waits on a socket pair for a function of ours with its arguments, runs it and
-sends back its result or its error. It runs nothing else: what it reads comes from the
-process that forked it, over a socket no other process holds. It ends with its command
-(the end of that socket), at the latest once the job it runs is done.
+warm process's fork for `mlops train` (flows/warm_commands.py), and each flow run the
+runner forks (flows/warm.py), forks once more before it starts any thread, so nothing is
+copied half-done: the spare has everything imported, waits on a socket pair for a
+function of ours with its arguments, runs it and sends back its result or its error. It
+runs nothing else: what it reads comes from the process that forked it, over a socket no
+other process holds. It ends with its command (the end of that socket), at the latest
+once the job it runs is done.
 
-A command without a spare (started cold, by the runner, in-process in tests), or whose
-spare is gone, runs the same functions in a thread of its own: the same results on one
+A command without a spare (started cold, in-process in tests), or whose spare is gone,
+computes the same functions itself when it asks for their results: the same results on one
 core, nothing lost.
 """
 

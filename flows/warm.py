@@ -39,12 +39,20 @@ PRELOAD = ("flows.train", "flows.monitor", "flows.retrain", "flows.approval", "f
 
 class _WarmProcess(multiprocessing.context.ForkServerProcess):
     """A flow run's process, forked by the forkserver: its flow ends without waiting out the
-    heartbeat thread's sleep (0-1 s a run; flows/heartbeats.py), as the CLI's flows do."""
+    heartbeat thread's sleep (0-1 s a run; flows/heartbeats.py), as the CLI's flows do, and
+    it has a spare process (flows/spare.py), forked before the run starts a thread: a
+    training launched from the UI or by drift draws its plots and learning curve there, as
+    a warm `mlops train` does. Other runs leave theirs idle; it ends with the run."""
 
     def run(self) -> None:
         from flows.heartbeats import end_flows_without_waiting_for_their_heartbeats
+        from flows.spare import fork_spare
 
         end_flows_without_waiting_for_their_heartbeats()
+        try:
+            fork_spare()
+        except OSError:
+            pass  # none: a training draws everything itself
         super().run()
 
 

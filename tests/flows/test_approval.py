@@ -128,7 +128,7 @@ def test_approved_in_the_prefect_ui_the_version_becomes_champion(platform, await
         page.keyboard.press("ArrowDown")  # opens the list of choices
         page.locator(".p-select-option").filter(has_text=re.compile("^approve$")).click()
         form.locator("textarea").fill("checked the card")
-        form.get_by_role("button", name="Submit").click()
+        submit(page, form.get_by_role("button", name="Submit"))
         closed = wait_for(lambda: not form.is_visible(), timeout_s=60, interval_s=0.5)
         assert closed, f"the Resume form stayed open: {form.inner_text()}"
         # The runner runs the resumed flow again; a failure names its state and message.
@@ -145,6 +145,23 @@ def test_approved_in_the_prefect_ui_the_version_becomes_champion(platform, await
     tags = client.get_model_version(NAME, version).tags
     assert (tags["mlops.approval"], tags["mlops.approval_by"]) == ("approved", "Prefect UI")
     assert "challenger" not in client.get_registered_model(NAME).aliases
+
+
+def submit(page, button) -> None:
+    """Click Submit until the page sends the resume request: a click while the form still
+    re-renders can be lost (a fresh-clone run once kept the form open 60 s, nothing sent).
+    Clicked again only when nothing was sent, so a resume is never sent twice."""
+    from playwright.sync_api import TimeoutError as NothingSent
+
+    for _ in range(3):
+        try:
+            with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/resume"),
+                                     timeout=10_000):
+                button.click()
+            return
+        except NothingSent:
+            continue
+    pytest.fail("Submit sent no resume request in three clicks")
 
 
 def waiting_version(name: str, source) -> str:

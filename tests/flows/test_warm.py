@@ -20,10 +20,13 @@ from prefect.flow_engine import run_flow_in_subprocess
 
 @flow
 def probe(out: str):
+    from flows.spare import beside
+
     with open(out, "w") as f:
         json.dump({"skops_imported": "skops.io" in sys.modules, "parent": os.getppid(),
                    "heartbeats_unjoined": getattr(prefect.flow_engine._send_heartbeats,
-                                                  "unjoined", False)}, f)
+                                                  "unjoined", False),
+                   "spare": beside(os.getpid).result() != os.getpid()}, f)
 
 if __name__ == "__main__":
     if sys.argv[2] == "warm":
@@ -52,10 +55,10 @@ def run_probe(tmp_path: Path, mode: str) -> tuple[dict, dict]:
 @pytest.mark.parametrize("mode", ["warm", "warm-later", "spawn"])
 def test_a_flow_run_starts_in_a_fork_of_the_warm_process(platform, tmp_path, mode):
     """Given the runner's warm processes, then a flow run is a forkserver's child that finds
-    the flows' libraries imported (skops, which the probe never imports) and ends without
-    waiting for its heartbeat thread; without them, a spawned process of the starter's own,
-    which imports everything anew. A run that comes before the deferred start of the warm
-    process is warm too."""
+    the flows' libraries imported (skops, which the probe never imports), has a spare process
+    for its plots, and ends without waiting for its heartbeat thread; without them, a
+    spawned process of the starter's own, which imports everything anew and has no spare. A
+    run that comes before the deferred start of the warm process is warm too."""
     started, seen = run_probe(tmp_path, mode)
 
     assert started["exitcode"] == 0
@@ -63,10 +66,12 @@ def test_a_flow_run_starts_in_a_fork_of_the_warm_process(platform, tmp_path, mod
         assert started["kind"] == "_WarmProcess"  # a ForkServerProcess
         assert seen["skops_imported"] is True and seen["heartbeats_unjoined"] is True
         assert seen["parent"] != started["pid"]  # forked by the server, not by the starter
+        assert seen["spare"] is True
     else:
         assert started["kind"] == "SpawnProcess"
         assert seen["skops_imported"] is False and seen["heartbeats_unjoined"] is False
         assert seen["parent"] == started["pid"]
+        assert seen["spare"] is False
 
 
 def test_the_preloaded_modules_leave_no_thread_or_socket_to_fork():
