@@ -1171,6 +1171,12 @@ def run_on_platform(ctx: Context, cfg: Config, results: dict) -> None:
             seconds = start_platform(platform)
             note(f"platform healthy after {seconds:.1f} s")
             results["_platform"] = {"start_seconds": r(seconds, 2)}
+            # Prefect answers its first /admin/version in ~0.5 s (2 ms after), and every
+            # client asks it first: under `mlops up` the runner's client has asked by the
+            # time a user's command runs; this platform has no runner, so ask it here.
+            import httpx
+
+            httpx.get(f"{platform.prefect_api_url}/admin/version", timeout=30).raise_for_status()
         except Exception as error:  # noqa: BLE001
             message = f"the platform did not start: {type(error).__name__}: {error}"
             err.print(f"[red]{message}[/red]", highlight=False)
