@@ -73,6 +73,7 @@ from experiments.validation import Dataset
 log = logging.getLogger(__name__)
 
 REFERENCE_MAX_ROWS = 50_000
+MAX_ATTEMPT_RACES = 20  # each lost race means another training took that number: 20 is far past use
 
 
 class Later(Protocol):
@@ -82,7 +83,6 @@ class Later(Protocol):
 # beside(fn, *args, **kwargs): fn's result to come, maybe computed in another process
 # (flows.spare.beside); run_now computes it at once, here.
 Beside = Callable[..., Later]
-MAX_ATTEMPT_RACES = 20  # each lost race means another training took that number: 20 is far past use
 
 
 @dataclass(frozen=True)

@@ -36,12 +36,20 @@ _executor: ThreadPoolExecutor | None = None
 def fork_spare(close: Iterable[socket.socket] = ()) -> int | None:
     """Fork this process's spare (which closes its copies of `close`) and return its pid;
     None when this process runs more than one thread (a fork copies no other thread, and
-    one of their locks could be held)."""
+    one of their locks could be held) or cannot fork (then its jobs are computed here)."""
     global _spare
     if threading.active_count() > 1:
         return None
-    mine, its = socket.socketpair()
-    pid = os.fork()
+    try:
+        mine, its = socket.socketpair()
+    except OSError:
+        return None
+    try:
+        pid = os.fork()
+    except OSError:
+        mine.close()
+        its.close()
+        return None
     if pid == 0:
         mine.close()
         for sock in close:

@@ -49,10 +49,7 @@ class _WarmProcess(multiprocessing.context.ForkServerProcess):
         from flows.spare import fork_spare
 
         end_flows_without_waiting_for_their_heartbeats()
-        try:
-            fork_spare()
-        except OSError:
-            pass  # none: a training draws everything itself
+        fork_spare()
         super().run()
 
 

@@ -142,7 +142,9 @@ def _run_forked(listener: socket.socket, conn: socket.socket, request: dict, fds
         listener.close()
         _become_the_caller(request, fds)
         if request["argv"][1] in WITH_SPARE:
-            _fork_spare(conn)
+            from flows.spare import fork_spare
+
+            fork_spare(close=(conn,))  # the caller's socket is the command's alone
         conn.settimeout(None)
         threading.Thread(target=_die_with_caller, args=(conn,), daemon=True).start()
         send_message(conn, {"pid": os.getpid()})
@@ -188,15 +190,6 @@ def _become_the_caller(request: dict, fds: list[int]) -> None:
     from infra.settings import use
 
     use(None)
-
-
-def _fork_spare(conn: socket.socket) -> None:
-    from flows.spare import fork_spare
-
-    try:
-        fork_spare(close=(conn,))  # the caller's socket is the command's alone
-    except OSError:
-        pass  # none: the command runs that work in a thread of its own
 
 
 def _die_with_caller(conn: socket.socket) -> None:
