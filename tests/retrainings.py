@@ -17,6 +17,7 @@ def write_spec(folder, name: str, cooldown_minutes: int) -> str:
         task: classification
         data: {{source: {folder / 'train.csv'}, target: label}}
         tuning: {{trials: 2, cv_folds: 3, models: [logistic_regression]}}
+        profile: false  # the data profile is test_training's (8 CPU-s a training)
         monitoring: {{drift_share: 0.3, cooldown_minutes: {cooldown_minutes}}}
         """))
     return str(spec)

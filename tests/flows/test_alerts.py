@@ -109,6 +109,7 @@ def events(alerts, platform, tmp_path_factory):
         task: classification
         data: {{source: {folder / 'train.csv'}, target: label}}
         tuning: {{trials: 2, cv_folds: 3, models: [logistic_regression]}}
+        profile: false  # the data profile is test_training's (8 CPU-s a training)
         monitoring: {{drift_share: 0.3, cooldown_minutes: 60}}
         """))
     failing = run_deployment("train/train", timeout=0, parameters={

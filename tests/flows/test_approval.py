@@ -48,6 +48,7 @@ def awaiting(platform, tmp_path_factory):
         task: classification
         data: {{source: {folder / 'train.csv'}, target: label}}
         tuning: {{trials: 2, cv_folds: 3, models: [logistic_regression]}}
+        profile: false  # the data profile is test_training's (8 CPU-s a training)
         promotion: {{mode: approve, approval_timeout_hours: 1}}
         """))
     result = train(TrainParameters(experiment=str(spec)))

@@ -38,6 +38,7 @@ def checks(platform, tmp_path_factory):
         task: classification
         data: {{source: {folder / 'train.csv'}, target: label}}
         tuning: {{trials: 2, cv_folds: 3, models: [logistic_regression]}}
+        profile: false  # the data profile is test_training's (8 CPU-s a training)
         monitoring: {{drift_share: 1.0}}
         """))
     train(TrainParameters(experiment=str(spec)))

@@ -32,6 +32,7 @@ def test_the_chosen_feature_engineering_is_recorded_served_and_monitored_on_raw_
         task: regression
         data: {{source: {tmp_path / 'skewed.csv'}, target: y}}
         tuning: {{trials: 3, cv_folds: 3, models: [ridge]}}
+        profile: false  # the data profile is test_training's (8 CPU-s a training)
         """))
 
     result = train(TrainParameters(experiment=str(spec)))

@@ -40,6 +40,7 @@ def trained(platform, tmp_path_factory):
         task: classification
         data: {{source: {folder / 'train.csv'}, target: label}}
         tuning: {{trials: 2, cv_folds: 3, models: [logistic_regression]}}
+        profile: false  # the data profile is test_training's (8 CPU-s a training)
         monitoring: {{every_minutes: {EVERY_MINUTES}}}
         """))
     result = train(TrainParameters(experiment=str(spec)))

@@ -42,6 +42,7 @@ def trained(platform, tmp_path_factory):
         task: classification
         data: {{source: {folder / 'train.csv'}, target: label}}
         tuning: {{trials: 2, cv_folds: 3, models: [logistic_regression]}}
+        profile: false  # the data profile is test_training's (8 CPU-s a training)
         monitoring: {{cooldown_minutes: 60, min_rows: 100, min_labelled: 100}}
         """))
     return train(TrainParameters(experiment=str(spec)))

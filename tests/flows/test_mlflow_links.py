@@ -30,6 +30,7 @@ def test_each_printed_mlflow_link_shows_runs_and_metrics(platform, mlops, page, 
         task: classification
         data: {{source: {tmp_path / 'links.csv'}, target: label}}
         tuning: {{trials: 2, cv_folds: 3, models: [logistic_regression]}}
+        profile: false  # the data profile is test_training's (8 CPU-s a training)
         """))
     trained = cli_json(mlops, "train", str(spec))
     check = cli_json(mlops, "monitor", NAME, "--current", str(tmp_path / "live.csv"))

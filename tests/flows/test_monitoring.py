@@ -24,6 +24,7 @@ def trained(platform, tmp_path_factory):
         task: classification
         data: {{source: {folder / 'train.csv'}, target: label}}
         tuning: {{trials: 2, cv_folds: 3, models: [random_forest]}}
+        profile: false  # the data profile is test_training's (8 CPU-s a training)
         monitoring: {{drift_share: 0.3, cooldown_minutes: 60}}
         """))
     return train(TrainParameters(experiment=str(spec))), folder

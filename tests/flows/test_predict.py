@@ -39,6 +39,7 @@ def trained(platform, tmp_path_factory):
         task: classification
         data: {{source: {folder / 'train.csv'}, target: label}}
         tuning: {{trials: 1, cv_folds: 3, models: [random_forest]}}
+        profile: false  # the data profile is test_training's (8 CPU-s a training)
         """))
     result = train(TrainParameters(experiment=str(spec)))
     return result["model_version"], folder

@@ -21,6 +21,7 @@ def test_train_launched_from_the_prefect_ui_lands_in_mlflow(platform, page, tmp_
         task: classification
         data: {{source: {tmp_path / 'ui.csv'}, target: label}}
         tuning: {{trials: 2, cv_folds: 3, models: [logistic_regression]}}
+        profile: false  # the data profile is test_training's (8 CPU-s a training)
         """))
 
     page.goto(f"{platform.prefect_url}/deployments", wait_until="domcontentloaded")

@@ -40,6 +40,7 @@ def _spec(folder, every_minutes: float):
         task: classification
         data: {{source: {folder / 'train.csv'}, target: label}}
         tuning: {{trials: 2, cv_folds: 3, models: [logistic_regression]}}
+        profile: false  # the data profile is test_training's (8 CPU-s a training)
         monitoring: {{every_minutes: {every_minutes}}}
         """))
     return str(spec)

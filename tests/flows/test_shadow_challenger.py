@@ -39,6 +39,7 @@ def _spec(folder, family: str):
         task: classification
         data: {{source: {folder / 'train.csv'}, target: label}}
         tuning: {{trials: 1, cv_folds: 3, models: [{family}], feature_engineering: false}}
+        profile: false  # the data profile is test_training's (8 CPU-s a training)
         monitoring: {{every_minutes: 0, min_rows: 100000, min_labelled: 100}}
         promotion: {{live_evidence: true}}
         """))

@@ -64,6 +64,7 @@ def test_training_keeps_its_version_challenger_without_running_the_champion(plan
         task: classification
         data: {{source: {folder / 'train.csv'}, target: label}}
         tuning: {{trials: 2, cv_folds: 3, models: [logistic_regression]}}
+        profile: false  # the data profile is test_training's (8 CPU-s a training)
         """))
 
     result = train(TrainParameters(experiment=str(spec)))

@@ -64,6 +64,7 @@ def trained(full_platform, tmp_path_factory):
         task: classification
         data: {{source: {folder / 'train.csv'}, target: label}}
         tuning: {{trials: 2, cv_folds: 3, models: [logistic_regression]}}
+        profile: false  # the data profile is test_training's (8 CPU-s a training)
         monitoring: {{drift_share: 0.3, cooldown_minutes: 60, window_minutes: 60, min_rows: 50}}
         """))
     done = full_platform.run("train", str(spec), "--json", cwd=folder)

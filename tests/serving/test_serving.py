@@ -45,6 +45,7 @@ def trained(platform, tmp_path_factory):
         task: classification
         data: {{source: {folder / 'train.csv'}, target: label}}
         tuning: {{trials: 2, cv_folds: 3, models: [random_forest]}}
+        profile: false  # the data profile is test_training's (8 CPU-s a training)
         monitoring: {{drift_share: 0.2, cooldown_minutes: 60, window_minutes: 60, min_rows: 100,
                       retrain_on_feedback: true}}
         """))

@@ -29,6 +29,7 @@ def served(full_platform, tmp_path_factory):
         task: classification
         data: {{source: {folder / 'train.csv'}, target: label}}
         tuning: {{trials: 1, cv_folds: 3, models: [logistic_regression]}}
+        profile: false  # the data profile is test_training's (8 CPU-s a training)
         """))
     done = full_platform.run("train", str(spec), "--json")
     assert done.returncode == 0, done.stderr[-3000:]

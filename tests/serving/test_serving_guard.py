@@ -37,6 +37,7 @@ def trained(platform, tmp_path_factory):
         task: classification
         data: {{source: {folder / 'train.csv'}, target: label}}
         tuning: {{trials: 1, cv_folds: 3, models: [logistic_regression]}}
+        profile: false  # the data profile is test_training's (8 CPU-s a training)
         """))
     train(TrainParameters(experiment=str(spec)))
     return folder
