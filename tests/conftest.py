@@ -140,11 +140,13 @@ def page():
 def platform(tmp_path_factory):
     """A running local platform (MLflow, Prefect, the deployment runner, Evidently's UI) for the
     whole session."""
+    from flows.warm_start import start_warm_process, stop_warm_process
     from infra.local import local_platform
     from infra.services import start_services, stop_services, write_state
 
     home = tmp_path_factory.mktemp("mlops-home")
     running = local_platform(home, "127.0.0.1", free_port(), free_port(), free_port(), free_port())
+    user = None
     try:
         start_services(running.services, running.home, timeout_s=180)
         write_state(running.home, running.state())
@@ -155,9 +157,25 @@ def platform(tmp_path_factory):
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         }
         with clients_pointed_at(env):
+            # As `mlops up` does: the `mlops` fixture's `train` and `monitor` start warm.
+            user = user_environment(running.home)
+            start_warm_process(user, running.home / "logs" / "warm.log", running.home)
             yield running
     finally:
+        if user is not None:
+            stop_warm_process(user)
         stop_services(running.services, running.home)
+
+
+def user_environment(home: Path) -> dict[str, str]:
+    """A user's shell for the session platform: this session's variables but the clients'
+    (a command finds the platform through MLOPS_HOME). A warm process serves one environment
+    (flows/warm_start.py), so not what changes in this process meanwhile either: pytest's name
+    of the running test, and what scikit-learn sets for OpenMP once a test imported it."""
+    env = {k: v for k, v in os.environ.items() if k not in (
+        "MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PYTEST_CURRENT_TEST", "KMP_INIT_AT_FORK")}
+    env["MLOPS_HOME"] = str(home)
+    return env
 
 
 @pytest.fixture(scope="session")
@@ -180,13 +198,11 @@ def breakable_platform(spare_platform):
 
 @pytest.fixture
 def mlops(platform, tmp_path):
-    """Run the `mlops` CLI as a user would: it finds the platform through MLOPS_HOME."""
+    """Run the `mlops` CLI as a user would: it finds the platform through MLOPS_HOME, and
+    `train` and `monitor` start warm, from the platform's warm process (as after `mlops up`)."""
 
     def run(*args: str, timeout: float = 600, env_overrides: dict | None = None):
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
-        env["MLOPS_HOME"] = str(platform.home)
-        env.update(env_overrides or {})
+        env = {**user_environment(platform.home), **(env_overrides or {})}
         return subprocess.run([MLOPS, *args], capture_output=True, text=True, env=env,
                               cwd=tmp_path, timeout=timeout)
 
