@@ -1,8 +1,10 @@
 """Free loopback ports for servers the tests start, and plain HTTP calls to them."""
 
+import random
 import socket
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -34,12 +36,26 @@ def is_free(port: int) -> bool:
         return True
 
 
+def ephemeral_ports() -> tuple[int, int]:
+    """The ports the kernel gives connections of their own (Linux's default if unknown)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return low, high
+
+
 def free_s3_port() -> int:
-    """A port for SeaweedFS, which also takes the three ports above it and each plus 10000."""
-    for _ in range(100):
-        port = free_port()
-        others = [port + i for i in (1, 2, 3)] + [port + i + 10000 for i in range(4)]
-        if others[-1] < 65535 and all(is_free(p) for p in others):
+    """A port for SeaweedFS, which also takes the three ports above it and each plus 10000.
+
+    The block lies below the kernel's ephemeral ports: SeaweedFS starts its servers one after
+    another for seconds, and a block among them was seen lost meanwhile (the filer's port
+    taken as some connection's own, "bind: address already in use")."""
+    below = ephemeral_ports()[0] - 10004
+    for _ in range(200):
+        port = random.randrange(10000, below) if below > 10000 else free_port()
+        block = [port + i for i in range(4)] + [port + i + 10000 for i in range(4)]
+        if block[-1] < 65535 and all(is_free(p) for p in block):
             return port
     raise RuntimeError("no free port block for SeaweedFS")
 
