@@ -251,22 +251,30 @@ def _profile_into(frame, target, task, numeric, categorical, out_dir, seed) -> N
 
 @dataclass
 class PendingProfile:
-    """A profile being computed in a child process, writing into `directory`."""
+    """A profile being computed in a child process, or as a job of a helper process
+    (`job`), writing into `directory`."""
 
     process: multiprocessing.process.BaseProcess | None
     directory: tempfile.TemporaryDirectory
     failure: str | None = None
+    job: object | None = None  # a flows.spare.Pending: result(timeout), cancel()
 
 
 def start_profile(frame: pd.DataFrame, target: str, task: str, numeric: list[str],
-                  categorical: list[str], seed: int) -> PendingProfile:
-    """Start profiling in a fresh process (spawned: the caller's threads are not copied).
-    It does one thing and exits, so it never outlives a killed training by more than that."""
+                  categorical: list[str], seed: int, behind=None) -> PendingProfile:
+    """Start profiling beside the training, below its CPU priority: a job for `behind` (a
+    process forked with everything imported, flows.spare.behind) when it takes one, else a
+    fresh process (spawned: the caller's threads are not copied), which imports pandas,
+    scikit-learn and Evidently first (~8 CPU-s, against ~3.7 in the helper). Either
+    does one thing and exits, so it never outlives a killed training by more than that."""
     directory = tempfile.TemporaryDirectory(prefix="mlops-profile-")
+    args = (frame, target, task, list(numeric), list(categorical), directory.name, seed)
+    job = behind(_profile_into, *args) if behind is not None else None
+    if job is not None:
+        return PendingProfile(None, directory, job=job)
     try:
         process = multiprocessing.get_context("spawn").Process(
-            target=_profile_into, name="mlops-profile", daemon=True,
-            args=(frame, target, task, list(numeric), list(categorical), directory.name, seed))
+            target=_profile_into, name="mlops-profile", daemon=True, args=args)
         process.start()
         yield_to_training(process.pid)  # it imports Evidently while the search runs
     except Exception as error:  # noqa: BLE001 - a profile never fails a training
@@ -276,21 +284,34 @@ def start_profile(frame: pd.DataFrame, target: str, task: str, numeric: list[str
 
 def collect_profile(pending: PendingProfile, timeout_s: float = COLLECT_TIMEOUT_S) -> Profile:
     """The finished profile, or one whose only content is the warning that it failed."""
-    failure = pending.failure
-    if pending.process is not None:
-        pending.process.join(timeout_s)
-        result = Path(pending.directory.name) / RESULT_FILE
-        if pending.process.is_alive():
-            failure = f"not done {timeout_s:.0f} s after the gate"
-        elif not result.exists():
-            failure = f"its process ended with code {pending.process.exitcode}"
-        else:
-            found = json.loads(result.read_text())
-            if "error" not in found:
-                return Profile(Path(pending.directory.name) / Path(PROFILE_ARTIFACT).name,
-                               tuple(found["warnings"]), tuple(found["notes"]), found["seconds"])
-            failure = found["error"]
+    failure = pending.failure or _wait(pending, timeout_s)
+    if failure is None:
+        found = json.loads((Path(pending.directory.name) / RESULT_FILE).read_text())
+        if "error" not in found:
+            return Profile(Path(pending.directory.name) / Path(PROFILE_ARTIFACT).name,
+                           tuple(found["warnings"]), tuple(found["notes"]), found["seconds"])
+        failure = found["error"]
     return Profile(None, (f"the data profile failed ({failure}); the training goes on without it",))
+
+
+def _wait(pending: PendingProfile, timeout_s: float) -> str | None:
+    """Wait for the profile's process or job: None once it wrote its result, else why not."""
+    not_done = f"not done {timeout_s:.0f} s after the gate"
+    if pending.job is not None:
+        try:
+            pending.job.result(timeout_s)
+        except TimeoutError:
+            return not_done
+        except Exception as error:  # noqa: BLE001 - its helper process died: one more warning
+            return f"its process ended ({error})"
+    elif pending.process is not None:
+        pending.process.join(timeout_s)
+        if pending.process.is_alive():
+            return not_done
+    if not (Path(pending.directory.name) / RESULT_FILE).exists():
+        code = pending.process.exitcode if pending.process is not None else None
+        return f"its process ended with code {code}"
+    return None
 
 
 def close_profile(pending: PendingProfile) -> None:
@@ -299,4 +320,6 @@ def close_profile(pending: PendingProfile) -> None:
     if pending.process is not None and pending.process.is_alive():
         pending.process.terminate()  # our own child; nothing else waits for it
         pending.process.join(5)
+    if pending.job is not None:
+        pending.job.cancel()  # its helper, if still at it, is killed: nothing else waits for it
     pending.directory.cleanup()

@@ -19,7 +19,13 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from experiments.model_files import model_digest
-from experiments.trial_writer import WriterProcess, text_value, trial_record, write_trial_run
+from experiments.trial_writer import (
+    WriterProcess,
+    text_value,
+    trial_record,
+    write_trial_run,
+    write_trial_run_to,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +93,9 @@ class TrialRecorder:
     the search never waits on the tracking server; `close()` waits for the backlog. A search
     still running after `writer_after_s` hands its trials to a writer process
     (experiments/trial_writer.py: the requests' Python no longer takes the search's GIL);
-    until that process is ready, and if it cannot start, they are written here. After the
+    until that process is ready, and if it cannot start, they are written here. Given
+    `elsewhere` (a process with MLflow imported: flows.spare.beside), every trial is written
+    there from the first, and no writer process is started. After the
     first failure nothing more is sent and the search stops at the end of its current
     trial: the trials not recorded are in the study, and `record_missing` logs them when the
     search is resumed.
@@ -95,9 +103,10 @@ class TrialRecorder:
 
     def __init__(
         self, client: MlflowClient, experiment_id: str, parent_run_id: str, metric: str,
-        writer_after_s: float | None = WRITER_AFTER_S,
+        writer_after_s: float | None = WRITER_AFTER_S, elsewhere=None,
     ) -> None:
         self._client = client
+        self._elsewhere = elsewhere
         self._experiment_id = experiment_id
         self._parent_run_id = parent_run_id
         self._metric = metric
@@ -106,7 +115,8 @@ class TrialRecorder:
         # The parent's best_cv_score gets a point where the best changed, not at every trial:
         # one request a trial less, of the four each trial sends (the search's whole overhead).
         self._logged_best: float | None = None
-        self._writer_at = None if writer_after_s is None else time.monotonic() + writer_after_s
+        self._writer_at = (None if writer_after_s is None or elsewhere is not None
+                           else time.monotonic() + writer_after_s)
         self._writer: WriterProcess | None = None
         self.written_by_writer = 0
         self._thread = threading.Thread(target=self._drain, name="trial-recorder", daemon=True)
@@ -142,7 +152,10 @@ class TrialRecorder:
         record = trial_record(trial, self._metric, best)
         log_best = best is not None and best != self._logged_best  # the best-so-far curve's steps
         writer = self._ready_writer()
-        if writer is not None:
+        if self._elsewhere is not None:
+            self._elsewhere(write_trial_run_to, self._client.tracking_uri, self._experiment_id,
+                            self._parent_run_id, record, log_best).result()
+        elif writer is not None:
             writer.write(record, log_best)
             self.written_by_writer += 1
         else:

@@ -334,13 +334,15 @@ def run_trials(
     progress=None,
     trial_attrs: dict | None = None,
     sampler_seed: int | None = None,
+    elsewhere: Beside | None = None,
 ) -> None:
     """Run trials of the study until it holds the spec's number of finished trials.
 
     The in-process search runs this once, then summarises; a fanned-out search runs it in
     several batches on one study at once, each in its own process;
     `trial_attrs` marks the trials a batch ran; each batch needs its own `sampler_seed`, or
-    they would all propose the same parameters.
+    they would all propose the same parameters. With `elsewhere` (a spare process's
+    `beside`), the trials' child runs are written there.
     """
     spec, contract, tracking = context.spec, context.contract, context.tracking
     features, y = features_and_target(context.data.train, contract)
@@ -358,7 +360,8 @@ def run_trials(
 
     seed = spec.tuning.seed if sampler_seed is None else sampler_seed
     study = open_study(storage, tracking.study_name, spec.greater_is_better, seed)
-    recorder = TrialRecorder(client, tracking.experiment_id, tracking.run_id, spec.metric)
+    recorder = TrialRecorder(client, tracking.experiment_id, tracking.run_id, spec.metric,
+                             elsewhere=elsewhere)
     callbacks = [recorder] + ([progress] if progress else [])
     try:
         run_search(study, objective, spec.tuning.trials, spec.tuning.timeout_s,

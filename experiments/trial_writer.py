@@ -7,7 +7,9 @@ waits on them: 30 trials on the bench's data ran 4 % slower with the recorder th
 another process slowed the same search by nothing measurable (0.96 to 1.02, four pairs).
 So a search that lasts hands its trials to `python -m experiments.trial_writer`, which sends
 them with MLflow's own client. The writer takes ~1 s to import MLflow, so a search's first
-seconds (all of a short one) are written in its own process.
+seconds (all of a short one) are written in its own process. A training that has a spare
+process (flows/spare.py: a fork of a process with MLflow imported) writes every trial there
+instead, from the first: no import, no second process to start.
 
 The writer reads one JSON object a line on stdin, writes one JSON answer a line on the file
 descriptor it is given (MLflow may print on stdout), and exits when stdin closes. It runs
@@ -87,6 +89,19 @@ def write_trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str
     if log_best:
         client.log_metric(parent_run_id, "best_cv_score", float(record["best"]),
                           timestamp=end_ms, step=int(record["number"]))
+
+
+_clients: dict[str, MlflowClient] = {}
+
+
+def write_trial_run_to(tracking_uri: str, experiment_id: str, parent_run_id: str, record: dict,
+                       log_best: bool) -> None:
+    """`write_trial_run` with a client of `tracking_uri` made once in this process: a job
+    for a spare process (flows/spare.py), which has MLflow imported already."""
+    client = _clients.get(tracking_uri)
+    if client is None:
+        client = _clients[tracking_uri] = MlflowClient(tracking_uri)
+    write_trial_run(client, experiment_id, parent_run_id, record, log_best)
 
 
 class WriterProcess:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from experiments import training
 from experiments.errors import InputError
 from experiments.validation import load_dataset
+from flows import spare
 from flows.studies import storage_of
 from monitoring.champion import load_run_spec
 
@@ -47,5 +48,6 @@ def search_batch(params: BatchParameters) -> dict:
     get_run_logger().info("joining study %s for MLflow run %s", tracking.study_name, run.info.run_id)
     context = training.TrainingContext(spec, dataset, training.split(spec, dataset), tracking)
     training.run_trials(client, storage_of(tracking), context, trial_attrs={"batch": batch},
-                        sampler_seed=spec.tuning.seed + zlib.crc32(batch.encode()))
+                        sampler_seed=spec.tuning.seed + zlib.crc32(batch.encode()),
+                        elsewhere=spare.spare_beside())
     return {"study": tracking.study_name, "batch": batch}

@@ -13,6 +13,13 @@ once the job it runs is done.
 A command without a spare (started cold, in-process in tests), or whose spare is gone,
 computes the same functions itself when it asks for their results: the same results on one
 core, nothing lost.
+
+A second such process, the helper, runs below the command's CPU priority (`behind`): work
+that goes on during the search and must not slow it, such as the training data's profile.
+Forked as the spare is, it has pandas and scikit-learn imported: the profile there cost
+~3.7 CPU-s on the bench's data (Evidently's import 2.3 of it), where a fresh process spent
+~8 on the search's two cores (experiments/profile.py). Evidently is not imported before the
+fork: its import makes an asyncio event loop, whose wake-up socket pair every fork would share.
 """
 
 from __future__ import annotations
@@ -27,19 +34,31 @@ import threading
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from experiments.priority import yield_to_training
+
 log = logging.getLogger(__name__)
 _HEADER = struct.Struct("!Q")
 _spare: _Spare | None = None
-_executor: ThreadPoolExecutor | None = None
+_helper: _Spare | None = None
 
 
 def fork_spare(close: Iterable[socket.socket] = ()) -> int | None:
-    """Fork this process's spare (which closes its copies of `close`) and return its pid;
-    None when this process runs more than one thread (a fork copies no other thread, and
-    one of their locks could be held) or cannot fork (then its jobs are computed here)."""
-    global _spare
+    """Fork this process's spare (which closes its copies of `close`) and its helper (the
+    same, below this process's CPU priority) and return the spare's pid; None when this
+    process runs more than one thread (a fork copies no other thread, and one of their locks
+    could be held) or cannot fork (then its jobs are computed here)."""
+    global _spare, _helper
     if threading.active_count() > 1:
         return None
+    close = tuple(close)
+    _spare = _fork(close, low_priority=False)
+    if _spare is None:
+        return None
+    _helper = _fork((*close, _spare.sock), low_priority=True)
+    return _spare.pid
+
+
+def _fork(close: tuple[socket.socket, ...], low_priority: bool) -> _Spare | None:
     try:
         mine, its = socket.socketpair()
     except OSError:
@@ -54,77 +73,119 @@ def fork_spare(close: Iterable[socket.socket] = ()) -> int | None:
         mine.close()
         for sock in close:
             sock.close()
+        if low_priority:
+            yield_to_training(os.getpid())
         _serve(its)  # never returns
     its.close()
-    _spare = _Spare(pid, mine)
-    return pid
+    return _Spare(pid, mine)
+
+
+def spare_beside():
+    """`beside` when this process has a spare to send jobs to; None when they would be
+    computed here."""
+    return beside if _mine(_spare) is not None else None
 
 
 def beside(fn, /, *args, **kwargs) -> Pending:
     """fn(*args, **kwargs) sent to the spare process now (one job after another); computed
     here, in the thread that asks for its result, when there is no spare, it is gone, or the
     job does not pickle (so no two threads of this process ever draw at once)."""
-    global _executor
-    spare = _spare if _spare is not None and _spare.owner == os.getpid() else None
-    if spare is None:  # none, or this is a child of the command's, which has none
+    spare = _mine(_spare)
+    job = _pickled(fn, args, kwargs) if spare is not None else None
+    if job is None:  # no spare, or this is a child of the command's, which has none
         return Pending(fn, args, kwargs, None)
+    return Pending(fn, args, kwargs, spare.submit(job))
+
+
+def behind(fn, /, *args, **kwargs) -> Pending | None:
+    """fn(*args, **kwargs) sent to the helper process now, for work that must not slow this
+    one's (it runs below this process's CPU priority, one job after another); None when there
+    is no helper or the job does not pickle. Never computed here: if the helper is gone, its
+    result raises SpareGone."""
+    helper = _mine(_helper)
+    job = _pickled(fn, args, kwargs) if helper is not None else None
+    if job is None:
+        return None
+    return Pending(fn, args, kwargs, helper.submit(job), here=False, process=helper)
+
+
+def _mine(spare: _Spare | None) -> _Spare | None:
+    """The spare if this process forked it (a child of the command's has none of its own)."""
+    return spare if spare is not None and spare.owner == os.getpid() else None
+
+
+def _pickled(fn, args: tuple, kwargs: dict) -> bytes | None:
     try:
-        job = pickle.dumps((fn, args, kwargs), pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps((fn, args, kwargs), pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, TypeError, AttributeError) as error:
-        log.debug("not sent to the spare process (%s); run here", error)
-        return Pending(fn, args, kwargs, None)
-    if _executor is None:
-        _executor = ThreadPoolExecutor(1, thread_name_prefix="mlops-spare")
-    return Pending(fn, args, kwargs, _executor.submit(_run_there, spare, job))
+        log.debug("not sent to a spare process (%s)", error)
+        return None
 
 
 class Pending:
-    """The result of a job given to `beside`."""
+    """The result of a job given to `beside` or `behind`."""
 
-    def __init__(self, fn, args: tuple, kwargs: dict, sent: Future | None) -> None:
-        self._call, self._sent = (fn, args, kwargs), sent
+    def __init__(self, fn, args: tuple, kwargs: dict, sent: Future | None, here: bool = True,
+                 process: _Spare | None = None) -> None:
+        self._call, self._sent, self._here, self._process = (fn, args, kwargs), sent, here, process
 
-    def result(self):
-        """The job's result (its error raised), waiting for the spare; computed here when the
-        spare could not compute it."""
+    def result(self, timeout: float | None = None):
+        """The job's result (its error raised), waiting for the spare at most `timeout`
+        seconds (TimeoutError after); computed here when the spare could not compute it,
+        unless the job came from `behind`."""
         if self._sent is not None:
             try:
-                return self._sent.result()
-            except _SpareGone:
+                return self._sent.result(timeout)
+            except SpareGone:
+                if not self._here:
+                    raise
                 self._sent = None
         fn, args, kwargs = self._call
         return fn(*args, **kwargs)
 
+    def cancel(self) -> None:
+        """A `behind` job not done yet is stopped: its helper process is killed."""
+        if self._process is not None and self._sent is not None and not self._sent.done():
+            self._process.kill()
 
-class _SpareGone(Exception):
-    pass
 
-
-def _run_there(spare: _Spare, job: bytes):
-    global _spare
-    try:
-        return spare.run(job)
-    except (OSError, EOFError) as error:  # it died or was killed: the job is done here
-        log.warning("the spare process is gone (%s); its work runs in this one", error)
-        if _spare is spare:
-            _spare = None
-        spare.close()
-        raise _SpareGone from error
+class SpareGone(Exception):
+    """The spare process running a job ended before it answered, or could not load the job."""
 
 
 class _Spare:
     def __init__(self, pid: int, sock: socket.socket) -> None:
-        self.pid, self.owner, self._sock = pid, os.getpid(), sock
+        self.pid, self.owner, self.sock = pid, os.getpid(), sock
+        self._executor: ThreadPoolExecutor | None = None
+        self._gone = False
 
-    def run(self, job: bytes):
-        _send(self._sock, job)
-        ok, value = pickle.loads(_receive(self._sock))
+    def submit(self, job: bytes) -> Future:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="mlops-spare")
+        return self._executor.submit(self._run, job)
+
+    def _run(self, job: bytes):
+        if self._gone:
+            raise SpareGone("the spare process is gone")
+        try:
+            _send(self.sock, job)
+            ok, value = pickle.loads(_receive(self.sock))
+        except (OSError, EOFError) as error:  # it died or was killed: the caller decides
+            log.warning("a spare process is gone (%s)", error)
+            self._gone = True
+            self.sock.close()
+            raise SpareGone(str(error)) from error
+        if ok is None:  # it could not load the job: not its to compute
+            raise SpareGone(f"the spare process could not load the job ({value})")
         if ok:
             return value
         raise value
 
-    def close(self) -> None:
-        self._sock.close()
+    def kill(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except OSError:  # already gone
+            pass
 
 
 def _serve(sock: socket.socket) -> None:
@@ -139,7 +200,11 @@ def _serve(sock: socket.socket) -> None:
                 job = _receive(sock)
             except EOFError:
                 break
-            fn, args, kwargs = pickle.loads(job)
+            try:
+                fn, args, kwargs = pickle.loads(job)
+            except Exception as error:  # noqa: BLE001 - a function defined after the fork
+                _send(sock, pickle.dumps((None, f"{type(error).__name__}: {error}")))
+                continue
             try:
                 reply = (True, fn(*args, **kwargs))
             except BaseException as error:  # noqa: BLE001 - raised again in the command
@@ -150,11 +215,17 @@ def _serve(sock: socket.socket) -> None:
 
 
 def _dumps(reply: tuple) -> bytes:
+    """The reply; an error that would not come back whole (one that does not pickle, or not
+    unpickle: its constructor wants other arguments) goes back as a RuntimeError with its text."""
     try:
-        return pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
+        if not reply[0]:
+            pickle.loads(data)
+        return data
     except Exception as error:  # noqa: BLE001 - a result or error that does not pickle
+        what = reply[1] if reply[0] else f"{type(reply[1]).__name__}: {reply[1]}"
         return pickle.dumps((False, RuntimeError(f"the spare process could not send back "
-                                                 f"{reply[1]!r}: {error}")))
+                                                 f"{what!r}: {error}")))
 
 
 def _send(sock: socket.socket, payload: bytes) -> None:

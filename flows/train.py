@@ -130,15 +130,17 @@ def start_tracking(
 
 
 class StartingProfile:
-    """The profile's child process, started from a thread: spawning returns only once the
-    child has read its arguments, which it does after importing pandas and scikit-learn
-    (1-2 s quiet, 9 s on a busy machine), and the flow need not wait for that."""
+    """The profile, started from a thread: as a job of this process's helper
+    (flows/spare.py), sent once its data is pickled; without a helper, in a spawned child,
+    which returns only once the child has read its arguments, which it does after importing
+    pandas and scikit-learn (1-2 s quiet, 9 s on a busy machine). The flow waits for neither."""
 
     def __init__(self, spec: ExperimentSpec, dataset: Dataset) -> None:
         contract = dataset.contract
         pool = ThreadPoolExecutor(1, thread_name_prefix="mlops-profile-start")
         self._future = pool.submit(start_profile, dataset.frame, contract.target, spec.task,
-                                   contract.numeric, contract.categorical, spec.tuning.seed)
+                                   contract.numeric, contract.categorical, spec.tuning.seed,
+                                   behind=spare.behind)
         pool.shutdown(wait=False)  # the thread ends once the child has started
 
     def pending(self) -> PendingProfile:
@@ -219,7 +221,8 @@ def tune(
             logger.info("logged %d trials their batches had not recorded in MLflow", late)
     else:
         training.run_trials(_client(), storage_of(context.tracking), context,
-                            progress=_progress(logger, context.spec), warm_start=warm)
+                            progress=_progress(logger, context.spec), warm_start=warm,
+                            elsewhere=spare.spare_beside())
     return training.summarize_search(_client(), storage_of(context.tracking), context)
 
 

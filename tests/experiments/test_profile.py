@@ -1,6 +1,10 @@
 """The data profile's warnings on frames, its sampling, and its failure path (no servers)."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -128,3 +132,44 @@ def test_one_histogram_per_column_leaves_the_report_as_evidently_makes_it(monkey
     reused = content(profile._evidently_report(*args))
     monkeypatch.setattr(profile, "one_histogram_per_column", contextlib.nullcontext)
     assert content(profile._evidently_report(*args)) == reused
+
+
+HELPER_SCRIPT = """
+import json, os, signal, sys
+from synthetic import binary_frame
+from experiments.profile import close_profile, collect_profile, start_profile
+from flows import spare
+spare.fork_spare()
+pending = start_profile(binary_frame(), "label", "classification", ["x1", "x2", "noise"],
+                        ["colour"], seed=0, behind=spare.behind)
+if sys.argv[1] == "kill":
+    os.kill(spare._helper.pid, signal.SIGKILL)
+profile = collect_profile(pending, timeout_s=120)
+html = profile.html.read_text() if profile.html else ""
+close_profile(pending)
+print(json.dumps({"spawned": pending.process is not None, "warnings": list(profile.warnings),
+                  "html": all(c in html for c in ("x1", "x2", "noise", "colour")),
+                  "files_left": os.path.exists(pending.directory.name)}))
+"""
+
+
+def _profile_in_a_helper(end: str) -> dict:
+    tests = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", HELPER_SCRIPT, end], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": f"{tests.parent}:{tests}"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_a_training_with_a_helper_process_profiles_there_and_one_that_dies_is_a_warning():
+    """Given a command with a helper process (flows/spare.py: a warm training's), the profile is
+    a job there, no process is spawned, and it is the same profile; given the helper killed
+    before it is done, the training gets one warning instead, and the files are removed."""
+    made = _profile_in_a_helper("finish")
+    assert made == {"spawned": False, "warnings": [], "html": True, "files_left": False}
+
+    killed = _profile_in_a_helper("kill")
+    assert killed["spawned"] is False and killed["html"] is False
+    assert len(killed["warnings"]) == 1
+    assert killed["warnings"][0].startswith("the data profile failed (its process ended (")
+    assert killed["files_left"] is False

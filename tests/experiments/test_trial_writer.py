@@ -1,9 +1,12 @@
 """Trials handed to a writer process: the same child runs, and no trial lost when it fails."""
 
+import json
 import os
 import signal
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -143,3 +146,53 @@ def test_a_writer_killed_mid_search_stops_the_search_and_a_resume_logs_the_rest(
     record_missing(resumed, client, study, experiment_id, parent)
     resumed.close()
     assert sorted(_recorded(client, experiment_id, parent)) == list(range(len(study.trials)))
+
+
+SPARE_SEARCH = """
+import json, sys, time
+import optuna
+from mlflow.tracking import MlflowClient
+from experiments import trial_writer
+from experiments.tracking import TrialRecorder, ensure_experiment
+from flows import spare
+from test_trial_writer import _objective
+def clients():
+    return sorted(trial_writer._clients)
+spare.fork_spare()  # before any thread, as a warm training's process does
+client = MlflowClient(sys.argv[1])
+experiment_id = ensure_experiment(client, "writer-spare")
+parent = client.create_run(experiment_id).info.run_id
+study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=3))
+recorder = TrialRecorder(client, experiment_id, parent, "roc_auc", writer_after_s=0,
+                         elsewhere=spare.spare_beside())
+study.optimize(lambda trial: (time.sleep(0.05), _objective(trial))[1], n_trials=int(sys.argv[2]),
+               callbacks=[recorder])
+recorder.close()
+print(json.dumps({"experiment_id": experiment_id, "parent": parent, "here": clients(),
+                  "spare": spare.beside(clients).result(), "writer": recorder._writer is not None,
+                  "written_by_writer": recorder.written_by_writer}))
+"""
+
+
+def test_a_training_with_a_spare_process_writes_its_trials_there_the_same(platform):
+    """Given a search whose process has a spare (a warm training's), every trial is written by
+    the spare (MLflow imported already: no writer process is started, even when one is due
+    at once), and the child runs and best-so-far curve are those the search writes itself."""
+    here_dir = Path(__file__).resolve().parent
+    done = subprocess.run(
+        [sys.executable, "-c", SPARE_SEARCH, platform.mlflow_url, "8"], capture_output=True,
+        text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": f"{here_dir.parents[1]}:{here_dir}"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    there = json.loads(done.stdout.splitlines()[-1])
+    client = MlflowClient(platform.mlflow_url)
+    _, here, here_experiment, here_parent = _search(client, "writer-spare-here", 8, writer_after_s=None)
+    here.close()
+
+    assert there["spare"] == [platform.mlflow_url] and there["here"] == []
+    assert there["writer"] is False and there["written_by_writer"] == 0
+    ours = _recorded(client, there["experiment_id"], there["parent"])
+    assert ours == _recorded(client, here_experiment, here_parent)
+    assert sorted(ours) == list(range(8))
+    assert (sorted((m.step, m.value) for m in client.get_metric_history(there["parent"], "best_cv_score"))
+            == sorted((m.step, m.value) for m in client.get_metric_history(here_parent, "best_cv_score")))

@@ -20,6 +20,13 @@ def fail():
 def pid_after(seconds):
     time.sleep(seconds)
     return os.getpid()
+def niceness():
+    return os.getpriority(os.PRIO_PROCESS, 0)
+class Odd(Exception):
+    def __init__(self, column, why):
+        super().__init__(f"{column}: {why}")
+def fail_oddly():
+    raise Odd("price", "not a number")
 """
 
 
@@ -94,12 +101,91 @@ def test_a_job_that_does_not_pickle_runs_here():
     assert forked != me and ran_in == me
 
 
-def test_the_spare_ends_with_its_command_even_a_killed_one():
+def test_a_job_the_spare_cannot_load_runs_here_and_the_spare_stays():
+    """Given a function the spare does not have (defined after the fork), the job is computed
+    in the command's process, and the spare takes the next job."""
+    me, spare_pid, ran_in, then = _run("""
+        forked = spare.fork_spare()
+        def later():
+            return os.getpid()
+        print(os.getpid(), forked, spare.beside(later).result(), spare.beside(pid).result())
+    """)
+    assert ran_in == me and then == spare_pid != me
+
+
+def test_an_error_that_would_not_come_back_whole_comes_back_as_its_text():
+    """Given a job raising an error whose class wants other arguments than its message (it
+    pickles, and cannot be rebuilt), the command gets a RuntimeError that names it."""
+    (line,) = _run("""
+        spare.fork_spare()
+        try:
+            spare.beside(fail_oddly).result()
+        except RuntimeError as e:
+            print(str(e).replace(" ", "_"))
+    """)
+    assert "Odd:_price:_not_a_number" in line
+
+
+def test_the_spare_and_its_helper_end_with_their_command_even_a_killed_one():
     for end in ("sys.exit(0)", "os.kill(os.getpid(), signal.SIGKILL)"):
         command = subprocess.Popen(
-            [sys.executable, "-c", PRELUDE + f"print(spare.fork_spare(), flush=True)\ntime.sleep(1)\n{end}"],
+            [sys.executable, "-c", PRELUDE + "print(spare.fork_spare(), spare._helper.pid, flush=True)\n"
+             f"time.sleep(1)\n{end}"],
             cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-        forked = int(command.stdout.readline())
-        assert not _gone(forked, timeout_s=0.2)
+        forked = [int(pid) for pid in command.stdout.readline().split()]
+        assert not any(_gone(pid, timeout_s=0.2) for pid in forked)
         command.wait(timeout=30)
-        assert _gone(forked), end
+        assert all(_gone(pid) for pid in forked), end
+
+
+def test_a_job_behind_runs_in_a_helper_below_the_commands_priority():
+    """Given a spare forked, `behind` sends jobs to a third process, the helper, which runs
+    them at the command's niceness + 10 (what experiments.priority gives helper processes);
+    the spare keeps the command's."""
+    me, spare_pid, helper_pid, mine, the_spares, the_helpers = _run("""
+        forked = spare.fork_spare()
+        print(os.getpid(), forked, spare.behind(pid).result(), niceness(),
+              spare.beside(niceness).result(), spare.behind(niceness).result())
+    """)
+    assert len({me, spare_pid, helper_pid}) == 3
+    assert the_spares == mine
+    assert int(the_helpers) == min(19, int(mine) + 10)
+
+
+def test_without_a_helper_behind_takes_no_job_and_there_is_no_spare_to_write_in():
+    before, after = _run("""
+        print(spare.spare_beside() is None, end=" ")
+        spare.fork_spare()
+        print(spare.spare_beside() is spare.beside)
+    """)
+    assert (before, after) == ("True", "True")
+    (none,) = _run("print(spare.behind(pid))")
+    assert none == "None"
+
+
+def test_a_helper_killed_or_cancelled_fails_its_job_and_nothing_runs_here():
+    """Given the helper killed while it runs a job, or the job cancelled, the job's result
+    raises SpareGone: a job behind is never computed in the command's own process."""
+    (killed,) = _run("""
+        spare.fork_spare()
+        job = spare.behind(pid_after, 1.0)
+        time.sleep(0.3)
+        os.kill(spare._helper.pid, signal.SIGKILL)
+        try:
+            print(job.result())
+        except spare.SpareGone:
+            print("gone")
+    """)
+    cancelled, waited = _run("""
+        spare.fork_spare()
+        job = spare.behind(pid_after, 60)
+        time.sleep(0.3)
+        started = time.monotonic()
+        job.cancel()
+        try:
+            print(job.result(timeout=30))
+        except spare.SpareGone:
+            print("gone", round(time.monotonic() - started))
+    """)
+    assert killed == cancelled == "gone"
+    assert waited == "0"
