@@ -157,24 +157,37 @@ def permutation_importances(model, features: pd.DataFrame, y, scorer: Importance
     return scores[0] - scores[1:].reshape(len(features.columns), n_repeats)
 
 
-def feature_importance(
-    model, features: pd.DataFrame, y, scorer, *, metric: str, seed: int,
-) -> tuple[dict[str, float], Figure]:
-    """Permutation importance on (a sample of) the holdout, in units of the search metric."""
-    plt = pyplot()
+def feature_importance(model, features: pd.DataFrame, y, scorer, *, seed: int
+                       ) -> tuple[dict[str, float], dict[str, float]]:
+    """Permutation importance on (a sample of) the holdout, in units of the search metric:
+    each feature's mean drop in score when shuffled, and its spread over the repeats."""
     if len(features) > MAX_IMPORTANCE_ROWS:
         keep = np.random.default_rng(seed).choice(len(features), MAX_IMPORTANCE_ROWS, replace=False)
         features, y = features.iloc[keep], pd.Series(np.asarray(y)[keep])
     drops = permutation_importances(model, features, y, scorer, n_repeats=IMPORTANCE_REPEATS,
                                     seed=seed)
-    mean, spread = drops.mean(axis=1), drops.std(axis=1)
-    importances = dict(zip(features.columns, mean.tolist(), strict=True))
-    order = np.argsort(mean)
+    columns = [str(c) for c in features.columns]
+    return (dict(zip(columns, drops.mean(axis=1).tolist(), strict=True)),
+            dict(zip(columns, drops.std(axis=1).tolist(), strict=True)))
+
+
+def importance_png(mean: dict[str, float], spread: dict[str, float], metric: str) -> bytes:
+    """The permutation importance's bar chart as a PNG (~0.2 s of drawing: a job for the
+    spare process, flows/spare.py)."""
+    plt = pyplot()
+    order = sorted(mean, key=mean.get)
     figure, ax = plt.subplots(figsize=(6, max(3, 0.3 * len(order) + 1)))
-    ax.barh(np.asarray(features.columns)[order], mean[order], xerr=spread[order])
+    ax.barh(order, [mean[c] for c in order], xerr=[spread[c] for c in order])
     ax.set(xlabel=f"drop in {metric} when shuffled", title="Permutation importance (holdout)")
     figure.tight_layout()
-    return importances, figure
+    return png_files({"feature_importance": figure})["feature_importance"]
+
+
+def holdout_pngs(task: str, y_true, output: np.ndarray, classes) -> dict[str, bytes]:
+    """The task's holdout plots as PNGs (~0.1 s: a job for the spare process)."""
+    figures = (classification_plots(y_true, output, classes) if task == "classification"
+               else regression_plots(y_true, output))
+    return png_files(figures)
 
 
 @dataclass(frozen=True)

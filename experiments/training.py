@@ -43,13 +43,12 @@ from experiments.evaluation import (
     LEARNING_CURVE_FOLDS,
     LEARNING_CURVE_MIN_S,
     LEARNING_CURVE_SHARE,
-    classification_plots,
     feature_importance,
+    holdout_pngs,
+    importance_png,
     importance_scorer,
     learning_curve_png,
     metric_scorer,
-    png_files,
-    regression_plots,
     search_plot_pngs,
 )
 from experiments.metrics import holdout_metrics, model_output, score
@@ -468,8 +467,8 @@ class Diagnosis:
 def diagnose_fit(client: MlflowClient, context: TrainingContext, search: SearchResult,
                  evaluation: Evaluation, beside: Beside = run_now) -> Diagnosis:
     """The holdout's plots, permutation importance, the score on the training data
-    (`train_<metric>`, beside `cv_<metric>` and `holdout_<metric>`) and the learning curve
-    (drawn by `beside`, its fits the largest part); the figures on the parent run, the
+    (`train_<metric>`, beside `cv_<metric>` and `holdout_<metric>`) and the learning curve;
+    the figures (drawn by `beside`, the curve's fits the largest part) on the parent run, the
     metrics returned for `log_scores`."""
     spec, run_id = context.spec, context.tracking.run_id
     holdout_x, holdout_y = features_and_target(context.data.holdout, context.contract)
@@ -478,16 +477,16 @@ def diagnose_fit(client: MlflowClient, context: TrainingContext, search: SearchR
     curve = beside(learning_curve_png, clone(evaluation.pipeline), features, y, folds,
                    metric_scorer(spec.task, spec.metric), seed=spec.tuning.seed,
                    budget_s=max(LEARNING_CURVE_MIN_S, LEARNING_CURVE_SHARE * search.fit_seconds))
-    figures = (classification_plots(holdout_y, evaluation.output, evaluation.classes)
-               if spec.task == "classification" else regression_plots(holdout_y, evaluation.output))
+    plots = beside(holdout_pngs, spec.task, holdout_y, evaluation.output, evaluation.classes)
     scorer = importance_scorer(spec.task, spec.metric, spec.greater_is_better, evaluation.classes)
     with fit_threads(len(features)):
-        importances, figures["feature_importance"] = feature_importance(
-            evaluation.pipeline, holdout_x, holdout_y, scorer, metric=spec.metric,
-            seed=spec.tuning.seed)
+        importances, spread = feature_importance(evaluation.pipeline, holdout_x, holdout_y, scorer,
+                                                 seed=spec.tuning.seed)
+        importance_plot = run_now(importance_png, importances, spread, spec.metric)
         train_score = score(spec.metric, y, model_output(evaluation.pipeline, features, spec.task),
                             evaluation.classes)
-    log_pngs(client, run_id, {**png_files(figures), "learning_curve": curve.result()})
+    log_pngs(client, run_id, {**plots.result(), "feature_importance": importance_plot.result(),
+                              "learning_curve": curve.result()})
     fit = FitScores(spec.metric, spec.greater_is_better, train_score, search.cv_score,
                     evaluation.metrics[spec.metric])
     return Diagnosis(fit, {**{f"importance.{k}": v for k, v in importances.items()},

@@ -7,8 +7,8 @@ runner forks (flows/warm.py), forks once more before it starts any thread, so no
 copied half-done: the spare has everything imported, waits on a socket pair for a
 function of ours with its arguments, runs it and sends back its result or its error. It
 runs nothing else: what it reads comes from the process that forked it, over a socket no
-other process holds. It ends with its command (the end of that socket), at the latest
-once the job it runs is done.
+other process holds. It ends with its command: at once on Linux (a parent-death signal),
+elsewhere at the end of that socket, once the job it runs is done.
 
 A command without a spare (started cold, in-process in tests), or whose spare is gone,
 computes the same functions itself when it asks for their results: the same results on one
@@ -27,12 +27,13 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import queue
 import signal
 import socket
 import struct
 import threading
 from collections.abc import Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 from experiments.priority import yield_to_training
 
@@ -59,6 +60,7 @@ def fork_spare(close: Iterable[socket.socket] = ()) -> int | None:
 
 
 def _fork(close: tuple[socket.socket, ...], low_priority: bool) -> _Spare | None:
+    parent = os.getpid()
     try:
         mine, its = socket.socketpair()
     except OSError:
@@ -70,6 +72,7 @@ def _fork(close: tuple[socket.socket, ...], low_priority: bool) -> _Spare | None
         its.close()
         return None
     if pid == 0:
+        _die_with(parent)
         mine.close()
         for sock in close:
             sock.close()
@@ -78,6 +81,20 @@ def _fork(close: tuple[socket.socket, ...], low_priority: bool) -> _Spare | None
         _serve(its)  # never returns
     its.close()
     return _Spare(pid, mine)
+
+
+def _die_with(parent: int) -> None:
+    """On Linux, be killed when the command's process ends, even mid-job (a parent-death
+    signal): a killed training's profile or plots do not run on. Elsewhere the end of the
+    socket ends this process once its job is done."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        return
+    if os.getppid() != parent:  # it ended before the signal was asked for
+        os._exit(0)
 
 
 def spare_beside():
@@ -156,13 +173,27 @@ class SpareGone(Exception):
 class _Spare:
     def __init__(self, pid: int, sock: socket.socket) -> None:
         self.pid, self.owner, self.sock = pid, os.getpid(), sock
-        self._executor: ThreadPoolExecutor | None = None
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._sender: threading.Thread | None = None
         self._gone = False
 
     def submit(self, job: bytes) -> Future:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="mlops-spare")
-        return self._executor.submit(self._run, job)
+        """The job sent after those before it, from a daemon thread: a command that ends
+        with a job still out does not wait for it (its spare ends with it)."""
+        future: Future = Future()
+        self._jobs.put((future, job))
+        if self._sender is None:
+            self._sender = threading.Thread(target=self._send_jobs, name="mlops-spare", daemon=True)
+            self._sender.start()
+        return future
+
+    def _send_jobs(self) -> None:
+        while True:
+            future, job = self._jobs.get()
+            try:
+                future.set_result(self._run(job))
+            except BaseException as error:  # noqa: BLE001 - raised by the job's result()
+                future.set_exception(error)
 
     def _run(self, job: bytes):
         if self._gone:

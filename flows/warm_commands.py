@@ -57,7 +57,7 @@ def serve(env_key: str, home: Path | None = None) -> None:
     lock.truncate(0)
     lock.write(str(os.getpid()))  # `mlops down` stops it by it while it imports
     lock.flush()
-    _import_once()
+    import_once()
     digest = code_digest()
     path = warm_file(env_key, ".sock")  # its length checked by start_warm_process
     path.unlink(missing_ok=True)
@@ -86,7 +86,7 @@ def _platform_runs(home: Path) -> bool:
     return bool(running_recorded(home))
 
 
-def _import_once() -> None:
+def import_once() -> None:
     """What the flow commands import, MLflow's quiet and telemetry switches set first (it
     reads the telemetry one on import; a cold command's `connect` sets them all the same),
     and what a training loads beside its search (model logging, pyplot, and MLflow's map of

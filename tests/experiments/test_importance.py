@@ -76,3 +76,26 @@ def test_fit_threads_limits_on_small_data_or_a_busy_machine():
             assert _threads() == {2}
         with fit_threads(SMALL, busy=lambda: False):
             assert _threads() == {1}
+
+
+def test_the_importance_and_holdout_figures_travel_as_data_and_come_back_as_pngs():
+    """The figures a spare process draws (flows/spare.py) take plain data and give PNG bytes:
+    the importance's mean and spread by feature, the holdout's plots of either task."""
+    frame = binary_frame()
+    features, y = frame.drop(columns=["label"]), frame["label"]
+    model = build_pipeline("classification", "logistic_regression", {}, ["x1", "x2", "noise"],
+                           ["colour"], 0).fit(features, y)
+    scorer = importance_scorer("classification", "roc_auc", True, tuple(model.classes_))
+    mean, spread = evaluation.feature_importance(model, features, y, scorer, seed=0)
+    assert list(mean) == list(spread) == list(features.columns)
+    assert all(s >= 0 for s in spread.values())
+
+    png = b"\x89PNG\r\n\x1a\n"
+    assert evaluation.importance_png(mean, spread, "roc_auc").startswith(png)
+    output = model.predict_proba(features)
+    drawn = evaluation.holdout_pngs("classification", y, output, tuple(model.classes_))
+    assert set(drawn) == {"confusion_matrix", "roc_curve"}
+    fit = regression_frame()
+    drawn = evaluation.holdout_pngs("regression", fit["y"], fit["y"].to_numpy() * 0.9, None)
+    assert set(drawn) == {"residuals", "predicted_vs_actual"}
+    assert all(p.startswith(png) for p in drawn.values())

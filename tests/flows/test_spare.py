@@ -126,10 +126,11 @@ def test_an_error_that_would_not_come_back_whole_comes_back_as_its_text():
     assert "Odd:_price:_not_a_number" in line
 
 
-def test_the_spare_and_its_helper_end_with_their_command_even_a_killed_one():
+def test_the_spare_and_its_helper_end_with_their_command_even_a_killed_one_mid_job():
     for end in ("sys.exit(0)", "os.kill(os.getpid(), signal.SIGKILL)"):
         command = subprocess.Popen(
             [sys.executable, "-c", PRELUDE + "print(spare.fork_spare(), spare._helper.pid, flush=True)\n"
+             "jobs = [spare.beside(pid_after, 600), spare.behind(pid_after, 600)]\n"
              f"time.sleep(1)\n{end}"],
             cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         forked = [int(pid) for pid in command.stdout.readline().split()]

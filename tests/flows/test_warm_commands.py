@@ -125,7 +125,7 @@ def test_the_warm_process_holds_no_connection_when_it_forks(warm):
 def test_the_warm_process_loads_what_a_training_loads_beside_its_search():
     """Model logging, pyplot and MLflow's map of installed packages are loaded before a fork:
     a warm training does not spend that CPU during its search."""
-    check = ("import sys\nfrom flows.warm_commands import _import_once\n_import_once()\n"
+    check = ("import sys\nfrom flows.warm_commands import import_once\nimport_once()\n"
              "from mlflow.utils import requirements_utils\n"
              "assert requirements_utils._MODULES_TO_PACKAGES is not None\n"
              "assert {'matplotlib.pyplot', 'mlflow.sklearn', 'experiments.fast_skops'} <= set(sys.modules)\n")
