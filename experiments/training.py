@@ -11,6 +11,7 @@ import json
 import logging
 import subprocess
 import tempfile
+import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -331,18 +332,18 @@ def run_trials(
     *,
     warm_start: Sequence[dict] = (),
     progress=None,
-    trial_attrs: dict | None = None,
-    sampler_seed: int | None = None,
+    batch: str | None = None,
     elsewhere: Beside | None = None,
 ) -> None:
     """Run trials of the study until it holds the spec's number of finished trials.
 
     The in-process search runs this once, then summarises; a fanned-out search runs it in
-    several batches on one study at once, each in its own process;
-    `trial_attrs` marks the trials a batch ran; each batch needs its own `sampler_seed`, or
-    they would all propose the same parameters. With `elsewhere` (a spare process's
-    `beside`), the trials' child runs are written there.
+    several batches on one study at once, each in its own process: `batch` names the one
+    this is (a user attribute of its trials) and seeds its sampler (the same seed in every
+    batch would propose the same parameters). With `elsewhere` (a spare process's `beside`),
+    the trials' child runs are written there.
     """
+    trial_attrs = {"batch": batch} if batch is not None else {}
     spec, contract, tracking = context.spec, context.contract, context.tracking
     features, y = features_and_target(context.data.train, contract)
     objective = threads_per_trial(make_objective(
@@ -357,7 +358,7 @@ def run_trials(
                 trial.set_user_attr(key, value)
             return inner(trial)
 
-    seed = spec.tuning.seed if sampler_seed is None else sampler_seed
+    seed = spec.tuning.seed if batch is None else spec.tuning.seed + zlib.crc32(batch.encode())
     study = open_study(storage, tracking.study_name, spec.greater_is_better, seed)
     recorder = TrialRecorder(client, tracking.experiment_id, tracking.run_id, spec.metric,
                              elsewhere=elsewhere)

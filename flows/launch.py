@@ -1,7 +1,8 @@
 """The `mlops` command's entry point: a flow command starts warm when it can.
 
-`mlops train` and `mlops monitor` import scikit-learn, MLflow, Prefect and Optuna before
-their flow starts: 2.6-3.4 s of a 20-trial training on the bench's machine (issue 13), where
+`mlops train` and `mlops monitor` (and the other flow and registry commands: WARM_COMMANDS)
+import scikit-learn, MLflow, Prefect and Optuna before their flow starts: 2.6-3.4 s of a
+20-trial training on the bench's machine (issue 13), where
 a bare Optuna + scikit-learn script spends 1.2-1.5 s. `mlops up` starts a warm process
 (flows/warm_commands.py) that has imported them once; such a command is a fork of it, ready
 at once, and runs there exactly as it would here: this process hands it its arguments, its

@@ -6,8 +6,6 @@ and runs trials until the study holds the requested number, every trial a child 
 the same MLflow parent run.
 """
 
-import zlib
-
 import optuna
 from mlflow.tracking import MlflowClient
 from prefect import flow, get_run_logger
@@ -47,7 +45,6 @@ def search_batch(params: BatchParameters) -> dict:
     batch = str(flow_run.get_id())
     get_run_logger().info("joining study %s for MLflow run %s", tracking.study_name, run.info.run_id)
     context = training.TrainingContext(spec, dataset, training.split(spec, dataset), tracking)
-    training.run_trials(client, storage_of(tracking), context, trial_attrs={"batch": batch},
-                        sampler_seed=spec.tuning.seed + zlib.crc32(batch.encode()),
+    training.run_trials(client, storage_of(tracking), context, batch=batch,
                         elsewhere=spare.spare_beside())
     return {"study": tracking.study_name, "batch": batch}

@@ -132,8 +132,11 @@ def _mine(spare: _Spare | None) -> _Spare | None:
 
 
 def _pickled(fn, args: tuple, kwargs: dict) -> bytes | None:
+    """The job, with this process's environment as it is now: a command exports its clients'
+    variables (addresses, credentials) after its spare was forked, and a job that writes to
+    MLflow needs them."""
     try:
-        return pickle.dumps((fn, args, kwargs), pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps((fn, args, kwargs, dict(os.environ)), pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, TypeError, AttributeError) as error:
         log.debug("not sent to a spare process (%s)", error)
         return None
@@ -232,10 +235,13 @@ def _serve(sock: socket.socket) -> None:
             except EOFError:
                 break
             try:
-                fn, args, kwargs = pickle.loads(job)
+                fn, args, kwargs, environment = pickle.loads(job)
             except Exception as error:  # noqa: BLE001 - a function defined after the fork
                 _send(sock, pickle.dumps((None, f"{type(error).__name__}: {error}")))
                 continue
+            if os.environ != environment:  # the command's, as it was when it sent the job
+                os.environ.clear()
+                os.environ.update(environment)
             try:
                 reply = (True, fn(*args, **kwargs))
             except BaseException as error:  # noqa: BLE001 - raised again in the command

@@ -41,7 +41,8 @@ from flows.warm_start import (
 
 IDLE_S = 3600
 LOOK_S = 5  # how often it looks whether its platform still runs
-PRELOAD = ("flows.cli", "flows.preflight", "flows.train", "flows.monitor", "experiments.spec",
+PRELOAD = ("flows.cli", "flows.preflight", "flows.train", "flows.monitor", "flows.predict",
+           "flows.lifecycle", "flows.approval", "flows.compare", "experiments.spec",
            "experiments.fast_skops")
 # Commands whose fork forks a spare process (flows/spare.py) before it starts a thread: a
 # training draws its plots and learning curve there, on the other core.

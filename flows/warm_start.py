@@ -21,7 +21,10 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-WARM_COMMANDS = ("train", "monitor")
+# The commands a warm process runs: those that import MLflow, Prefect or scikit-learn and
+# start nothing that outlives them (not `up`, `serve`, `worker`, `demo`).
+WARM_COMMANDS = ("train", "monitor", "predict", "promote", "rollback", "approve", "reject",
+                 "history", "compare", "models")
 # Set by shells, terminals, login sessions and make (`make up`, `make demo`), read by nothing
 # a command imports: another terminal, ssh or tmux session of the same user finds the warm
 # process `mlops up` started in the first (the fork runs with its caller's own values).

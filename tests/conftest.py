@@ -79,6 +79,17 @@ def one_thread():
 
 
 @pytest.fixture(autouse=True)
+def settings_read_again():
+    """A command run in this process (a CLI runner, a flow's task) keeps the settings it read
+    from this test's environment (infra.settings.process_settings): read again after it, so
+    the next test's command does not get this test's addresses."""
+    yield
+    from infra.settings import use
+
+    use(None)
+
+
+@pytest.fixture(autouse=True)
 def quiet_optuna():
     before = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)

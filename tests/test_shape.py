@@ -13,8 +13,9 @@ MAX_PARAMETERS = 7
 # Only these may touch os.environ: the settings are read by pydantic-settings, a child's
 # environment is prepared in one function, and the clients' own variables exported in one;
 # the MLflow server takes in its own process the environment `mlflow server` gives its child.
+# flows.warm_commands and flows.spare take on their command's environment (a fork's).
 ENVIRONMENT_MODULES = {"infra.clients", "infra.services", "infra.mlflow_server",
-                       "flows.warm_start", "flows.warm_commands"}
+                       "flows.warm_start", "flows.warm_commands", "flows.spare"}
 # package -> packages it must never import
 FORBIDDEN = {
     "experiments": {"flows", "registry", "monitoring", "serving", "infra"},

@@ -20,6 +20,8 @@ def fail():
 def pid_after(seconds):
     time.sleep(seconds)
     return os.getpid()
+def variable_of(name):
+    return os.environ.get(name, "-")
 def niceness():
     return os.getpriority(os.PRIO_PROCESS, 0)
 class Odd(Exception):
@@ -111,6 +113,20 @@ def test_a_job_the_spare_cannot_load_runs_here_and_the_spare_stays():
         print(os.getpid(), forked, spare.beside(later).result(), spare.beside(pid).result())
     """)
     assert ran_in == me and then == spare_pid != me
+
+
+def test_a_job_sees_the_commands_environment_as_it_was_when_sent():
+    """Given a variable the command set after its spare was forked (as connecting exports the
+    clients' credentials), a job sees it; one the command removed, it does not."""
+    seen, gone = _run("""
+        os.environ["MLOPS_TEST_GONE"] = "yes"
+        spare.fork_spare()
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = "set-after-the-fork"
+        del os.environ["MLOPS_TEST_GONE"]
+        print(spare.beside(variable_of, "MLFLOW_TRACKING_PASSWORD").result(),
+              spare.behind(variable_of, "MLOPS_TEST_GONE").result())
+    """)
+    assert (seen, gone) == ("set-after-the-fork", "-")
 
 
 def test_an_error_that_would_not_come_back_whole_comes_back_as_its_text():

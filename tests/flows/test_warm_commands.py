@@ -67,9 +67,11 @@ def _warm_only(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 
 
 def test_a_warm_command_prints_and_exits_as_the_cold_one(warm):
-    """Given the warm process of an environment, `mlops train --help` and a bad option run
-    warm (the caller imports nothing of the CLI), with the cold command's output and status."""
-    for args in (("train", "--help"), ("train", "--no-such-option")):
+    """Given the warm process of an environment, `mlops train --help`, a bad option and the
+    registry and scoring commands run warm (the caller imports nothing of the CLI), with the
+    cold command's output and status."""
+    for args in (("train", "--help"), ("train", "--no-such-option"), ("promote", "--help"),
+                 ("predict", "--no-such-option")):
         started = _warm_only(warm, *args)
         cold = subprocess.run([MLOPS, *args], env={**warm, "MLOPS_WARM_START": "0"},
                               capture_output=True, text=True, timeout=120)
@@ -77,7 +79,8 @@ def test_a_warm_command_prints_and_exits_as_the_cold_one(warm):
         assert started.returncode != 99, "it started cold"
         assert (started.returncode, started.stdout, started.stderr) == (
             cold.returncode, cold.stdout, cold.stderr)
-        assert args[1] != "--help" or "Run the training flow" in started.stdout
+        said = {"train": "Run the training flow", "promote": "Move `champion` to VERSION"}
+        assert args[1] != "--help" or said[args[0]] in started.stdout
 
 
 def test_another_environment_or_command_starts_cold(warm):
