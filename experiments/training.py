@@ -483,10 +483,10 @@ def diagnose_fit(client: MlflowClient, context: TrainingContext, search: SearchR
     with fit_threads(len(features)):
         importances, spread = feature_importance(evaluation.pipeline, holdout_x, holdout_y, scorer,
                                                  seed=spec.tuning.seed)
-        importance_plot = run_now(importance_png, importances, spread, spec.metric)
+        importance_chart = importance_png(importances, spread, spec.metric)
         train_score = score(spec.metric, y, model_output(evaluation.pipeline, features, spec.task),
                             evaluation.classes)
-    log_pngs(client, run_id, {**plots.result(), "feature_importance": importance_plot.result(),
+    log_pngs(client, run_id, {**plots.result(), "feature_importance": importance_chart,
                               "learning_curve": curve.result()})
     fit = FitScores(spec.metric, spec.greater_is_better, train_score, search.cv_score,
                     evaluation.metrics[spec.metric])
