@@ -11,9 +11,14 @@ from pathlib import Path
 import yaml
 
 
+# libyaml's safe loader where PyYAML was built with it: the same safe constructors, parsed
+# in C (4 ms for a training's 8 kB MLmodel, 42 ms in Python; a champion's load reads it twice).
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def read_mlmodel(path: Path) -> dict:
     """MLmodel as plain data (safe YAML), never through MLflow's Model class."""
-    return yaml.safe_load((path / "MLmodel").read_text()) or {}
+    return yaml.load((path / "MLmodel").read_text(), Loader=_SAFE_LOADER) or {}
 
 
 def skops_file(path: Path, mlmodel: dict) -> Path:

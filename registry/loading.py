@@ -59,10 +59,11 @@ def refusal(mlmodel: dict) -> str | None:
 
 def check_files(path: Path, recorded_digest: str | None) -> Path:
     """The skops file of a downloaded model that passes every rule; ValueError saying why not."""
-    reason = refusal(read_mlmodel(path))
+    mlmodel = read_mlmodel(path)
+    reason = refusal(mlmodel)
     if reason is not None:
         raise ValueError(reason)
-    file = skops_file(path, read_mlmodel(path))
+    file = skops_file(path, mlmodel)
     if not recorded_digest:
         raise ValueError(f"it has no {DIGEST_TAG} tag (not registered by the platform)")
     if model_digest(path) != recorded_digest:

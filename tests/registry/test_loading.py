@@ -163,6 +163,41 @@ def test_a_model_that_ships_code_is_refused_without_running_it(registry, fitted,
     assert marker.exists(), control.stderr[-2000:]
 
 
+def test_an_mlmodel_that_asks_yaml_to_run_code_is_refused_without_running_it(registry, fitted,
+                                                                           tmp_path):
+    """Given a version whose MLmodel carries a python tag (a full YAML loader would call
+    os.system while parsing), with its digest taken again so only the YAML is wrong, loading
+    it is refused as unsafe YAML and the command never runs."""
+    client, add = registry
+    pipeline, x, metadata = fitted
+    version = add(lambda run_id: log_sklearn_model(run_id, pipeline, x.head(5), metadata).uri)
+    marker = tmp_path / "ran"
+    path = stored(client, version)
+    text = (path / "MLmodel").read_text()
+    (path / "MLmodel").write_text(
+        f"planted: !!python/object/apply:os.system [\"touch {marker}\"]\n{text}")
+    client.set_model_version_tag(NAME, version, DIGEST_TAG, _digest_of_files(path))
+
+    with pytest.raises(UnsafeModel, match="could not determine a constructor"):
+        load_registered(client, NAME, version)
+
+    assert not marker.exists()
+    with pytest.raises(yaml.constructor.ConstructorError):  # the control: it is a python tag
+        yaml.safe_load((path / "MLmodel").read_text())
+
+
+def _digest_of_files(path: Path) -> str:
+    """model_digest's sum, without reading the YAML it is given."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for file in (path / "MLmodel", path / "model.skops"):
+        content = file.read_bytes()
+        digest.update(f"{file.name}\0{len(content)}\0".encode())
+        digest.update(content)
+    return digest.hexdigest()
+
+
 def test_the_types_a_model_asks_to_trust_are_not_trusted(registry):
     """Given a version that lists `_operator.neg` among its trusted types (MLflow's loader
     would trust it), the loader trusts only our own table and refuses it."""
