@@ -131,6 +131,15 @@ def split(spec: ExperimentSpec, dataset: Dataset) -> Split:
     return split_holdout(dataset.frame, spec.data.target, spec.task, t.holdout_fraction, t.seed)
 
 
+def expected_classes(context: TrainingContext) -> tuple | None:
+    """The classes a pipeline refitted on the training split will know, before it is fitted:
+    a classifier's `classes_` are its training labels, sorted. None for regression."""
+    if context.spec.task != "classification":
+        return None
+    _, y = features_and_target(context.data.train, context.contract)
+    return tuple(np.unique(y))
+
+
 def features_and_target(frame: pd.DataFrame, contract: DataContract) -> tuple[pd.DataFrame, pd.Series]:
     features = feature_frame(frame, contract.numeric, contract.categorical)
     return features, frame[contract.target].reset_index(drop=True)

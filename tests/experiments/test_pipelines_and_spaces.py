@@ -58,6 +58,8 @@ def test_suggested_params_build_a_pipeline_that_fits_and_predicts(raw, task, fam
     assert predicted.shape == (len(raw),)
     if task == "classification":
         assert set(predicted) <= {"Adelie", "Gentoo"}
+        # What the champion is scored against before the refit (experiments.training.expected_classes).
+        assert tuple(pipeline.classes_) == tuple(np.unique(raw[target]))
         assert pipeline.predict_proba(features).shape == (len(raw), 2)
     else:
         assert np.isfinite(predicted).all()

@@ -99,6 +99,25 @@ def test_a_training_starts_warm_and_registers_as_a_cold_one(warm_platform, tmp_p
         _warm_processes(warm_platform.env)
 
 
+def test_a_warm_training_compares_with_the_champion_on_the_same_holdout(warm_platform, tmp_path):
+    """Given version 1 of a spec trained warm, the next warm training (whose spare scores the
+    champion while the search runs) compares with version 1's score on the same holdout, as
+    version 1 itself measured it."""
+    spec = _spec(tmp_path, "it-warm-gate", trials=3, timeout_s=60)
+
+    def train() -> dict:
+        done = subprocess.run([MLOPS, "train", spec, "--json"], env=warm_platform.env,
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout)
+
+    first, second = train(), train()
+
+    assert (first["model_version"], second["model_version"]) == ("1", "2")
+    assert second["champion_version"] in ("1", "2")
+    assert f"vs champion {first['metric']['value']:.4f} " in second["reason"], second["reason"]
+
+
 def test_a_killed_caller_takes_its_warm_training_with_it(warm_platform, tmp_path):
     """Given a warm training mid-search, SIGKILL of the `mlops train` process ends the process
     that runs the flow too (as killing a cold one would), and `mlops up` settles its run."""
