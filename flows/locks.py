@@ -11,7 +11,7 @@ from contextlib import ExitStack, contextmanager
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
-from prefect.exceptions import ObjectAlreadyExists
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from infra.errors import PlatformError
 
@@ -25,13 +25,19 @@ def promotion_lock(model: str) -> str:
 
 
 def ensure_lock(name: str) -> None:
-    """Create the one-slot limit if missing; refuse one that a person widened or switched off."""
+    """Create the one-slot limit if missing; refuse one that a person widened or switched off.
+    Read first: a create of one that exists is a failed write on the server (on SQLite, a
+    write lock taken; in its log, an error with a traceback), for every promotion."""
     with get_client(sync_client=True) as client:
         try:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-        except ObjectAlreadyExists:
-            pass  # another training created it first, or an earlier one did
-        limit = client.read_global_concurrency_limit_by_name(name)
+            limit = client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=name, limit=1))
+            except ObjectAlreadyExists:
+                pass  # another training created it meanwhile
+            limit = client.read_global_concurrency_limit_by_name(name)
     if limit.limit != 1 or not limit.active:
         raise PlatformError(
             f"the Prefect concurrency limit {name} must be active with 1 slot "

@@ -143,6 +143,29 @@ def test_a_promotion_lock_with_more_than_one_slot_is_refused(platform):
         pass
 
 
+def test_locks_made_at_once_are_one_and_taking_one_again_writes_nothing(platform):
+    """Given four holders making a new lock at the same moment, there is one limit of one slot;
+    taking an existing lock leaves no failed create in the Prefect server's log."""
+    from flows import locks
+
+    name = locks.promotion_lock("it-lock-once")
+    contexts = [contextvars.copy_context() for _ in range(4)]  # this test's: the platform's API
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda context: context.run(locks.ensure_lock, name), contexts))
+    with get_client(sync_client=True) as prefect:
+        made = [limit for limit in prefect.read_global_concurrency_limits(limit=200)
+                if limit.name == name]
+    assert [(limit.limit, limit.active) for limit in made] == [(1, True)]
+    server_log = platform.home / "logs" / "prefect.log"
+    before = server_log.read_text().count("UNIQUE constraint failed: concurrency_limit_v2.name")
+
+    with locks.held(name):
+        pass
+
+    after = server_log.read_text().count("UNIQUE constraint failed: concurrency_limit_v2.name")
+    assert after == before
+
+
 def test_a_lock_not_free_in_time_is_one_clear_error(platform, monkeypatch):
     """Given the lock held by another holder for longer than the wait, entering it fails with
     a PlatformError naming the lock (one line in the CLI), and the block never runs."""
