@@ -10,9 +10,8 @@ from pathlib import Path
 
 import yaml
 
-
 # libyaml's safe loader where PyYAML was built with it: the same safe constructors, parsed
-# in C (4 ms for a training's 8 kB MLmodel, 42 ms in Python; a champion's load reads it twice).
+# in C (4 ms for a training's 8 kB MLmodel, 42 ms in Python; a champion's load reads it three times).
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
