@@ -172,8 +172,8 @@ def feature_importance(model, features: pd.DataFrame, y, scorer, *, seed: int
 
 
 def importance_png(mean: dict[str, float], spread: dict[str, float], metric: str) -> bytes:
-    """The permutation importance's bar chart as a PNG (~0.2 s of drawing: a job for the
-    spare process, flows/spare.py)."""
+    """The permutation importance's bar chart as a PNG (~0.2 s of drawing; the training
+    draws it while its spare process draws the other plots)."""
     plt = pyplot()
     order = sorted(mean, key=mean.get)
     figure, ax = plt.subplots(figsize=(6, max(3, 0.3 * len(order) + 1)))

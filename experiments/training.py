@@ -136,8 +136,7 @@ def expected_classes(context: TrainingContext) -> tuple | None:
     a classifier's `classes_` are its training labels, sorted. None for regression."""
     if context.spec.task != "classification":
         return None
-    _, y = features_and_target(context.data.train, context.contract)
-    return tuple(np.unique(y))
+    return tuple(np.unique(context.data.train[context.contract.target]))
 
 
 def features_and_target(frame: pd.DataFrame, contract: DataContract) -> tuple[pd.DataFrame, pd.Series]:
