@@ -1,49 +1,55 @@
-"""`prefect server start` whose automations wait for SQLite's write lock instead of
-dropping events: `python -m infra.prefect_server [prefect server start options]`.
+"""`prefect server start` whose SQLite transactions wait for the write lock instead of
+failing: `python -m infra.prefect_server [prefect server start options]`.
 
-Prefect evaluates each event against the automations in a transaction that reads an
-automation's bucket, then writes it, begun `DEFERRED`. On SQLite in WAL mode such a
-transaction fails at once with "database is locked" when another connection wrote in
-between (the busy timeout cannot help: the snapshot it read is stale), and the server's
-in-memory broker retries the event three times, at once, then moves it to its dead-letter
-folder: no automation sees it, not the failure alert, not the retraining on drift: 1-3
-events in each round of tests/bench/dropped_events_bench.py (30 flow runs at once).
+Prefect begins most of its write transactions `DEFERRED`: they read, then write. On SQLite
+in WAL mode such a transaction fails at once with "database is locked" when another
+connection wrote in between (the busy timeout cannot help: the snapshot it read is stale).
+Measured on this machine, loaded as a test run loads it:
+- the trigger service's evaluation of an event (read an automation's bucket, write it): the
+  in-memory broker retries the event three times, at once, then moves it to its dead-letter
+  folder, so no automation sees it, not the failure alert, not the retraining on drift (1-3
+  events in each round of tests/bench/dropped_events_bench.py, 30 flow runs at once);
+- an API request (the UI's "Run" of a deployment, a training's gate taking its lock slot):
+  the server answers 503. Prefect's Python client waits 2 s and tries again; its UI shows
+  "Oops. Something went wrong." and drops the submission.
 
-Here the same transactions begin `IMMEDIATE` (what Prefect does itself where it reads then
-writes, e.g. a flow run's state): they take the write lock first and wait their turn for
-it. On PostgreSQL the flag means nothing. The rest is `prefect server start` unchanged.
+Here every transaction the server begins on SQLite begins `IMMEDIATE`, as Prefect itself
+does where it marks one `with_for_update` (a flow run's state): it takes the write lock
+first and waits its turn for it (the busy timeout, 60 s). Reads outside a transaction are
+unchanged, and so is PostgreSQL. The rest is `prefect server start` unchanged.
 """
 
+import inspect
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 
-@asynccontextmanager
-async def automations_session_writing_first(begin_transaction: bool = False) -> AsyncIterator:
-    """Prefect's `automations_session`, with its transactions begun IMMEDIATE on SQLite."""
-    from prefect.server.database import provide_database_interface
+def make_transactions_wait_for_the_write_lock() -> None:
+    """Begin every SQLite transaction of this process's Prefect server `IMMEDIATE`; fail
+    loudly on a Prefect whose SQLite configuration begins transactions another way."""
+    from prefect.server.database.configurations import AioSqliteConfiguration
 
-    db = provide_database_interface()
-    async with db.session_context(begin_transaction=begin_transaction,
-                                  with_for_update=begin_transaction) as session:
-        yield session
+    original = AioSqliteConfiguration.begin_transaction
+    if getattr(original, "writing_first", False):
+        return
+    if "with_for_update" not in inspect.signature(original).parameters:
+        raise RuntimeError("prefect's AioSqliteConfiguration.begin_transaction takes no "
+                           "with_for_update in this Prefect version: infra/prefect_server.py "
+                           "needs a look")
 
+    @asynccontextmanager
+    async def writing_first(self, session, with_for_update: bool = False) -> AsyncIterator:
+        async with original(self, session, with_for_update=True) as transaction:
+            yield transaction
 
-def make_triggers_wait_for_the_write_lock() -> None:
-    """Point the triggers service at `automations_session_writing_first`; fail loudly on a
-    Prefect whose triggers open their sessions another way."""
-    from prefect.server.events import triggers
-
-    if not callable(getattr(triggers, "automations_session", None)):
-        raise RuntimeError("prefect.server.events.triggers has no automations_session in this "
-                           "Prefect version: infra/prefect_server.py needs a look")
-    triggers.automations_session = automations_session_writing_first
+    writing_first.writing_first = True
+    AioSqliteConfiguration.begin_transaction = writing_first
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """`prefect server start` with `argv` (this process's arguments by default), here."""
-    make_triggers_wait_for_the_write_lock()
+    make_transactions_wait_for_the_write_lock()
     from prefect.cli import app
 
     sys.argv = ["prefect", "server", "start", *(sys.argv[1:] if argv is None else argv)]

@@ -8,7 +8,8 @@ platform's zombie automation (a bucket per flow run, written at each of its even
 --clients processes each put --runs flow runs through their lives at once: created, Pending
 (a worker took it), Running, five heartbeats, Completed. Counted from the server: trigger
 evaluations that failed (its log's "Failed in consume_loop"), "database is locked" errors,
-and the messages moved to its dead-letter folder (events no automation saw); and the wall
+the messages moved to its dead-letter folder (events no automation saw), and the requests the
+API answered 503 (a client's 2 s back-off; the UI's "Something went wrong"); and the wall
 time until the load was through.
 Servers alternate (Prefect's, ours, Prefect's, ...) so that other work on the machine hits both
 alike. JSON on stdout; a line per round on stderr. Takes minutes: Prefect's rounds are slow.
@@ -80,7 +81,9 @@ def _round(server: str, clients: int, runs: int) -> dict:
     home = Path(tempfile.mkdtemp(prefix="dropped-events-"))
     url = f"http://127.0.0.1:{_free_port()}/api"
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": url,
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_LOGGING_LEVEL": "WARNING"}
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+           # each 503 the API answers (a retryable error) is logged, and counted below
+           "PREFECT_SERVER_LOG_RETRYABLE_ERRORS": "true"}
     env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
     log = (home / "server.log").open("w")
     port = url.split(":")[2].split("/")[0]
@@ -108,7 +111,8 @@ def _round(server: str, clients: int, runs: int) -> dict:
     return {"server": server, "seconds": round(seconds, 1), "failed_clients": failed_clients,
             "dropped": len(list(dead.iterdir())) if dead.is_dir() else 0,
             "failed_evaluations": text.count("Failed in consume_loop"),
-            "locked": text.count("sqlite3.OperationalError: database is locked")}
+            "locked": text.count("sqlite3.OperationalError: database is locked"),
+            "api_503": text.count("Encountered retryable exception in request")}
 
 
 def main() -> None:
