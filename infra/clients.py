@@ -10,7 +10,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from infra.platform import CLIENT_RETRIES, FLOW_HEARTBEATS, QUIET, Platform
+from infra.platform import CLIENT_RETRIES, FLOW_HEARTBEATS, NO_TEMPORARY_SERVER, QUIET, Platform
 from infra.settings import Settings, use
 
 
@@ -33,7 +33,8 @@ class Connection:
 
 def connection(platform: Platform, settings: Settings) -> Connection:
     """The platform's addresses, unless the user set the clients' own variables."""
-    variables = {**QUIET, **CLIENT_RETRIES, **FLOW_HEARTBEATS, **platform.client_environment()}
+    variables = {**QUIET, **CLIENT_RETRIES, **FLOW_HEARTBEATS, **NO_TEMPORARY_SERVER,
+                 **platform.client_environment()}
     if settings.mlflow_tracking_uri:
         variables["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
     if settings.prefect_api_url:
@@ -42,10 +43,13 @@ def connection(platform: Platform, settings: Settings) -> Connection:
 
 
 def connect(connection: Connection, settings: Settings) -> Settings:
-    """Export the clients' variables (those already set win) and make the platform's own
-    settings (study storage, traffic store, pool) this process's; returns those settings."""
+    """Export the clients' variables (those already set win; one set empty counts as unset:
+    `PREFECT_API_URL=` kept empty sent a training to a temporary Prefect server of Prefect's
+    own, its run lost with it) and make the platform's own settings (study storage, traffic
+    store, pool) this process's; returns those settings."""
     for name, value in connection.variables.items():
-        os.environ.setdefault(name, value)
+        if not os.environ.get(name):
+            os.environ[name] = value
     if "prefect.context" in sys.modules:  # imported before (a warm start): it reads them again
         sys.modules["prefect.context"].refresh_global_settings_context()
     given = {name.removeprefix("MLOPS_").lower(): value for name, value in connection.variables.items()

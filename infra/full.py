@@ -10,6 +10,7 @@ from infra import accounts, database, objectstore
 from infra.platform import (
     CLIENT_RETRIES,
     FLOW_HEARTBEATS,
+    NO_TEMPORARY_SERVER,
     Platform,
     ServerOptions,
     evidently_service,
@@ -212,7 +213,8 @@ def worker_command(pool: str) -> tuple[list[str], dict[str, str]]:
     interpreter (`-m prefect`): a worker's own environment may have no `prefect` script."""
     argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"]
     # Ask for work every 2 s rather than 10: a search batch waits for a worker to pick it up.
-    return argv, {"PREFECT_WORKER_QUERY_SECONDS": "2", **CLIENT_RETRIES, **FLOW_HEARTBEATS}
+    return argv, {"PREFECT_WORKER_QUERY_SECONDS": "2", **CLIENT_RETRIES, **FLOW_HEARTBEATS,
+                  **NO_TEMPORARY_SERVER}
 
 
 def worker_service(home: Path, host: str, port: int, client_env: Mapping[str, str], pool: str,

@@ -32,6 +32,11 @@ CLIENT_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
 # minimum (its default is 180 s).
 HEARTBEAT_SECONDS = 30
 FLOW_HEARTBEATS = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}
+# A client of the platform that reaches Prefect with no API address fails with Prefect's "No
+# Prefect API URL provided", instead of starting a temporary Prefect server of its own (20 s,
+# a database of its own, and nothing lands where the team looks). Prefect's default profile
+# allows that temporary server.
+NO_TEMPORARY_SERVER = {"PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "false"}
 # MLflow sends usage records (what was logged, which flavors, the UI's clicks through the
 # server) to mlflow-telemetry.io unless told not to; a team's platform sends nothing out.
 # Prefect's server analytics and Evidently's telemetry are off where those servers start.

@@ -27,6 +27,11 @@ MLOPS = str(Path(sys.executable).parent / "mlops")
 # and these are the variables OpenMP and the BLAS libraries read at their start.
 for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
+# A test that reaches Prefect with no PREFECT_API_URL (a thread started without the test's
+# settings context, say) fails with Prefect's "No Prefect API URL provided", instead of
+# starting a temporary server of Prefect's own that outlives the test (two were found
+# orphaned). Set before Prefect is first imported: it reads its settings then.
+os.environ.setdefault("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "false")
 
 
 # Test modules that share an expensive platform, by the fixture they name. Under `make test`
@@ -95,26 +100,6 @@ def quiet_optuna():
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     yield
     optuna.logging.set_verbosity(before)
-
-
-_TEMPORARY_PREFECT_SERVER_SEEN = []
-
-
-@pytest.fixture(autouse=True)
-def temporary_prefect_server_named():
-    """Names the first test after which this worker runs Prefect's temporary server (what
-    Prefect starts for a client or flow with no PREFECT_API_URL): no test should need one,
-    and CI's logs showed one stopping at the end of `make test` (a warning, in the summary)."""
-    yield
-    server = sys.modules.get("prefect.server.api.server")
-    if server is None or _TEMPORARY_PREFECT_SERVER_SEEN:
-        return
-    running = [s.address for s in server.SubprocessASGIServer._instances.values() if s.running]
-    if running:
-        _TEMPORARY_PREFECT_SERVER_SEEN.append(running)
-        import warnings
-        warnings.warn(f"Prefect's temporary server runs ({', '.join(running)}) after this test: "
-                      "it used Prefect with no PREFECT_API_URL", stacklevel=1)
 
 
 @pytest.fixture

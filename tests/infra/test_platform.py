@@ -42,6 +42,13 @@ def test_mlflow_sends_no_usage_records_from_the_servers_or_the_clients(platform,
     assert variables["MLFLOW_DISABLE_TELEMETRY"] == "true"
 
 
+def test_no_client_of_the_platform_may_start_a_prefect_server_of_its_own(platform, tmp_path):
+    """Given the running platform, then every client `mlops` connects refuses Prefect's
+    temporary server (tests/infra/test_clients.py: what that does when no address is found)."""
+    variables = connection(platform, Settings(home=tmp_path)).variables
+    assert variables["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] == "false"
+
+
 def test_up_twice_is_harmless(mlops, platform):
     done = mlops("up")
 
