@@ -204,6 +204,7 @@ def runner_service(home: Path, host: str, port: int, client_env: Mapping[str, st
             **QUIET,
             **CLIENT_RETRIES,
             **FLOW_HEARTBEATS,
+            **NO_TEMPORARY_SERVER,
             # Off: its /shutdown would answer anyone; flows.serve answers GET /health itself
             # on this host and port.
             "PREFECT_RUNNER_SERVER_ENABLE": "false",

@@ -42,10 +42,16 @@ def test_mlflow_sends_no_usage_records_from_the_servers_or_the_clients(platform,
     assert variables["MLFLOW_DISABLE_TELEMETRY"] == "true"
 
 
-def test_no_client_of_the_platform_may_start_a_prefect_server_of_its_own(platform, tmp_path):
-    """Given the running platform, then every client `mlops` connects refuses Prefect's
-    temporary server (tests/infra/test_clients.py: what that does when no address is found)."""
-    variables = connection(platform, Settings(home=tmp_path)).variables
+def test_no_client_of_the_platform_may_start_a_prefect_server_of_its_own(tmp_path):
+    """Given the local platform's definition, then its runner (which runs the flows) is
+    started, and every client `mlops` connects is pointed, refusing Prefect's temporary
+    server (tests/infra/test_clients.py: what that does when no address is found)."""
+    from infra.local import local_platform
+
+    defined = local_platform(tmp_path, "127.0.0.1", 5001, 5002, 5003, 5004)
+    [runner] = [service for service in defined.services if service.name == "runner"]
+    assert runner.env["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] == "false"
+    variables = connection(defined, Settings(home=tmp_path)).variables
     assert variables["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] == "false"
 
 
