@@ -1210,7 +1210,13 @@ def run_on_platform(ctx: Context, cfg: Config, results: dict) -> None:
             PREFECT_HOME=str(ctx.tmp / "prefect-client"),
             # Per-trial logs still go to the Prefect API; only the console is quietened.
             PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL="WARNING",
+            PREFECT_SERVER_ALLOW_EPHEMERAL_MODE="false",
         )
+        # Prefect read its settings when it was imported, before this platform: without this,
+        # the in-process flows (tracking_overhead's tracked side) ran on a temporary Prefect
+        # server of Prefect's own, not on this platform's.
+        if "prefect.context" in sys.modules:
+            sys.modules["prefect.context"].refresh_global_settings_context()
         if "tracking_overhead" not in results:  # not skipped
             results["tracking_overhead"] = run_figure(
                 "tracking_overhead", lambda: figure_tracking_overhead(ctx, cfg))
